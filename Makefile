@@ -1,0 +1,46 @@
+# fediflow.dr — the README's commands. Set-up is part of every target (idempotent, fast
+# when already done).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+INVENTORY ?= inventories/lab/hosts.yml
+COLL_DIR := .build/collections/ansible_collections/fediflow/dr
+
+.PHONY: setup test test-unit test-sanity test-lint test-integration drill bench lab-up lab-down clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	@bash scripts/test.sh all
+
+test-unit: setup
+	@bash scripts/test.sh unit
+
+test-sanity: setup
+	@bash scripts/test.sh sanity
+
+test-lint: setup
+	@bash scripts/test.sh lint
+
+test-integration: setup
+	@bash scripts/test.sh integration
+
+lab-up: setup
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml
+
+lab-down: setup
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_down.yml
+
+drill: setup
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/dr_drill.yml
+
+bench: setup
+	@bash scripts/bench.sh
+
+clean: lab-down
+	rm -rf .build

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""AWS connection options (as amazon.aws names them) and a boto3 client factory."""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+
+
+def aws_common_argument_spec():
+    """The argument spec matching ``doc_fragments/aws.py``."""
+    return {
+        "region": {"type": "str", "aliases": ["aws_region"]},
+        "endpoint_url": {"type": "str", "aliases": ["aws_endpoint_url"]},
+        "access_key": {"type": "str", "no_log": True,
+                       "aliases": ["aws_access_key_id", "aws_access_key"]},
+        "secret_key": {"type": "str", "no_log": True,
+                       "aliases": ["aws_secret_access_key", "aws_secret_key"]},
+        "session_token": {"type": "str", "no_log": True, "aliases": ["aws_session_token"]},
+        "profile": {"type": "str", "aliases": ["aws_profile"]},
+    }
+
+
+def client(service, params, max_attempts=8):
+    """A boto3 client honouring the module options first, then the ``AWS_*`` environment.
+
+    Retries use botocore's ``standard`` mode (jittered exponential back-off), the same
+    policy amazon.aws applies with ``AWSRetry.jittered_backoff``.
+    """
+    try:
+        import boto3  # pylint: disable=import-outside-toplevel
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise FediflowError("boto3 and botocore are required on the managed node")
+    region = params.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint = params.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    session = boto3.session.Session(
+        aws_access_key_id=params.get("access_key") or None,
+        aws_secret_access_key=params.get("secret_key") or None,
+        aws_session_token=params.get("session_token") or None,
+        profile_name=params.get("profile") or None,
+        region_name=region or None,
+    )
+    config = Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                    connect_timeout=5, read_timeout=60)
+    return session.client(service, endpoint_url=endpoint or None, config=config)

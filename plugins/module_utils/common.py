@@ -1,0 +1,149 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plumbing shared by every fediflow.dr module: timing, running programs, errors.
+
+Plain Python, importable without Ansible running, so pytest can call it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import time
+
+
+class FediflowError(Exception):
+    """A failure a person can act on. ``message`` is one line and never holds a secret."""
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Timer:
+    """Monotonic stopwatch with named phases: ``with timer.phase('dump'): ...``."""
+
+    def __init__(self):
+        self.start = time.monotonic()
+        self.phases = {}
+
+    def elapsed(self):
+        return round(time.monotonic() - self.start, 3)
+
+    def phase(self, name):
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, timer, name):
+        self.timer = timer
+        self.name = name
+        self.t0 = 0.0
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        spent = time.monotonic() - self.t0
+        self.timer.phases[self.name] = round(self.timer.phases.get(self.name, 0.0) + spent, 3)
+        return False
+
+
+class CommandResult:
+    def __init__(self, argv, rc, stdout, stderr, duration_s):
+        self.argv = argv
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.duration_s = duration_s
+
+    def as_dict(self, secrets=()):
+        return {
+            "argv": redact(self.argv, secrets),
+            "rc": self.rc,
+            "duration_s": self.duration_s,
+        }
+
+
+def current_user():
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def as_user(argv, user):
+    """Prefix ``argv`` with ``runuser`` when root must run it as another OS user.
+
+    PostgreSQL's programs refuse to run as root; the collection runs them as the
+    cluster's owner. No shell is involved: ``runuser -u USER -- prog args...``.
+    """
+    if not user or user == current_user():
+        return list(argv)
+    if os.geteuid() != 0:
+        raise FediflowError(
+            "cannot run %s as OS user '%s': not running as root and not that user"
+            % (os.path.basename(argv[0]), user))
+    return ["runuser", "-u", user, "--"] + list(argv)
+
+
+def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None):
+    """Run a program from an argument list (never a shell) and capture its output.
+
+    ``env`` entries are added to the current environment; this is how passwords reach
+    libpq (PGPASSWORD / PGPASSFILE) without ever appearing in a process list.
+    """
+    full = as_user(argv, user)
+    run_env = dict(os.environ)
+    if env:
+        run_env.update({k: str(v) for k, v in env.items() if v is not None})
+    if user and user != current_user():
+        # the target user must be able to read its working directory
+        cwd = cwd or "/"
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(full, env=run_env, cwd=cwd, input=input_text,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise FediflowError("program not found: %s" % full[0])
+    except subprocess.TimeoutExpired:
+        raise FediflowError("%s did not finish within %ss" % (os.path.basename(argv[0]), timeout))
+    return CommandResult(full, proc.returncode, proc.stdout, proc.stderr,
+                         round(time.monotonic() - t0, 3))
+
+
+def redact(argv, secrets=()):
+    """Return a copy of ``argv`` with every secret (and ``password=`` values) masked."""
+    out = []
+    for arg in argv:
+        text = str(arg)
+        for secret in secrets:
+            if secret:
+                text = text.replace(str(secret), "********")
+        if "password=" in text:
+            parts = text.split(" ")
+            text = " ".join("password=********" if p.startswith("password=") else p for p in parts)
+        out.append(text)
+    return out
+
+
+def last_lines(text, count=5):
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:])
+
+
+def wait_until(predicate, timeout, interval=0.1, max_interval=1.0):
+    """Poll ``predicate()`` until it returns a truthy value or ``timeout`` seconds pass.
+
+    Returns ``(value, waited_s)``; ``value`` is the last result (falsy on time-out).
+    The interval grows to ``max_interval`` so a slow condition is not hammered.
+    """
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        interval = min(interval * 1.5, max_interval)
+        value = predicate()
+    return value, round(time.monotonic() - t0, 3)

@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Start, stop, restart and reload a PostgreSQL cluster with ``pg_ctl`` (used by ``pg_ctl``).
+
+Runs as the cluster's OS owner (PostgreSQL refuses root), through argument lists only.
+``pg_ctl -w`` returns once the postmaster accepts connections, which for a standby is
+*before* recovery has caught up: callers that need a writable primary poll
+``pg_is_in_recovery()`` themselves.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import (
+    FediflowError, Timer, last_lines, run)
+
+STATES = ("started", "stopped", "restarted", "reloaded")
+STOP_MODES = ("smart", "fast", "immediate")
+
+
+def _version_key(path):
+    match = re.search(r"/(\d+)(?:\.\d+)?/bin$", path)
+    return int(match.group(1)) if match else 0
+
+
+def find_bindir(explicit=None):
+    """Where PostgreSQL's server programs are: ``explicit``, else ``pg_config --bindir``,
+    else the newest ``/usr/lib/postgresql/*/bin`` / ``/usr/pgsql-*/bin``."""
+    if explicit:
+        if not os.path.isfile(os.path.join(explicit, "pg_ctl")):
+            raise FediflowError("bin_dir '%s' has no pg_ctl" % explicit)
+        return explicit
+    try:
+        res = run(["pg_config", "--bindir"], timeout=10)
+        candidate = res.stdout.strip()
+        if res.rc == 0 and os.path.isfile(os.path.join(candidate, "pg_ctl")):
+            return candidate
+    except FediflowError:
+        pass
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin"),
+                   key=_version_key)
+    found = [d for d in found if os.path.isfile(os.path.join(d, "pg_ctl"))]
+    if not found:
+        raise FediflowError("no PostgreSQL server programs found: set bin_dir "
+                            "(pg_config --bindir found none, nor /usr/lib/postgresql/*/bin)")
+    return found[-1]
+
+
+def status(bindir, data_dir, os_user):
+    """``running`` / ``stopped`` / ``absent`` (no cluster in ``data_dir``), and the pid."""
+    if not os.path.isfile(os.path.join(data_dir, "PG_VERSION")):
+        return {"state": "absent", "pid": None}
+    res = run([os.path.join(bindir, "pg_ctl"), "status", "-D", data_dir], user=os_user, timeout=30)
+    if res.rc == 0:
+        match = re.search(r"PID: (\d+)", res.stdout)
+        return {"state": "running", "pid": int(match.group(1)) if match else None}
+    if res.rc == 3:
+        return {"state": "stopped", "pid": None}
+    raise FediflowError("pg_ctl status -D %s failed (rc=%s): %s"
+                        % (data_dir, res.rc, last_lines(res.stderr or res.stdout)))
+
+
+def plan(current_state, wanted):
+    """Actions to reach ``wanted`` from ``current_state`` ('running'/'stopped')."""
+    if wanted == "started":
+        return [] if current_state == "running" else ["start"]
+    if wanted == "stopped":
+        return ["stop"] if current_state == "running" else []
+    if wanted == "restarted":
+        return ["restart"] if current_state == "running" else ["start"]
+    if wanted == "reloaded":
+        return ["reload"] if current_state == "running" else ["start"]
+    raise FediflowError("state must be one of %s, got '%s'" % (", ".join(STATES), wanted))
+
+
+def _pg_ctl(bindir, action, data_dir, os_user, log_file=None, mode="fast", timeout=60):
+    argv = [os.path.join(bindir, "pg_ctl"), action, "-D", data_dir]
+    if action in ("start", "restart"):
+        argv += ["-l", log_file]
+    if action in ("start", "stop", "restart"):
+        argv += ["-w", "-t", str(int(timeout))]
+    if action in ("stop", "restart"):
+        argv += ["-m", mode]
+    res = run(argv, user=os_user, timeout=timeout + 30)
+    if res.rc != 0:
+        hint = ""
+        if log_file and action in ("start", "restart"):
+            hint = "; server log %s: %s" % (log_file, _tail(log_file))
+        raise FediflowError("pg_ctl %s -D %s failed (rc=%s): %s%s" % (
+            action, data_dir, res.rc, last_lines(res.stderr or res.stdout), hint))
+    return res.as_dict()
+
+
+def _tail(path):
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 4096))
+            return last_lines(handle.read(), 3)
+    except OSError:
+        return "(unreadable)"
+
+
+def ensure(data_dir, state="started", os_user="postgres", bin_dir=None, log_file=None,
+           stop_mode="fast", timeout=60, check_mode=False):
+    timer = Timer()
+    if state not in STATES:
+        raise FediflowError("state must be one of %s, got '%s'" % (", ".join(STATES), state))
+    if stop_mode not in STOP_MODES:
+        raise FediflowError("stop_mode must be one of %s, got '%s'" % (", ".join(STOP_MODES), stop_mode))
+    bindir = find_bindir(bin_dir)
+    log_file = log_file or os.path.join(os.path.dirname(os.path.abspath(data_dir)),
+                                        os.path.basename(os.path.abspath(data_dir)) + ".log")
+    before = status(bindir, data_dir, os_user)
+    if before["state"] == "absent":
+        raise FediflowError("data_dir '%s' holds no PostgreSQL cluster (no PG_VERSION): "
+                            "initdb or restore it first" % data_dir)
+    actions = plan(before["state"], state)
+    after_state = "stopped" if state == "stopped" else "running"
+    result = {
+        "changed": bool(actions), "actions": actions, "bin_dir": bindir, "log_file": log_file,
+        "diff": {"before": {"state": before["state"], "pid": before["pid"]},
+                 "after": {"state": after_state}},
+        "commands": [],
+    }
+    if check_mode or not actions:
+        result.update(state=after_state if actions else before["state"], pid=before["pid"],
+                      duration_s=timer.elapsed())
+        return result
+    for action in actions:
+        with timer.phase(action):
+            result["commands"].append(_pg_ctl(bindir, action, data_dir, os_user, log_file,
+                                              stop_mode, timeout))
+    after = status(bindir, data_dir, os_user)
+    result.update(state=after["state"], pid=after["pid"], phases=timer.phases,
+                  duration_s=timer.elapsed())
+    result["diff"]["after"]["pid"] = after["pid"]
+    return result

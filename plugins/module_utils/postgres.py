@@ -1,0 +1,85 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL connection options (as community.postgresql names them) and helpers.
+
+Passwords reach libpq through the environment of the child process or psycopg2's
+keyword arguments, never through a command line.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+
+
+def postgres_common_argument_spec():
+    """The argument spec matching ``doc_fragments/postgres.py``."""
+    return {
+        "login_user": {"type": "str", "default": "postgres", "aliases": ["login"]},
+        "login_password": {"type": "str", "default": "", "no_log": True},
+        "login_host": {"type": "str", "default": "", "aliases": ["host"]},
+        "login_port": {"type": "int", "default": 5432, "aliases": ["port"]},
+        "login_unix_socket": {"type": "str", "default": "", "aliases": ["unix_socket"]},
+        "db": {"type": "str", "default": "postgres", "aliases": ["login_db"]},
+        "connect_timeout": {"type": "int", "default": 10},
+    }
+
+
+def validate_conn(params):
+    port = params.get("login_port")
+    if port is not None and not 0 < int(port) < 65536:
+        raise FediflowError("login_port must be between 1 and 65535, got %s" % port)
+    if params.get("connect_timeout") is not None and int(params["connect_timeout"]) < 1:
+        raise FediflowError("connect_timeout must be at least 1 second")
+
+
+def libpq_env(params):
+    """Environment for libpq programs (pg_dump, pg_basebackup, psql ...)."""
+    validate_conn(params)
+    env = {
+        "PGUSER": params.get("login_user") or "postgres",
+        "PGPORT": str(params.get("login_port") or 5432),
+        "PGDATABASE": params.get("db") or "postgres",
+        "PGCONNECT_TIMEOUT": str(params.get("connect_timeout") or 10),
+        "PGAPPNAME": "fediflow.dr",
+    }
+    host = params.get("login_host") or params.get("login_unix_socket")
+    if host:
+        env["PGHOST"] = host
+    if params.get("login_password"):
+        env["PGPASSWORD"] = params["login_password"]
+    return env
+
+
+def connect_kwargs(params):
+    """Keyword arguments for ``psycopg2.connect`` (password kept out of any DSN string)."""
+    validate_conn(params)
+    kwargs = {
+        "user": params.get("login_user") or "postgres",
+        "port": int(params.get("login_port") or 5432),
+        "dbname": params.get("db") or "postgres",
+        "connect_timeout": int(params.get("connect_timeout") or 10),
+        "application_name": "fediflow.dr",
+    }
+    host = params.get("login_host") or params.get("login_unix_socket")
+    if host:
+        kwargs["host"] = host
+    if params.get("login_password"):
+        kwargs["password"] = params["login_password"]
+    return kwargs
+
+
+def connect(params, autocommit=True):
+    try:
+        import psycopg2  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise FediflowError("psycopg2 is required on the managed node (pip install psycopg2-binary)")
+    kwargs = connect_kwargs(params)
+    try:
+        conn = psycopg2.connect(**kwargs)
+    except psycopg2.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FediflowError("cannot connect to PostgreSQL at %s:%s db=%s as %s: %s" % (
+            kwargs.get("host", "(socket)"), kwargs["port"], kwargs["dbname"], kwargs["user"], first))
+    conn.autocommit = autocommit
+    return conn

@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Detached service processes with a pid file and a health URL (used by ``lab_service``).
+
+A service is "running" when its pid file names a live process whose command line is
+exactly the wanted ``argv``. Starting waits on the health URL with a deadline (never a
+fixed sleep); a process that dies while starting is reported with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import (
+    FediflowError, Timer, last_lines, wait_until)
+
+
+def read_pid(pid_file):
+    try:
+        with open(pid_file, "r", encoding="ascii") as handle:
+            return int(handle.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def process_argv(pid):
+    """The command line of ``pid`` as a list, or None when it is gone (or a zombie)."""
+    try:
+        with open("/proc/%d/stat" % pid, "r", encoding="utf-8", errors="replace") as handle:
+            if handle.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                return None
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0")[:-1]]
+
+
+def healthy(url, timeout=1.0):
+    if not url:
+        return True
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # nosec - loopback health URL
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def status(argv, pid_file, health_url=None):
+    """Current state as plain data: ``{'state': 'started'|'stopped', 'pid', 'argv_matches', 'healthy'}``."""
+    pid = read_pid(pid_file)
+    running_argv = process_argv(pid) if pid else None
+    if running_argv is None:
+        return {"state": "stopped", "pid": None, "argv_matches": False, "healthy": False}
+    # a script started through its shebang shows up as [interpreter, script, args...]
+    matches = running_argv == list(argv) or running_argv[1:] == list(argv)
+    return {"state": "started", "pid": pid, "argv_matches": matches,
+            "healthy": matches and healthy(health_url)}
+
+
+def plan(current, wanted_state):
+    """What must happen to reach ``wanted_state``: a list of actions (empty = nothing)."""
+    if wanted_state == "stopped":
+        return ["stop"] if current["state"] == "started" else []
+    if current["state"] == "stopped":
+        return ["start"]
+    if not current["argv_matches"] or not current["healthy"]:
+        return ["stop", "start"]
+    return []
+
+
+def _write_pid(pid_file, pid):
+    tmp = "%s.tmp.%d" % (pid_file, os.getpid())
+    with open(tmp, "w", encoding="ascii") as handle:
+        handle.write("%d\n" % pid)
+    os.replace(tmp, pid_file)
+
+
+def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chdir=None):
+    for path in (pid_file, log_file):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    run_env = dict(os.environ)
+    run_env.update(env or {})
+    with open(log_file, "ab") as log:
+        try:
+            proc = subprocess.Popen(  # pylint: disable=consider-using-with
+                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=run_env, cwd=chdir or "/", start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise FediflowError("cannot start %s: %s" % (argv[0], exc))
+    _write_pid(pid_file, proc.pid)
+
+    def ready():
+        if proc.poll() is not None:
+            return "exited"
+        return "ready" if healthy(health_url) else None
+
+    outcome, waited = wait_until(ready, timeout)
+    if outcome != "ready":
+        tail = ""
+        try:
+            with open(log_file, "r", encoding="utf-8", errors="replace") as handle:
+                tail = last_lines(handle.read())
+        except OSError:
+            pass
+        if proc.poll() is None:
+            stop_pid(proc.pid, 5.0)
+        _remove(pid_file)
+        why = ("exited with code %s" % proc.returncode) if outcome == "exited" else (
+            "did not answer %s within %ss" % (health_url, timeout))
+        raise FediflowError("%s %s; last log lines: %s" % (os.path.basename(argv[0]), why, tail))
+    return proc.pid, waited
+
+
+def stop_pid(pid, timeout):
+    """SIGTERM, wait for exit up to ``timeout``, then SIGKILL. Returns how it ended."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "gone"
+
+    def gone():
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return process_argv(pid) is None
+
+    done, _ = wait_until(gone, timeout)
+    if done:
+        return "terminated"
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "terminated"
+    wait_until(gone, 5.0)
+    return "killed"
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def ensure(name, argv, pid_file, log_file, state="started", health_url=None, timeout=30.0,
+           env=None, chdir=None, check_mode=False):
+    """Bring service ``name`` to ``state``; returns the module result as a plain dict."""
+    timer = Timer()
+    if not argv:
+        raise FediflowError("argv must name the program to run for service '%s'" % name)
+    before = status(argv, pid_file, health_url)
+    actions = plan(before, state)
+    result = {
+        "changed": bool(actions), "name": name, "actions": actions, "pid": before["pid"],
+        "diff": {"before": {"state": before["state"], "pid": before["pid"]},
+                 "after": {"state": state}},
+    }
+    if check_mode or not actions:
+        result["state"] = before["state"] if not actions else state
+        result["duration_s"] = timer.elapsed()
+        return result
+    if "stop" in actions:
+        with timer.phase("stop"):
+            result["stop"] = stop_pid(before["pid"], timeout)
+        _remove(pid_file)
+        result["pid"] = None
+    if "start" in actions:
+        with timer.phase("start"):
+            pid, waited = start(argv, pid_file, log_file, health_url, timeout, env, chdir)
+        result["pid"] = pid
+        result["health_wait_s"] = waited
+    result["state"] = state
+    result["diff"]["after"]["pid"] = result["pid"]
+    result["phases"] = timer.phases
+    result["duration_s"] = timer.elapsed()
+    return result

@@ -1,0 +1,148 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pg_ctl
+short_description: Start, stop, restart or reload a PostgreSQL cluster with pg_ctl
+version_added: 0.1.0
+description:
+  - Brings a PostgreSQL cluster (a data directory) to the wanted state with C(pg_ctl),
+    running it as the cluster's OS owner (PostgreSQL refuses to run as root).
+  - For hosts without a service manager unit for the cluster, and for the local lab. Hosts
+    with a systemd unit can use M(ansible.builtin.systemd_service) instead.
+  - C(pg_ctl -w) returns when the server accepts connections; for a standby that is before
+    recovery has caught up. Use a query of C(pg_is_in_recovery()) when that matters.
+author:
+  - FediFlow SRE (@fediflow)
+extends_documentation_fragment:
+  - fediflow.dr.attributes
+  - fediflow.dr.attributes.ALL_SUPPORTED
+attributes:
+  idempotent:
+    support: partial
+    details: O(state=restarted) and O(state=reloaded) act on every run, as with a service manager.
+options:
+  data_dir:
+    description: The cluster's data directory.
+    type: path
+    required: true
+  state:
+    description: Wanted state. V(restarted) and V(reloaded) start a stopped cluster.
+    type: str
+    choices: [ started, stopped, restarted, reloaded ]
+    default: started
+  os_user:
+    description: The OS user that owns the cluster and runs C(pg_ctl).
+    type: str
+    default: postgres
+  bin_dir:
+    description:
+      - Directory holding C(pg_ctl). By default C(pg_config --bindir), else the newest
+        C(/usr/lib/postgresql/*/bin) or C(/usr/pgsql-*/bin).
+    type: path
+  log_file:
+    description:
+      - Server log for start-up (C(pg_ctl -l)). Defaults to C(<data_dir>.log) beside the data directory.
+    type: path
+  stop_mode:
+    description: Shutdown mode for V(stopped) and V(restarted).
+    type: str
+    choices: [ smart, fast, immediate ]
+    default: fast
+  timeout:
+    description: Seconds C(pg_ctl) waits for start-up or shutdown to complete.
+    type: int
+    default: 60
+"""
+
+EXAMPLES = r"""
+- name: Make sure the primary is running
+  fediflow.dr.pg_ctl:
+    data_dir: /var/lib/postgresql/15/main
+
+- name: Stop a cluster as a crash would (failover drill)
+  fediflow.dr.pg_ctl:
+    data_dir: /var/tmp/fediflow-lab/us-east-1/pgdata
+    state: stopped
+    stop_mode: immediate
+"""
+
+RETURN = r"""
+state:
+  description: C(running) or C(stopped) after the run (predicted in check mode).
+  returned: always
+  type: str
+  sample: running
+pid:
+  description: The postmaster's process id, null when stopped.
+  returned: always
+  type: int
+actions:
+  description: The C(pg_ctl) actions taken (or that would be taken in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [ start ]
+commands:
+  description: The commands run, with their exit codes and durations.
+  returned: always
+  type: list
+  elements: dict
+bin_dir:
+  description: The PostgreSQL program directory used.
+  returned: always
+  type: str
+  sample: /usr/lib/postgresql/15/bin
+log_file:
+  description: The start-up log file.
+  returned: always
+  type: str
+duration_s:
+  description: Wall time of the module, in seconds.
+  returned: always
+  type: float
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils import pgctl
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "data_dir": {"type": "path", "required": True},
+            "state": {"type": "str", "default": "started", "choices": list(pgctl.STATES)},
+            "os_user": {"type": "str", "default": "postgres"},
+            "bin_dir": {"type": "path"},
+            "log_file": {"type": "path"},
+            "stop_mode": {"type": "str", "default": "fast", "choices": list(pgctl.STOP_MODES)},
+            "timeout": {"type": "int", "default": 60},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["timeout"] < 1:
+        module.fail_json(msg="timeout must be at least 1 second, got %s" % params["timeout"])
+    try:
+        result = pgctl.ensure(
+            params["data_dir"], state=params["state"], os_user=params["os_user"],
+            bin_dir=params["bin_dir"], log_file=params["log_file"], stop_mode=params["stop_mode"],
+            timeout=params["timeout"], check_mode=module.check_mode)
+    except FediflowError as exc:
+        module.fail_json(msg=exc.message, exception=traceback.format_exc(), duration_s=0.0)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Idempotent set-up for `make test` / `make drill`: system packages, the pinned .venv,
+# the dependency collections (offline, from the `ansible` PyPI package) and a copy of this
+# collection under .build/collections/ansible_collections/fediflow/dr.
+# Fast when already done: each step is keyed by a stamp of its inputs.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FEDIFLOW_VENV:-$ROOT/.venv}"
+BUILD="$ROOT/.build"
+COLL="$BUILD/collections/ansible_collections"
+PYTHON_BOOT="${FEDIFLOW_PYTHON:-python3}"
+DEP_COLLECTIONS="amazon.aws community.aws community.postgresql kubernetes.core community.general"
+
+log() { printf '[setup] %s\n' "$*"; }
+
+need_apt=()
+# PostgreSQL 15 server binaries (initdb, pg_ctl, pg_basebackup, pg_verifybackup ...)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  need_apt+=(postgresql-15 postgresql-contrib)
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing system packages: ${need_apt[*]} (run as root or install them)"; exit 1
+  fi
+  log "installing system packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian's package creates and starts a default cluster on 5432; the lab does not use it.
+  if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+      pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+    done
+  fi
+fi
+
+# 1. the pinned virtualenv
+req_stamp="$(cat "$ROOT/requirements-dev.txt" | sha256sum | cut -c1-16)"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.fediflow-stamp" 2>/dev/null)" != "$req_stamp" ]; then
+  log "creating $VENV (pinned tool chain, a few minutes on a fresh machine)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON_BOOT" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
+  echo "$req_stamp" > "$VENV/.fediflow-stamp"
+else
+  log "venv up to date ($VENV)"
+fi
+
+# 2. dependency collections, offline from the `ansible` package's site-packages
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+col_stamp="$(printf '%s %s' "$req_stamp" "$DEP_COLLECTIONS" | sha256sum | cut -c1-16)"
+if [ "$(cat "$BUILD/.collections-stamp" 2>/dev/null)" != "$col_stamp" ]; then
+  log "installing dependency collections: $DEP_COLLECTIONS"
+  mkdir -p "$BUILD/collections"
+  for c in $DEP_COLLECTIONS; do
+    ns="${c%%.*}"; name="${c#*.}"
+    rm -rf "${COLL:?}/$ns/$name"
+    if ! "$VENV/bin/ansible-galaxy" collection install --offline --force -p "$BUILD/collections" \
+      "$site/ansible_collections/$ns/$name" >"$BUILD/galaxy-install.log" 2>&1; then
+      cat "$BUILD/galaxy-install.log"; exit 1
+    fi
+  done
+  echo "$col_stamp" > "$BUILD/.collections-stamp"
+else
+  log "dependency collections up to date"
+fi
+
+# 3. this collection, copied where ansible and ansible-test expect it
+dest="$COLL/fediflow/dr"
+rm -rf "$dest"
+mkdir -p "$dest"
+tar -C "$ROOT" --exclude=./.venv --exclude=./.build --exclude=./.git --exclude=./.pytest_cache \
+  --exclude='__pycache__' --exclude=./tests/output --exclude=./bench/out -cf - . | tar -C "$dest" -xf -
+log "collection fediflow.dr synced to $dest"
+
+# 4. ansible-test sanity --local wants pip's bootstrap script in its cache; offline it cannot
+# download it, so provide a shim that bootstraps pip with ensurepip instead.
+cache="$HOME/.ansible/test/cache"
+mkdir -p "$cache"
+for v in 24_2 25_3; do
+  if [ ! -f "$cache/get_pip_$v.py" ]; then
+    cat > "$cache/get_pip_$v.py" <<'PY'
+"""Offline stand-in for get-pip.py: bootstrap pip from the interpreter's own ensurepip."""
+import ensurepip
+import sys
+
+if __name__ == "__main__":
+    sys.exit(ensurepip._main(["--upgrade", "--default-pip"]))
+PY
+  fi
+done
