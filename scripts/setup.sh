@@ -71,6 +71,9 @@ rm -rf "$dest"
 mkdir -p "$dest"
 tar -C "$ROOT" --exclude=./.venv --exclude=./.build --exclude=./.git --exclude=./.pytest_cache \
   --exclude='__pycache__' --exclude=./tests/output --exclude=./bench/out -cf - . | tar -C "$dest" -xf -
+# ansible-test lists files through git when it finds a repository; the copy sits inside this
+# checkout's ignored .build/, so give it a repository of its own.
+git -C "$dest" init -q
 log "collection fediflow.dr synced to $dest"
 
 # 4. ansible-test sanity --local wants pip's bootstrap script in its cache; offline it cannot

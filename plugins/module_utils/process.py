@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, wait_until)
@@ -46,9 +45,10 @@ def healthy(url, timeout=1.0):
     if not url:
         return True
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # nosec - loopback health URL
+        with open_url(url, timeout=timeout, validate_certs=True, use_proxy=False) as resp:
             return 200 <= resp.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
+    except Exception:  # pylint: disable=broad-except
+        # any failure (refused, timeout, HTTP error) means "not healthy yet"
         return False
 
 
@@ -132,7 +132,7 @@ def stop_pid(pid, timeout):
             pass
         return process_argv(pid) is None
 
-    done, _ = wait_until(gone, timeout)
+    done = wait_until(gone, timeout)[0]
     if done:
         return "terminated"
     try:

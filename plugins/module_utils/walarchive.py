@@ -15,7 +15,8 @@ backup issue; the contract stays the same:
   treats that as "end of archive").
 * ``status``: JSON with the newest archived segment and its age, for RPO checks.
 
-Run as: ``python3 walarchive.py --repo DIR push %p %f``.
+The command-line entry point is ``roles/replication/files/fediflow_wal.py``, installed beside
+this file on the database host: ``python3 fediflow_wal.py --repo DIR push %p %f``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 
-SEGMENT_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup|\.history)?$")
+# segments (and their .partial / .backup companions) and timeline history files
+SEGMENT_RE = re.compile(r"^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
 CHUNK = 1024 * 1024
 
 
@@ -110,7 +111,8 @@ def status(repo, now=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fediflow-wal", description=__doc__.split("\n")[0])
+    """Run one command; returns ``(exit_code, stdout_text, stderr_text)``."""
+    parser = argparse.ArgumentParser(prog="fediflow-wal", description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--repo", required=True, help="archive repository directory")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_push = sub.add_parser("push")
@@ -124,15 +126,10 @@ def main(argv=None):
     try:
         if args.cmd == "push":
             push(args.repo, args.path, args.name)
-        elif args.cmd == "fetch":
+            return 0, "", ""
+        if args.cmd == "fetch":
             fetch(args.repo, args.name, args.path)
-        else:
-            print(json.dumps(status(args.repo)))
+            return 0, "", ""
+        return 0, json.dumps(status(args.repo)) + "\n", ""
     except (ArchiveError, OSError) as exc:
-        sys.stderr.write("fediflow-wal %s: %s\n" % (args.cmd, exc))
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return 1, "", "fediflow-wal %s: %s\n" % (args.cmd, exc)

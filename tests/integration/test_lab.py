@@ -1,0 +1,139 @@
+"""The lab is real: a PostgreSQL primary streaming to a standby, WAL archived by the
+collection's archive command, moto serving S3/Route53/SES, and per-region Kubernetes API
+doubles (no real Kubernetes API server can run here: those are local HTTP doubles).
+
+Everything is checked independently of the playbook's own output: psycopg2 on both
+servers, the archive directory on disk, boto3 against moto, the kubernetes client.
+"""
+import os
+import uuid
+
+import boto3
+import kubernetes
+
+from lab_fixtures import module, pg_connect, playbook, poll, recap
+
+
+def _aws(lab, service):
+    p = lab["primary"]
+    return boto3.client(service, endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+                        aws_access_key_id=p["fediflow_aws_access_key"],
+                        aws_secret_access_key=p["fediflow_aws_secret_key"])
+
+
+def test_regions_have_their_roles_and_the_seed(lab):
+    with pg_connect(lab["primary"], "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        assert cur.fetchone()[0] is False
+        counts = {}
+        for table in ("accounts", "statuses", "follows", "media_attachments"):
+            cur.execute("SELECT count(*) FROM %s" % table)
+            counts[table] = cur.fetchone()[0]
+    assert all(n >= 1000 for n in counts.values()), counts
+    with pg_connect(lab["standby"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)")
+        assert cur.fetchone() == (True, "streaming")
+
+
+def test_row_written_on_the_primary_appears_on_the_standby(lab):
+    marker = str(uuid.uuid4())
+    with pg_connect(lab["primary"], "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO accounts (username, domain) VALUES (%s, 'probe.example') RETURNING id",
+                    (marker,))
+        new_id = cur.fetchone()[0]
+    standby = pg_connect(lab["standby"], "fediflow")
+    try:
+        def visible():
+            with standby.cursor() as cur:
+                cur.execute("SELECT id FROM accounts WHERE username = %s", (marker,))
+                row = cur.fetchone()
+                return row and row[0]
+        assert poll(visible, timeout=30) == new_id
+    finally:
+        standby.close()
+
+
+def test_wal_is_archived_by_the_collections_command(lab):
+    archive = lab["primary"]["fediflow_wal_archive_dir"]
+    with pg_connect(lab["primary"]) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS lab_probe (v text)")
+        cur.execute("INSERT INTO lab_probe VALUES ('x')")
+        cur.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        segment = cur.fetchone()[0]
+        cur.execute("SELECT pg_switch_wal()")
+        assert poll(lambda: os.path.exists(os.path.join(archive, segment)), timeout=30), segment
+        cur.execute("SELECT current_setting('archive_command'), failed_count FROM pg_stat_archiver")
+        command, failed = cur.fetchone()
+    assert "fediflow_wal.py" in command and " push %p %f" in command
+    assert failed == 0
+    assert oct(os.stat(archive).st_mode & 0o777) == "0o700"
+    assert not [n for n in os.listdir(archive) if n.startswith(".")]  # no temp file left
+
+
+def test_no_password_in_standby_config(lab):
+    auto_conf = os.path.join(lab["standby"]["fediflow_pg_data_dir"], "postgresql.auto.conf")
+    with open(auto_conf, encoding="utf-8") as handle:
+        text = handle.read()
+    assert "passfile=" in text
+    assert lab["standby"]["fediflow_replication_password"] not in text
+    assert "password=" not in text
+
+
+def test_moto_serves_buckets_dns_and_ses(lab):
+    s3 = _aws(lab, "s3")
+    names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert {lab["primary"]["fediflow_backup_bucket"], lab["standby"]["fediflow_backup_bucket"]} <= names
+    enc = s3.get_bucket_encryption(Bucket=lab["primary"]["fediflow_backup_bucket"])
+    rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    r53 = _aws(lab, "route53")
+    zone = [z for z in r53.list_hosted_zones()["HostedZones"] if z["Name"] == lab["primary"]["fediflow_dns_zone"]]
+    assert len(zone) == 1
+    records = r53.list_resource_record_sets(HostedZoneId=zone[0]["Id"])["ResourceRecordSets"]
+    app = [r for r in records if r["Name"] == lab["primary"]["fediflow_app_record"] and r["Type"] == "A"]
+    assert app and app[0]["ResourceRecords"][0]["Value"] == lab["primary"]["fediflow_app_endpoint"]
+    ses = _aws(lab, "ses")
+    assert lab["primary"]["fediflow_ses_sender"] in ses.list_identities()["Identities"]
+
+
+def test_each_region_has_a_kubernetes_api_double_that_scales(lab):
+    """The API server is the lab's local double: no real Kubernetes can run here."""
+    for hvars, role in ((lab["primary"], "primary"), (lab["standby"], "standby")):
+        kubeconfig = os.path.join(hvars["fediflow_lab_dir"], "run", "kubeconfig-%s" % hvars["fediflow_region"])
+        apps = kubernetes.client.AppsV1Api(kubernetes.config.new_client_from_config(config_file=kubeconfig))
+        core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=kubeconfig))
+        ns = hvars["fediflow_k8s_namespace"]
+        cm = core.read_namespaced_config_map("app-config", ns)
+        assert cm.data["DATABASE_ROLE"] == role
+        before = apps.read_namespaced_deployment_scale("worker", ns).spec.replicas
+        apps.patch_namespaced_deployment_scale("worker", ns, {"spec": {"replicas": before + 2}})
+        assert apps.read_namespaced_deployment("worker", ns).spec.replicas == before + 2
+        apps.patch_namespaced_deployment_scale("worker", ns, {"spec": {"replicas": before}})
+        assert apps.read_namespaced_deployment_scale("worker", ns).spec.replicas == before
+
+
+def test_second_lab_up_changes_nothing(lab):
+    proc, took = playbook("lab_up.yml")
+    counters = recap(proc.stdout)
+    assert set(counters) == {"pg-us-east-1", "pg-eu-west-1"}
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters
+    print("lab_up: first run %.1fs, second run %.1fs" % (lab["up_s"], took))
+
+
+def test_pg_ctl_module_check_mode_predicts_and_touches_nothing(lab):
+    standby = lab["standby"]
+    res = module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "stopped"},
+                 check_mode=True, diff=True)
+    assert res["changed"] is True and res["actions"] == ["stop"]
+    assert res["diff"]["before"]["state"] == "running" and res["diff"]["after"]["state"] == "stopped"
+    assert "duration_s" in res
+    again = module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "started"})
+    assert again["changed"] is False and again["state"] == "running"
+    assert again["pid"] == res["pid"]  # the check run did not stop it
+
+
+def test_pg_ctl_module_refuses_bad_input(lab):
+    res = module("fediflow.dr.pg_ctl", {"data_dir": "/nonexistent/pgdata"})
+    assert res.get("failed") and "holds no PostgreSQL cluster" in res["msg"]
+    res = module("fediflow.dr.pg_ctl", {"data_dir": lab["standby"]["fediflow_pg_data_dir"], "timeout": 0})
+    assert res.get("failed") and "timeout must be at least 1 second" in res["msg"]
