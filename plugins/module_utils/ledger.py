@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backup ledger: one JSON manifest beside every backup, locally and in S3.
+
+A backup exists when, and only when, its manifest exists: the manifest is written last
+(atomically) and deleted first. Retention, PITR base selection, drills and reports read the
+ledger, never file names or mtimes. Plain data in, plain data out.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import secrets
+import shutil
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+
+MANIFEST = "manifest.json"
+LEDGER_VERSION = 1
+CHUNK = 1024 * 1024
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def iso(ts):
+    return ts.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text):
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def new_backup_id(kind, now=None):
+    """Sortable, unique: ``20261125T223151Z-logical-3f9a1c``."""
+    now = now or utcnow()
+    return "%s-%s-%s" % (now.strftime("%Y%m%dT%H%M%SZ"), kind, secrets.token_hex(3))
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entries(backup_dir):
+    """Every file of a backup (relative path, size, sha256), manifest excluded, sorted."""
+    entries = []
+    for root, _dirs, files in os.walk(backup_dir):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, backup_dir)
+            if rel == MANIFEST or name.startswith(".tmp-"):
+                continue
+            entries.append({"path": rel, "size": os.path.getsize(full), "sha256": sha256_file(full)})
+    return sorted(entries, key=lambda e: e["path"])
+
+
+def write_json_atomic(path, data, mode=0o600):
+    tmp = os.path.join(os.path.dirname(path), ".tmp-%s-%d" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_manifest(backup_dir, manifest):
+    write_json_atomic(os.path.join(backup_dir, MANIFEST), manifest)
+
+
+def read_manifest(backup_dir):
+    path = os.path.join(backup_dir, MANIFEST)
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise FediflowError("backup manifest %s is not valid JSON: %s" % (path, exc))
+
+
+def list_local(dest):
+    """Manifests of every backup in a local repository directory (no manifest = no backup)."""
+    if not os.path.isdir(dest):
+        return []
+    found = []
+    for name in sorted(os.listdir(dest)):
+        full = os.path.join(dest, name)
+        if os.path.isdir(full) and not name.startswith("."):
+            manifest = read_manifest(full)
+            if manifest:
+                found.append(manifest)
+    return found
+
+
+def remove_local(dest, backup_id):
+    """Delete the manifest first (the backup stops existing), then its files."""
+    backup_dir = os.path.join(dest, backup_id)
+    manifest = os.path.join(backup_dir, MANIFEST)
+    if os.path.exists(manifest):
+        os.unlink(manifest)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+
+
+def is_verified(manifest):
+    return bool((manifest.get("verification") or {}).get("ok"))
+
+
+def sort_key(manifest):
+    return (manifest.get("stop_time") or "", manifest.get("id") or "")
+
+
+def plan_retention(manifests, now, retention_count=None, retention_days=None, kind=None):
+    """Which backups retention removes, as ``[(id, reason)]``. Pure function of the ledger.
+
+    Backups of ``kind`` only (others untouched). A backup is kept when it is among the newest
+    ``retention_count`` or younger than ``retention_days``; when both are given, a backup is
+    removed only if both say so. The newest *verified* backup is never removed, and neither is
+    anything newer than it (so a failed backup can never push out the last good one).
+    """
+    if retention_count is None and retention_days is None:
+        return []
+    pool = sorted((m for m in manifests if kind is None or m.get("kind") == kind), key=sort_key, reverse=True)
+    verified = [m for m in pool if is_verified(m)]
+    newest_verified = verified[0] if verified else None
+    protected = set()
+    if newest_verified is not None:
+        for m in pool:
+            protected.add(m["id"])
+            if m["id"] == newest_verified["id"]:
+                break
+    else:
+        protected = {m["id"] for m in pool}  # nothing verified yet: delete nothing
+    removals = []
+    for index, manifest in enumerate(pool):
+        if manifest["id"] in protected:
+            continue
+        by_count = retention_count is not None and index >= retention_count
+        age_days = None
+        stop = parse_iso(manifest.get("stop_time"))
+        if stop is not None:
+            age_days = (now - stop).total_seconds() / 86400.0
+        by_age = retention_days is not None and age_days is not None and age_days > retention_days
+        if retention_count is not None and retention_days is not None:
+            remove = by_count and by_age
+        else:
+            remove = by_count or by_age
+        if remove:
+            reason = []
+            if by_count:
+                reason.append("beyond the newest %d" % retention_count)
+            if by_age:
+                reason.append("older than %s days (%.1f)" % (retention_days, age_days))
+            removals.append((manifest["id"], " and ".join(reason)))
+    return removals

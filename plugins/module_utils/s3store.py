@@ -1,0 +1,134 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backups in S3: upload a backup directory (files first, manifest last), verify each
+upload, list the ledger's manifests, delete a backup (manifest first)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.fediflow.dr.plugins.module_utils import aws
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.ledger import MANIFEST
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+
+
+def _error_text(exc):
+    resp = getattr(exc, "response", None) or {}
+    err = resp.get("Error") or {}
+    return err.get("Code") or type(exc).__name__, err.get("Message") or str(exc).splitlines()[0]
+
+
+class S3Backups:
+    def __init__(self, params, bucket, prefix):
+        self.bucket = bucket
+        self.prefix = (prefix or "").strip("/")
+        self.client = aws.client("s3", params)
+        try:
+            from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            raise FediflowError("boto3 is required for S3 uploads")
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                       multipart_chunksize=MULTIPART_THRESHOLD, max_concurrency=4)
+
+    def key(self, backup_id, rel=""):
+        parts = [p for p in (self.prefix, backup_id, rel) if p]
+        return "/".join(parts)
+
+    def _call(self, what, func, **kwargs):
+        try:
+            return func(**kwargs)
+        except Exception as exc:  # pylint: disable=broad-except
+            code, message = _error_text(exc)
+            if code in ("NoSuchBucket", "404") and "Bucket" in kwargs and "Key" not in kwargs:
+                raise FediflowError("s3_bucket '%s' does not exist" % self.bucket)
+            raise FediflowError("S3 %s failed for s3://%s/%s: %s: %s" % (
+                what, self.bucket, kwargs.get("Key") or kwargs.get("Prefix") or "", code, message))
+
+    def check_bucket(self):
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # pylint: disable=broad-except
+            code, message = _error_text(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise FediflowError("s3_bucket '%s' does not exist (or is not visible with these credentials)"
+                                    % self.bucket)
+            raise FediflowError("cannot reach s3_bucket '%s': %s: %s" % (self.bucket, code, message))
+
+    def upload_backup(self, backup_dir, manifest, sse=None, kms_key_id=None, storage_class=None):
+        """Upload every file of the manifest, check each landed intact, then the manifest."""
+        extra = {}
+        if sse:
+            extra["ServerSideEncryption"] = sse
+        if sse == "aws:kms" and kms_key_id:
+            extra["SSEKMSKeyId"] = kms_key_id
+        if storage_class:
+            extra["StorageClass"] = storage_class
+        keys = []
+        for entry in manifest["files"]:
+            key = self.key(manifest["id"], entry["path"])
+            args = dict(extra, Metadata={"sha256": entry["sha256"]})
+            try:
+                self.client.upload_file(os.path.join(backup_dir, entry["path"]), self.bucket, key,
+                                        ExtraArgs=args, Config=self.transfer)
+            except Exception as exc:  # pylint: disable=broad-except
+                code, message = _error_text(exc)
+                raise FediflowError("upload of %s to s3://%s/%s failed: %s: %s" % (
+                    entry["path"], self.bucket, key, code, message))
+            head = self._call("HEAD", self.client.head_object, Bucket=self.bucket, Key=key)
+            if head.get("ContentLength") != entry["size"] or (head.get("Metadata") or {}).get("sha256") != entry["sha256"]:
+                raise FediflowError("uploaded s3://%s/%s does not match the local file (size %s vs %s)" % (
+                    self.bucket, key, head.get("ContentLength"), entry["size"]))
+            if sse and head.get("ServerSideEncryption") not in (sse, None):
+                raise FediflowError("s3://%s/%s is not encrypted with %s" % (self.bucket, key, sse))
+            keys.append(key)
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+        mkey = self.key(manifest["id"], MANIFEST)
+        self._call("PUT", self.client.put_object, Bucket=self.bucket, Key=mkey, Body=body,
+                   ContentType="application/json", **extra)
+        keys.append(mkey)
+        return keys
+
+    def list_manifests(self):
+        manifests = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefix = self.prefix + "/" if self.prefix else ""
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    rest = obj["Key"][len(prefix):]
+                    if rest.count("/") == 1 and rest.endswith("/" + MANIFEST):
+                        got = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=obj["Key"])
+                        manifests.append(json.loads(got["Body"].read()))
+        except FediflowError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except
+            code, message = _error_text(exc)
+            if code == "NoSuchBucket":
+                raise FediflowError("s3_bucket '%s' does not exist" % self.bucket)
+            raise FediflowError("listing s3://%s/%s failed: %s: %s" % (self.bucket, prefix, code, message))
+        return manifests
+
+    def download_backup(self, manifest, backup_dir):
+        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+        for entry in manifest["files"]:
+            target = os.path.join(backup_dir, entry["path"])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                self.client.download_file(self.bucket, self.key(manifest["id"], entry["path"]), target,
+                                          Config=self.transfer)
+            except Exception as exc:  # pylint: disable=broad-except
+                code, message = _error_text(exc)
+                raise FediflowError("download of %s failed: %s: %s" % (entry["path"], code, message))
+
+    def delete_backup(self, backup_id):
+        """Manifest first (the backup stops existing), then the rest."""
+        self._call("DELETE", self.client.delete_object, Bucket=self.bucket, Key=self.key(backup_id, MANIFEST))
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(backup_id) + "/"):
+            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if objs:
+                self._call("DELETE", self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": objs})

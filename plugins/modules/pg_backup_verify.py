@@ -1,0 +1,311 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pg_backup_verify
+short_description: Take a PostgreSQL backup and prove it restores
+version_added: 0.1.0
+description:
+  - Takes a logical (C(pg_dump)) or physical (C(pg_basebackup) with a backup manifest) backup
+    into a local backup repository O(dest), verifies it, writes its ledger manifest (id, kind,
+    start/stop time and LSN, snapshot, every file with size and sha256, verification result),
+    optionally uploads it to S3, and applies retention.
+  - Verification levels, each including the ones before it. V(list) reads the dump's table of
+    contents (C(pg_restore --list)) or checks a physical backup against PostgreSQL's own
+    C(backup_manifest) (C(pg_verifybackup) for plain format; for tar format every file inside
+    the tars is streamed and checked against the manifest's SHA256, which C(pg_verifybackup)
+    15 cannot do). V(checksum) also re-hashes every file against the ledger. V(restore) also
+    restores the backup - into a scratch database (logical) or a scratch cluster on a free
+    loopback port with archiving off (physical) - and compares per-table row counts with the
+    source, then drops the scratch.
+  - Row counts for V(restore) are taken in the same snapshot C(pg_dump) uses (logical, exact).
+    For physical backups they are taken when the backup ends, and each table may differ by the
+    inserts and deletes that happened during the backup (from C(pg_stat_user_tables)); on an idle
+    source the comparison is exact.
+  - With O(backup_id), no backup is taken; that backup (local, else downloaded from S3) is
+    verified and its ledger entry gets the result.
+  - Nothing is half-visible. The backup is built in a hidden C(.partial-*) directory and its
+    manifest is written last; in S3 the manifest is uploaded after every file has been
+    uploaded and checked. A failed backup is kept in the ledger as failed and nothing is
+    uploaded or pruned after it. Retention never removes the newest verified backup.
+author:
+  - FediFlow SRE (@fediflow)
+extends_documentation_fragment:
+  - fediflow.dr.postgres
+  - fediflow.dr.aws
+  - fediflow.dr.attributes
+  - fediflow.dr.attributes.ALL_SUPPORTED
+attributes:
+  idempotent:
+    support: none
+    details: Every run without O(backup_id) takes a new backup, as a backup job should.
+options:
+  mode:
+    description: Logical (C(pg_dump) of O(db)) or physical (C(pg_basebackup) of the whole cluster).
+    type: str
+    choices: [ logical, physical ]
+    default: logical
+  format:
+    description:
+      - For V(logical), V(custom) (one file) or V(directory) (parallel dump with O(jobs)).
+      - For V(physical), V(tar) or V(plain).
+      - Defaults to V(custom) for logical and V(tar) for physical.
+    type: str
+    choices: [ custom, directory, tar, plain ]
+  compression:
+    description:
+      - Compression. C(pg_dump) 15 offers V(gzip) or V(none); C(pg_basebackup) (tar format) also V(lz4) and V(zstd).
+      - Compression happens once; the file is never compressed twice.
+    type: str
+    choices: [ none, gzip, lz4, zstd ]
+    default: gzip
+  compression_level:
+    description: Compression level (C(pg_dump) caps it at 9).
+    type: int
+  compress_at:
+    description: For physical backups, compress on the V(server) (less network) or the V(client).
+    type: str
+    choices: [ server, client ]
+    default: server
+  jobs:
+    description: Parallel jobs for directory-format dumps and for restores into the scratch database.
+    type: int
+    default: 2
+  verify:
+    description: Verification level (see the description).
+    type: str
+    choices: [ none, list, checksum, restore ]
+    default: list
+  backup_id:
+    description: Verify this existing backup instead of taking a new one.
+    type: str
+  dest:
+    description: Local backup repository directory (created 0700). Each backup is a subdirectory named by its id.
+    type: path
+    required: true
+  s3_bucket:
+    description: Upload verified backups to this bucket (and include its ledger in retention).
+    type: str
+  s3_prefix:
+    description: Key prefix in O(s3_bucket); a backup lives under C(<prefix>/<backup_id>/).
+    type: str
+    default: ''
+  s3_sse:
+    description: Server-side encryption for uploaded objects.
+    type: str
+    choices: [ AES256, aws:kms ]
+    default: AES256
+  s3_kms_key_id:
+    description: KMS key for O(s3_sse=aws:kms).
+    type: str
+  s3_storage_class:
+    description: Storage class of uploaded objects, for example C(STANDARD_IA).
+    type: str
+  retention_count:
+    description: Keep the newest N backups of this O(mode). Must be at least 1.
+    type: int
+  retention_days:
+    description:
+      - Keep backups of this O(mode) younger than N days. Must be at least 1.
+      - With O(retention_count) too, a backup is removed only when both allow it.
+    type: int
+  tags:
+    description: Free-form labels stored in the manifest (for example region, schedule).
+    type: dict
+    default: {}
+  region_name:
+    description: The inventory region this backup belongs to, recorded in the manifest.
+    type: str
+  cluster_name:
+    description: A name for the source cluster, recorded in the manifest.
+    type: str
+  bin_dir:
+    description: Directory of the PostgreSQL client programs; discovered when omitted.
+    type: path
+  os_user:
+    description: OS user that runs the scratch cluster of a physical restore verification.
+    type: str
+    default: postgres
+  scratch_dir:
+    description: Parent directory for the scratch cluster (must be reachable by O(os_user)).
+    type: path
+    default: /var/tmp
+  command_timeout:
+    description: Seconds any single backup or restore command may run.
+    type: int
+    default: 7200
+notes:
+  - The password reaches C(pg_dump), C(pg_basebackup) and C(pg_restore) through E(PGPASSWORD), never the command line.
+  - O(retention_count=0) is refused; with O(verify=none) nothing counts as verified, so retention removes nothing.
+seealso:
+  - name: pg_verifybackup
+    description: PostgreSQL's own backup manifest verification.
+    link: https://www.postgresql.org/docs/15/app-pgverifybackup.html
+"""
+
+EXAMPLES = r"""
+- name: Nightly logical backup, proven by a restore, kept 14 days, copied to S3
+  fediflow.dr.pg_backup_verify:
+    mode: logical
+    verify: restore
+    login_host: db.internal
+    login_user: backup
+    login_password: "{{ vault_backup_password }}"
+    db: fediflow
+    dest: /var/backups/fediflow
+    s3_bucket: fediflow-backups-us-east-1
+    s3_prefix: postgres/logical
+    s3_storage_class: STANDARD_IA
+    retention_days: 14
+
+- name: Physical base backup (zstd on the server), every file checked against its manifest
+  fediflow.dr.pg_backup_verify:
+    mode: physical
+    compression: zstd
+    verify: list
+    login_host: db.internal
+    login_user: replicator
+    login_password: "{{ vault_replication_password }}"
+    dest: /var/backups/fediflow-base
+    retention_count: 7
+
+- name: Re-verify last week's backup by restoring it
+  fediflow.dr.pg_backup_verify:
+    backup_id: 20261118T020000Z-logical-3f9a1c
+    verify: restore
+    dest: /var/backups/fediflow
+    login_host: db.internal
+    db: fediflow
+"""
+
+RETURN = r"""
+backup_id:
+  description: Id of the backup taken or verified (null in check mode).
+  returned: always
+  type: str
+  sample: 20261125T223151Z-logical-3f9a1c
+verified:
+  description: Whether the backup passed verification.
+  returned: always
+  type: bool
+verification:
+  description: The verification record (level, ok, steps with what was compared, per-table counts for restores).
+  returned: when a backup was taken or verified
+  type: dict
+files:
+  description: Files of the backup with size and sha256.
+  returned: when a backup was taken or verified
+  type: list
+  elements: dict
+backup_path:
+  description: Local directory of the backup taken.
+  returned: when a backup was taken
+  type: str
+size_bytes:
+  description: Total size of the backup files.
+  returned: when a backup was taken
+  type: int
+start_lsn:
+  description: WAL position where the backup starts.
+  returned: when a backup was taken
+  type: str
+stop_lsn:
+  description: WAL position where the backup is consistent.
+  returned: when a backup was taken
+  type: str
+s3_keys:
+  description: Objects uploaded, the manifest last.
+  returned: always
+  type: list
+  elements: str
+pruned:
+  description: Backups removed by retention, with the reason and where (local, s3).
+  returned: always
+  type: list
+  elements: dict
+would_prune:
+  description: In check mode, the backups retention would remove after a new verified backup.
+  returned: check mode
+  type: list
+  elements: dict
+commands:
+  description: Commands run (no secrets), with exit codes and durations.
+  returned: always
+  type: list
+  elements: dict
+phases:
+  description: Seconds per phase (backup, manifest, verify_*, upload, retention).
+  returned: success
+  type: dict
+manifest:
+  description: The ledger manifest as written.
+  returned: when a backup was taken or verified
+  type: dict
+duration_s:
+  description: Wall time of the module, in seconds.
+  returned: always
+  type: float
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fediflow.dr.plugins.module_utils import backup_run
+from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
+
+
+def main():
+    spec = postgres_common_argument_spec()
+    spec.update(aws_common_argument_spec())
+    spec.update(
+        mode={"type": "str", "default": "logical", "choices": ["logical", "physical"]},
+        format={"type": "str", "choices": ["custom", "directory", "tar", "plain"]},
+        compression={"type": "str", "default": "gzip", "choices": ["none", "gzip", "lz4", "zstd"]},
+        compression_level={"type": "int"},
+        compress_at={"type": "str", "default": "server", "choices": ["server", "client"]},
+        jobs={"type": "int", "default": 2},
+        verify={"type": "str", "default": "list", "choices": ["none", "list", "checksum", "restore"]},
+        backup_id={"type": "str"},
+        dest={"type": "path", "required": True},
+        s3_bucket={"type": "str"},
+        s3_prefix={"type": "str", "default": ""},
+        s3_sse={"type": "str", "default": "AES256", "choices": ["AES256", "aws:kms"]},
+        s3_kms_key_id={"type": "str"},
+        s3_storage_class={"type": "str"},
+        retention_count={"type": "int"},
+        retention_days={"type": "int"},
+        tags={"type": "dict", "default": {}},
+        region_name={"type": "str"},
+        cluster_name={"type": "str"},
+        bin_dir={"type": "path"},
+        os_user={"type": "str", "default": "postgres"},
+        scratch_dir={"type": "path", "default": "/var/tmp"},
+        command_timeout={"type": "int", "default": 7200},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    params = dict(module.params)
+    if not params["format"]:
+        params["format"] = "custom" if params["mode"] == "logical" else "tar"
+    try:
+        result = backup_run.ensure(params, check_mode=module.check_mode)
+    except FediflowError as exc:
+        partial = exc.details.get("result") or {}
+        partial.pop("changed", None)
+        partial.setdefault("duration_s", 0.0)
+        module.fail_json(msg=exc.message, exception=traceback.format_exc(),
+                         changed=bool(partial.get("backup_id")), **partial)
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+# -*- coding: utf-8 -*-
+"""Input validation and row-count comparison of pg_backup_verify, as plain data."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.fediflow.dr.plugins.module_utils import backup
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+
+
+def _p(**kw):
+    p = {"mode": "logical", "verify": "list", "format": "custom", "compression": "gzip",
+         "compression_level": None, "jobs": 2, "retention_count": None, "retention_days": None,
+         "dest": "/var/backups/x", "s3_sse": "AES256", "backup_id": None, "login_port": 5432,
+         "connect_timeout": 10}
+    p.update(kw)
+    return p
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mode": "incremental"}, "mode must be one of logical, physical"),
+    ({"verify": "maybe"}, "verify must be one of"),
+    ({"format": "tar"}, "format must be custom or directory for mode=logical"),
+    ({"mode": "physical", "format": "custom"}, "format must be tar or plain for mode=physical"),
+    ({"compression": "zstd"}, "compression for mode=logical"),
+    ({"mode": "physical", "format": "plain", "compression": "zstd"}, "compression needs format=tar"),
+    ({"retention_count": 0}, "retention_count must be at least 1"),
+    ({"retention_days": 0}, "retention_days must be at least 1"),
+    ({"dest": "relative/dir"}, "dest must be an absolute directory path"),
+    ({"jobs": 0}, "jobs must be at least 1"),
+    ({"compression_level": 30}, "compression_level must be between 0 and 22"),
+    ({"backup_id": "../etc"}, "is not a backup id"),
+    ({"login_port": 0}, "login_port must be between 1 and 65535"),
+])
+def test_validate_refuses_bad_input_naming_the_option(change, message):
+    with pytest.raises(FediflowError, match=message):
+        backup.validate(_p(**change))
+
+
+def test_validate_accepts_good_input():
+    backup.validate(_p())
+    backup.validate(_p(mode="physical", format="tar", compression="zstd", verify="restore"))
+
+
+def test_compare_counts_exact():
+    ok, rows = backup.compare_counts({"a": 3, "b": 5}, {"a": 3, "b": 5})
+    assert ok and [r["table"] for r in rows] == ["a", "b"]
+
+
+def test_compare_counts_names_the_bad_table():
+    ok, rows = backup.compare_counts({"a": 3, "b": 5}, {"a": 3, "b": 4})
+    assert not ok and [r["table"] for r in rows if not r["ok"]] == ["b"]
+
+
+def test_missing_table_fails_and_slack_allows_concurrent_writes():
+    ok, _rows = backup.compare_counts({"a": 3}, {})
+    assert not ok
+    ok, _rows = backup.compare_counts({"a": 10}, {"a": 8}, slack={"a": 2})
+    assert ok
+    ok, _rows = backup.compare_counts({"a": 10}, {"a": 7}, slack={"a": 2})
+    assert not ok

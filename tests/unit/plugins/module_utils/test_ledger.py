@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+"""Retention is a pure function of the ledger: plain dicts in, removals out."""
+from __future__ import annotations
+
+import datetime
+import os
+
+import pytest
+
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def _m(i, days_ago, ok=True, kind="logical"):
+    stop = NOW - datetime.timedelta(days=days_ago)
+    return {"id": "b%02d" % i, "kind": kind, "stop_time": ledger.iso(stop), "verification": {"ok": ok}}
+
+
+def ids(plan):
+    return sorted(i for i, _reason in plan)
+
+
+def test_no_policy_removes_nothing():
+    assert ledger.plan_retention([_m(1, 40)], NOW) == []
+
+
+def test_count_keeps_the_newest_n():
+    ms = [_m(i, i) for i in range(5)]
+    assert ids(ledger.plan_retention(ms, NOW, retention_count=2)) == ["b02", "b03", "b04"]
+
+
+def test_days_removes_only_older_ones():
+    ms = [_m(i, d) for i, d in enumerate((0, 10, 31, 45))]
+    assert ids(ledger.plan_retention(ms, NOW, retention_days=30)) == ["b02", "b03"]
+
+
+def test_both_policies_must_agree():
+    ms = [_m(i, d) for i, d in enumerate((0, 1, 2, 40))]
+    # count says remove b02, b03; age says remove only b03
+    assert ids(ledger.plan_retention(ms, NOW, retention_count=2, retention_days=30)) == ["b03"]
+
+
+def test_newest_verified_survives_failed_newer_backups():
+    ms = [_m(0, 0, ok=False), _m(1, 1, ok=False), _m(2, 2, ok=True), _m(3, 3, ok=True)]
+    plan = ledger.plan_retention(ms, NOW, retention_count=1)
+    assert "b02" not in ids(plan)  # newest verified is never removed
+    assert ids(plan) == ["b03"]
+
+
+def test_nothing_verified_means_nothing_removed():
+    ms = [_m(i, 50 + i, ok=False) for i in range(4)]
+    assert ledger.plan_retention(ms, NOW, retention_count=1, retention_days=1) == []
+
+
+def test_other_kinds_are_untouched():
+    ms = [_m(0, 0), _m(1, 1), _m(2, 2, kind="physical"), _m(3, 3, kind="physical")]
+    assert ids(ledger.plan_retention(ms, NOW, retention_count=1, kind="logical")) == ["b01"]
+
+
+def test_order_comes_from_the_ledger_not_the_id():
+    a = dict(_m(0, 5), id="zzz-old")
+    b = dict(_m(1, 0), id="aaa-new")
+    assert ids(ledger.plan_retention([a, b], NOW, retention_count=1)) == ["zzz-old"]
+
+
+def test_manifest_written_last_and_atomic(tmp_path):
+    bdir = tmp_path / "b1"
+    bdir.mkdir()
+    (bdir / "db.dump").write_bytes(b"abc")
+    entries = ledger.file_entries(str(bdir))
+    assert entries == [{"path": "db.dump", "size": 3,
+                        "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}]
+    assert ledger.list_local(str(tmp_path)) == []  # no manifest, no backup
+    ledger.write_manifest(str(bdir), {"id": "b1", "files": entries})
+    assert [m["id"] for m in ledger.list_local(str(tmp_path))] == ["b1"]
+    assert oct(os.stat(str(bdir / "manifest.json")).st_mode & 0o777) == "0o600"
+    assert not [n for n in os.listdir(str(bdir)) if n.startswith(".tmp-")]
+    ledger.remove_local(str(tmp_path), "b1")
+    assert ledger.list_local(str(tmp_path)) == [] and not bdir.exists()
+
+
+def test_new_ids_sort_by_time_and_are_unique():
+    a = ledger.new_backup_id("logical", NOW)
+    b = ledger.new_backup_id("logical", NOW + datetime.timedelta(seconds=1))
+    assert a < b and a.startswith("20261125T120000Z-logical-")
+    assert ledger.new_backup_id("logical", NOW) != a
+
+
+def test_corrupt_manifest_is_reported(tmp_path):
+    (tmp_path / "manifest.json").write_text("{oops")
+    with pytest.raises(Exception, match="not valid JSON"):
+        ledger.read_manifest(str(tmp_path))
