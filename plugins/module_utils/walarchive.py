@@ -3,39 +3,96 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The collection's WAL archive / restore command (PostgreSQL ``archive_command`` and
 ``restore_command``), standard library only so it runs under the system Python as the
-``postgres`` user.
+``postgres`` user: one short process per segment, no boto3 (its start-up alone costs more
+than the whole push is allowed to take).
 
-Backend today: a directory repository (``--repo DIR``). The S3 backend comes with the
-backup issue; the contract stays the same:
+Backends: a directory repository and S3 (AWS Signature Version 4 signed here, with
+``hmac``/``hashlib``, over one ``http.client`` connection per invocation). The contract is
+the same for both:
 
 * ``push PATH NAME``: archive a segment. Succeeds when an identical copy is already there,
   fails (exit 1, so PostgreSQL retries and alerts) when a *different* file has that name,
-  never leaves a partial file visible (temp file + fsync + rename + fsync of the directory).
-* ``fetch NAME PATH``: restore a segment; exit 1 when it is not in the archive (PostgreSQL
-  treats that as "end of archive").
+  never leaves a partial file visible (directory: temp file + fsync + link + fsync of the
+  directory; S3: one PUT, which is atomic, sent with ``If-None-Match: *`` so a racing
+  writer is never overwritten, and with Content-MD5 and a signed payload SHA-256 so S3
+  verifies the bytes it stores).
+* ``fetch NAME PATH``: restore a segment (S3: verified against its ``x-amz-meta-sha256``);
+  exit 1 when it is not in the archive (PostgreSQL treats that as "end of archive").
 * ``status``: JSON with the newest archived segment and its age, for RPO checks.
 
 The command-line entry point is ``roles/replication/files/fediflow_wal.py``, installed beside
-this file on the database host: ``python3 fediflow_wal.py --repo DIR push %p %f``.
+this file on the database host::
+
+    python3 fediflow_wal.py --config /etc/fediflow/wal.json push %p %f
+    python3 fediflow_wal.py --repo DIR push %p %f        # directory backend shorthand
+
+The configuration file is JSON (mode 0600: it may hold credentials, which never go in argv
+because ``archive_command`` is visible in ``pg_settings`` and ``ps``); see CONFIG_KEYS.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import hmac
 import json
 import os
 import re
-import shutil
+import threading
 import time
+from urllib.parse import quote, urlsplit
 
 # segments (and their .partial / .backup companions) and timeline history files
 SEGMENT_RE = re.compile(r"^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$")
+WAL_RE = re.compile(r"^[0-9A-F]{24}$")
 CHUNK = 1024 * 1024
+IN_MEMORY_MAX = 64 * 1024 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+# The configuration file's keys (anything else is refused, so a typo cannot go unnoticed).
+CONFIG_KEYS = {
+    "backend": "'s3' or 'dir'",
+    "repo": "dir backend: absolute path of the archive directory",
+    "bucket": "s3 backend: bucket name (required)",
+    "prefix": "s3 backend: key prefix, e.g. wal/us-east-1",
+    "endpoint_url": "s3 backend: e.g. http://127.0.0.1:15000 (path-style requests); default AWS",
+    "region": "s3 backend: AWS region of the bucket (required)",
+    "access_key": "s3 backend: AWS access key id (else AWS_ACCESS_KEY_ID, else the EC2 role)",
+    "secret_key": "s3 backend: AWS secret access key",
+    "session_token": "s3 backend: AWS session token (temporary credentials)",
+    "sse": "s3 backend: null, 'AES256' or 'aws:kms'",
+    "kms_key_id": "s3 backend: KMS key for sse 'aws:kms' (default: the AWS managed key)",
+    "storage_class": "s3 backend: e.g. STANDARD, STANDARD_IA (default: the bucket's)",
+}
+SECRET_KEYS = ("secret_key", "session_token")
+SSE_CHOICES = (None, "AES256", "aws:kms")
+
+# Retries of transient S3 failures (5xx, throttling, connection reset/refused, timeouts):
+# RETRIES more attempts after the first, jittered exponential back-off from RETRY_BASE_S,
+# never starting a retry later than RETRY_BUDGET_S after the first attempt.
+RETRIES = 3
+RETRY_BASE_S = 0.2
+RETRY_BUDGET_S = 20.0
+SOCKET_TIMEOUT_S = 15.0
+IMDS_ENDPOINT = "http://169.254.169.254"
+IMDS_TIMEOUT_S = 1.0
 
 
 class ArchiveError(Exception):
     pass
+
+
+class NotInArchive(ArchiveError):
+    pass
+
+
+class TransientError(ArchiveError):
+    """A failure worth retrying (5xx, throttling, connection reset, timeout)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# shared by both backends
 
 
 def sha256_file(path):
@@ -44,6 +101,53 @@ def sha256_file(path):
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class SegmentDigests:
+    """``(size, sha256 hex, md5 hex)`` of a file, computed in a background thread so the hashing
+    overlaps the imports and the HEAD request of a push. A file of at most IN_MEMORY_MAX bytes
+    (a default 16 MiB segment) is read once and kept as ``data`` to be sent from memory; its two
+    digests run in parallel (hashlib releases the GIL), so the MD5 costs no extra wall time."""
+
+    def __init__(self, path):
+        self.path = path
+        self.data = None
+        self._result = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            md5 = hashlib.md5(usedforsecurity=False)  # S3's Content-MD5, not a security use
+            with open(self.path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size <= IN_MEMORY_MAX:
+                    data = handle.read()
+                    worker = threading.Thread(target=md5.update, args=(data,))
+                    worker.start()
+                    sha = hashlib.sha256(data)
+                    worker.join()
+                    self.data, size = data, len(data)
+                else:
+                    sha, size = hashlib.sha256(), 0
+                    for block in iter(lambda: handle.read(CHUNK), b""):
+                        sha.update(block)
+                        md5.update(block)
+                        size += len(block)
+            self._result = (size, sha.hexdigest(), md5.hexdigest())
+        except OSError as exc:
+            self._error = exc
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def file_digests(path):
+    """``(size, sha256 hex, md5 hex)`` of a file."""
+    return SegmentDigests(path).result()
 
 
 def _fsync_dir(path):
@@ -59,8 +163,28 @@ def _check_name(name):
         raise ArchiveError("not a WAL file name: %r" % name)
 
 
+def _temp_beside(dest):
+    return "%s.fediflow-tmp" % dest
+
+
+def summarize(entries, now):
+    """Status from ``(name, archived_at_epoch)`` pairs: only whole segments count (history,
+    .backup and .partial files are not "the last segment")."""
+    segments = [(name, at) for name, at in entries if WAL_RE.match(name)]
+    if not segments:
+        return {"segments": 0, "last_segment": None, "last_archived_at": None, "age_s": None}
+    last, at = max(segments)
+    return {"segments": len(segments), "last_segment": last,
+            "last_archived_at": at, "age_s": round(max(0.0, now - at), 3)}
+
+
+# ---------------------------------------------------------------------------------------------
+# directory backend
+
+
 def push(repo, src, name):
     """Archive ``src`` as ``name``. Returns 'archived' or 'already-archived'."""
+    import shutil  # pylint: disable=import-outside-toplevel
     _check_name(name)
     if not os.path.isdir(repo):
         raise ArchiveError("archive repository %s does not exist" % repo)
@@ -89,11 +213,12 @@ def push(repo, src, name):
 
 
 def fetch(repo, name, dest):
+    import shutil  # pylint: disable=import-outside-toplevel
     _check_name(name)
     src = os.path.join(repo, name)
     if not os.path.exists(src):
-        raise ArchiveError("%s is not in the archive" % name)
-    tmp = "%s.fediflow-tmp" % dest
+        raise NotInArchive("%s is not in the archive" % name)
+    tmp = _temp_beside(dest)
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
     return "fetched"
@@ -101,19 +226,531 @@ def fetch(repo, name, dest):
 
 def status(repo, now=None):
     now = time.time() if now is None else now
-    segments = [n for n in os.listdir(repo) if re.match(r"^[0-9A-F]{24}$", n)]
-    if not segments:
-        return {"segments": 0, "last_segment": None, "last_archived_at": None, "age_s": None}
-    last = max(segments)
-    mtime = os.stat(os.path.join(repo, last)).st_mtime
-    return {"segments": len(segments), "last_segment": last,
-            "last_archived_at": mtime, "age_s": round(max(0.0, now - mtime), 3)}
+    entries = []
+    for name in os.listdir(repo):
+        if WAL_RE.match(name):
+            entries.append((name, os.stat(os.path.join(repo, name)).st_mtime))
+    return summarize(entries, now)
 
 
-def main(argv=None):
+class DirArchive:
+    """The directory backend behind the same interface as S3Archive."""
+
+    def __init__(self, repo):
+        self.repo = repo
+
+    def push(self, src, name):
+        return push(self.repo, src, name)
+
+    def fetch(self, name, dest):
+        return fetch(self.repo, name, dest)
+
+    def status(self, now=None):
+        return status(self.repo, now)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and credentials
+
+
+def validate_config(cfg, source="config"):
+    """Check a configuration dict; returns a normalized copy or raises ArchiveError naming the
+    key and what is wrong."""
+    if not isinstance(cfg, dict):
+        raise ArchiveError("%s: expected a JSON object" % source)
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ArchiveError("%s: unknown key(s) %s (known: %s)" % (source, ", ".join(unknown), ", ".join(sorted(CONFIG_KEYS))))
+    for key, value in cfg.items():
+        if value is not None and not isinstance(value, str):
+            raise ArchiveError("%s: '%s' must be a string" % (source, key))
+    out = {k: (v.strip() if isinstance(v, str) else v) for k, v in cfg.items()}
+    out = {k: v for k, v in out.items() if v not in (None, "") or k == "sse"}
+    backend = out.get("backend")
+    if backend not in ("s3", "dir"):
+        raise ArchiveError("%s: 'backend' must be 's3' or 'dir' (got %r)" % (source, backend))
+    if backend == "dir":
+        if not os.path.isabs(out.get("repo", "")):
+            raise ArchiveError("%s: 'repo' (an absolute directory path) is required for the dir backend" % source)
+        return out
+    for key in ("bucket", "region"):
+        if not out.get(key):
+            raise ArchiveError("%s: '%s' is required for the s3 backend (%s)" % (source, key, CONFIG_KEYS[key]))
+    if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", out["bucket"]):
+        raise ArchiveError("%s: 'bucket' %r is not a valid S3 bucket name" % (source, out["bucket"]))
+    if not re.match(r"^[a-z0-9-]+$", out["region"]):
+        raise ArchiveError("%s: 'region' %r is not an AWS region name" % (source, out["region"]))
+    out["prefix"] = out.get("prefix", "").strip("/")
+    if out.get("endpoint_url"):
+        parts = urlsplit(out["endpoint_url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+            raise ArchiveError("%s: 'endpoint_url' must be http(s)://host[:port][/path] (got %r)"
+                               % (source, out["endpoint_url"]))
+    if out.get("sse") not in SSE_CHOICES:
+        raise ArchiveError("%s: 'sse' must be null, 'AES256' or 'aws:kms' (got %r)" % (source, out["sse"]))
+    if out.get("kms_key_id") and out.get("sse") != "aws:kms":
+        raise ArchiveError("%s: 'kms_key_id' needs 'sse': 'aws:kms'" % source)
+    if out.get("storage_class") and not re.match(r"^[A-Z_]+$", out["storage_class"]):
+        raise ArchiveError("%s: 'storage_class' %r is not an S3 storage class" % (source, out["storage_class"]))
+    if bool(out.get("access_key")) != bool(out.get("secret_key")):
+        missing = "secret_key" if out.get("access_key") else "access_key"
+        raise ArchiveError("%s: '%s' is missing: give both access_key and secret_key, or neither "
+                           "(then the environment or the EC2 instance role is used)" % (source, missing))
+    if out.get("session_token") and not out.get("access_key"):
+        raise ArchiveError("%s: 'session_token' needs access_key and secret_key" % source)
+    return out
+
+
+def load_config(path):
+    """Read and validate the JSON configuration file. A file holding a secret must not be
+    readable by group or others (as libpq treats ~/.pgpass)."""
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            raw = handle.read()
+    except OSError as exc:
+        raise ArchiveError("cannot read config %s: %s" % (path, exc.strerror or exc))
+    try:
+        cfg = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise ArchiveError("config %s is not valid JSON: %s" % (path, exc))
+    if isinstance(cfg, dict) and any(cfg.get(k) for k in SECRET_KEYS) and mode & 0o077:
+        raise ArchiveError("config %s holds credentials but is readable by group/others (mode %04o): "
+                           "make it 0600, owned by the PostgreSQL OS user" % (path, mode & 0o7777))
+    return validate_config(cfg, "config %s" % path)
+
+
+def imds_credentials(endpoint=None, timeout=IMDS_TIMEOUT_S, environ=None):
+    """Temporary credentials of the EC2 instance role through IMDSv2 (token PUT, then the
+    role's credentials GET); None when there is no metadata service or no role."""
+    import http.client  # pylint: disable=import-outside-toplevel
+    environ = os.environ if environ is None else environ
+    if environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return None
+    parts = urlsplit(endpoint or environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or IMDS_ENDPOINT)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    base = "/latest/meta-data/iam/security-credentials/"
+    try:
+        conn.request("PUT", "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+        resp = conn.getresponse()
+        token = resp.read().decode("ascii", "replace").strip()
+        if resp.status != 200 or not token:
+            return None
+        hdrs = {"X-aws-ec2-metadata-token": token}
+        conn.request("GET", base, headers=hdrs)
+        resp = conn.getresponse()
+        roles = resp.read().decode("utf-8", "replace").split()
+        if resp.status != 200 or not roles:
+            return None
+        conn.request("GET", base + quote(roles[0]), headers=hdrs)
+        resp = conn.getresponse()
+        data = json.loads(resp.read().decode("utf-8"))
+        if resp.status != 200 or not data.get("AccessKeyId"):
+            return None
+        return {"access_key": data["AccessKeyId"], "secret_key": data["SecretAccessKey"],
+                "session_token": data.get("Token"), "source": "ec2-instance-role"}
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def resolve_credentials(cfg, environ=None, imds=imds_credentials):
+    """The first of: the config's access_key/secret_key, the AWS_* environment, the EC2
+    instance role (``imds()``, only called when the others are absent)."""
+    environ = os.environ if environ is None else environ
+    if cfg.get("access_key") and cfg.get("secret_key"):
+        return {"access_key": cfg["access_key"], "secret_key": cfg["secret_key"],
+                "session_token": cfg.get("session_token"), "source": "config"}
+    if environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
+        return {"access_key": environ["AWS_ACCESS_KEY_ID"], "secret_key": environ["AWS_SECRET_ACCESS_KEY"],
+                "session_token": environ.get("AWS_SESSION_TOKEN") or None, "source": "environment"}
+    creds = imds()
+    if creds:
+        return creds
+    raise ArchiveError("no AWS credentials: set access_key/secret_key in the config file, or "
+                       "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in PostgreSQL's environment, or give the "
+                       "EC2 instance a role (IMDSv2 did not answer with credentials)")
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS Signature Version 4 (S3 flavour: the canonical URI is not double-encoded)
+
+
+def uri_encode(text, safe="-_.~"):
+    return quote(text, safe=safe)
+
+
+def canonical_query(params):
+    """Sorted, RFC 3986-encoded query string from a dict or a list of pairs."""
+    items = params.items() if isinstance(params, dict) else params or []
+    return "&".join("%s=%s" % (uri_encode(str(k)), uri_encode(str(v))) for k, v in sorted(items))
+
+
+def canonical_request(method, path, params, headers, payload_hash):
+    """``(canonical request text, signed headers)``; every header given is signed."""
+    canon = {}
+    for name, value in headers.items():
+        canon[name.lower().strip()] = " ".join(str(value).split())
+    signed = ";".join(sorted(canon))
+    lines = [method, uri_encode(path, safe="/-_.~"), canonical_query(params)]
+    lines += ["%s:%s" % (name, canon[name]) for name in sorted(canon)]
+    lines += ["", signed, payload_hash]
+    return "\n".join(lines), signed
+
+
+def signing_key(secret_key, datestamp, region, service="s3"):
+    key = ("AWS4" + secret_key).encode("utf-8")
+    for part in (datestamp, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+    return key
+
+
+def sign(method, path, params, headers, payload_hash, creds, region, amz_date, service="s3"):
+    """Headers to send: ``headers`` plus x-amz-date, x-amz-content-sha256, the session token
+    and the ``Authorization`` header (AWS4-HMAC-SHA256). ``headers`` must include Host."""
+    out = dict(headers)
+    out["x-amz-date"] = amz_date
+    out["x-amz-content-sha256"] = payload_hash
+    if creds.get("session_token"):
+        out["x-amz-security-token"] = creds["session_token"]
+    creq, signed = canonical_request(method, path, params, out, payload_hash)
+    scope = "%s/%s/%s/aws4_request" % (amz_date[:8], region, service)
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(creq.encode("utf-8")).hexdigest()])
+    signature = hmac.new(signing_key(creds["secret_key"], amz_date[:8], region, service),
+                         to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+    out["Authorization"] = "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
+        creds["access_key"], scope, signed, signature)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# retries
+
+
+def backoff_delays(retries=RETRIES, base=RETRY_BASE_S, rng=None):
+    """Jittered exponential back-off: retry i waits between base*2**i/2 and base*2**i."""
+    if rng is None:
+        import random  # pylint: disable=import-outside-toplevel
+        rng = random.Random()
+    return [rng.uniform(base * 2 ** i / 2, base * 2 ** i) for i in range(retries)]
+
+
+def with_retries(attempt, delays=None, budget_s=RETRY_BUDGET_S, sleep=time.sleep, clock=time.monotonic):
+    """Call ``attempt()``; on TransientError wait the next delay and try again, unless the delays
+    are used up or the retry would start later than ``budget_s`` after the first attempt."""
+    delays = backoff_delays() if delays is None else list(delays)
+    start = clock()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except TransientError as exc:
+            elapsed = clock() - start
+            if not delays or elapsed + delays[0] > budget_s:
+                raise ArchiveError("%s (gave up after %d attempt%s in %.1fs)"
+                                   % (exc, tries, "" if tries == 1 else "s", elapsed))
+            sleep(delays.pop(0))
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 backend
+
+
+def plan_push(existing, size, sha256, md5_hex, what):
+    """What to do with a segment given the HEAD of its key (None: not there).
+
+    Returns 'put' or 'already-archived'; raises ArchiveError when a different object has the
+    name. An object without x-amz-meta-sha256 (written by another tool) is compared by its ETag
+    when that is a plain MD5 (single-part, not SSE-KMS)."""
+    if existing is None:
+        return "put"
+    theirs = existing.get("x-amz-meta-sha256")
+    etag = (existing.get("etag") or "").strip('"')
+    if existing.get("content-length") is not None and int(existing["content-length"]) != size:
+        why = "size %s, not %d" % (existing["content-length"], size)
+    elif theirs:
+        if theirs == sha256:
+            return "already-archived"
+        why = "sha256 %s..., not %s..." % (theirs[:12], sha256[:12])
+    elif re.match(r"^[0-9a-f]{32}$", etag):
+        if etag == md5_hex:
+            return "already-archived"
+        why = "md5 %s, not %s" % (etag, md5_hex)
+    else:
+        why = "it has no x-amz-meta-sha256 to compare"
+    raise ArchiveError("%s is already archived with different contents (%s): refusing to overwrite" % (what, why))
+
+
+def _error_code(body):
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body or ""
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    return (code.group(1) if code else ""), (message.group(1) if message else "")
+
+
+HINTS = {
+    "SignatureDoesNotMatch": "check secret_key in the config (or AWS_SECRET_ACCESS_KEY)",
+    "InvalidAccessKeyId": "check access_key in the config (or AWS_ACCESS_KEY_ID)",
+    "ExpiredToken": "the session token expired: refresh the credentials",
+    "RequestTimeTooSkewed": "this host's clock is off: fix NTP",
+    "NoSuchBucket": "the bucket does not exist in this region/endpoint",
+    "AccessDenied": "the credentials lack s3:PutObject/GetObject/ListBucket on this bucket/prefix",
+}
+TRANSIENT_CODES = ("RequestTimeout", "SlowDown", "InternalError", "ConditionalRequestConflict",
+                   "OperationAborted", "ServiceUnavailable")
+
+
+class S3Archive:
+    """S3 backend: one HTTP(S) connection per invocation, every request SigV4-signed."""
+
+    def __init__(self, cfg, creds, clock=time.time):
+        self.cfg = cfg
+        self.creds = creds
+        self.clock = clock
+        self.bucket = cfg["bucket"]
+        self.prefix = cfg.get("prefix", "")
+        self.region = cfg["region"]
+        endpoint = cfg.get("endpoint_url")
+        # path style with an explicit endpoint (moto, MinIO...) and for dotted bucket names
+        # (TLS wildcard certificates do not cover them); virtual-hosted style on AWS otherwise
+        if endpoint:
+            parts = urlsplit(endpoint)
+            self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
+            self.base = parts.path.rstrip("/") + "/" + self.bucket
+        elif "." in self.bucket:
+            self.scheme, self.host, self.port = "https", "s3.%s.amazonaws.com" % self.region, None
+            self.base = "/" + self.bucket
+        else:
+            self.scheme, self.host, self.port = "https", "%s.s3.%s.amazonaws.com" % (self.bucket, self.region), None
+            self.base = ""
+        self.endpoint = "%s://%s%s" % (self.scheme, self.host, ":%d" % self.port if self.port else "")
+        self.host_header = self.host + (":%d" % self.port if self.port else "")
+        self.conn = None
+
+    # -- plumbing
+
+    def key(self, name):
+        return "%s/%s" % (self.prefix, name) if self.prefix else name
+
+    def url(self, key):
+        return "s3://%s/%s" % (self.bucket, key)
+
+    def path(self, key=None):
+        return (self.base + "/" + key) if key is not None else (self.base or "/")
+
+    def _connection(self):
+        if self.conn is None:
+            import http.client  # pylint: disable=import-outside-toplevel
+            if self.scheme == "https":
+                import ssl  # pylint: disable=import-outside-toplevel
+                self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=SOCKET_TIMEOUT_S,
+                                                        context=ssl.create_default_context(), blocksize=CHUNK)
+            else:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=SOCKET_TIMEOUT_S,
+                                                       blocksize=CHUNK)
+        return self.conn
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _describe(self, method, key, status, body):
+        code, message = _error_code(body)
+        if not code and status == 403:
+            code = "Forbidden"
+            message = "access denied or credentials rejected (wrong access_key/secret_key, or missing permissions)"
+        text = "S3 %s %s: HTTP %d" % (method, self.url(key if key is not None else self.prefix), status)
+        if code:
+            text += " %s" % code
+        if message:
+            text += ": %s" % message.strip().rstrip(".")
+        if code in HINTS:
+            text += " (%s)" % HINTS[code]
+        return text
+
+    def request(self, method, key=None, params=None, headers=None, body=None, payload_hash=EMPTY_SHA256,
+                ok=(200,), on_body=None):
+        """One S3 call, transient failures retried. Returns ``(status, headers, body)``; with
+        ``on_body(response)`` for a streamed 2xx response, its result replaces the body."""
+        import http.client  # pylint: disable=import-outside-toplevel
+        path = self.path(key)
+        query = canonical_query(params)
+        target = uri_encode(path, safe="/-_.~") + ("?" + query if query else "")
+
+        def attempt():
+            hdrs = {"Host": self.host_header}
+            hdrs.update(headers or {})
+            amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
+            signed = sign(method, path, params, hdrs, payload_hash, self.creds, self.region, amz_date)
+            if body is not None and hasattr(body, "seek"):
+                body.seek(0)
+            conn = self._connection()
+            send_error = None
+            try:
+                try:
+                    conn.request(method, target, body=body, headers=signed)
+                except OSError as exc:
+                    # the server may have answered (and closed) before taking the whole body
+                    send_error = exc
+                    if conn.sock is None:
+                        raise
+                resp = conn.getresponse()
+                status = resp.status
+                rhdrs = {k.lower(): v for k, v in resp.getheaders()}
+                if status in ok and on_body is not None:
+                    return status, rhdrs, on_body(resp)
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                exc = send_error or exc
+                raise TransientError("cannot talk to S3 at %s (%s %s): %s" % (
+                    self.endpoint, method, self.url(key if key is not None else self.prefix),
+                    str(exc) or type(exc).__name__))
+            except TransientError:
+                self.close()
+                raise
+            if status >= 500 or status == 429 or (status in (400, 409) and _error_code(data)[0] in TRANSIENT_CODES):
+                self.close()
+                raise TransientError(self._describe(method, key, status, data))
+            return status, rhdrs, data
+
+        return with_retries(attempt)
+
+    def head(self, key):
+        status, hdrs, data = self.request("HEAD", key, ok=(200, 404))
+        if status == 404:
+            return None
+        if status != 200:
+            raise ArchiveError(self._describe("HEAD", key, status, data))
+        return hdrs
+
+    # -- the contract
+
+    def push(self, src, name):
+        _check_name(name)
+        digests = SegmentDigests(src)  # hashing runs while we ask S3 about the key
+        key = self.key(name)
+        what = "%s (%s)" % (name, self.url(key))
+        existing = self.head(key)
+        size, sha, md5_hex = digests.result()
+        if plan_push(existing, size, sha, md5_hex, what) == "already-archived":
+            return "already-archived"
+        headers = {
+            "Content-Length": str(size),
+            "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii"),
+            "Content-Type": "application/octet-stream",
+            "If-None-Match": "*",
+            "x-amz-meta-sha256": sha,
+        }
+        if self.cfg.get("sse"):
+            headers["x-amz-server-side-encryption"] = self.cfg["sse"]
+            if self.cfg.get("kms_key_id"):
+                headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.cfg["kms_key_id"]
+        if self.cfg.get("storage_class"):
+            headers["x-amz-storage-class"] = self.cfg["storage_class"]
+        if digests.data is not None:
+            status, _hdrs, data = self.request("PUT", key, headers=headers, body=digests.data,
+                                               payload_hash=sha, ok=(200, 412))
+        else:
+            with open(src, "rb") as body:
+                status, _hdrs, data = self.request("PUT", key, headers=headers, body=body, payload_hash=sha,
+                                                   ok=(200, 412))
+        if status == 412:  # someone created it first (or our retried PUT had landed): compare
+            verdict = plan_push(self.head(key), size, sha, md5_hex, what)
+            if verdict == "put":
+                raise ArchiveError("%s: conditional create refused (412) but the object is not there: retry" % what)
+            return verdict
+        if status != 200:
+            raise ArchiveError(self._describe("PUT", key, status, data))
+        return "archived"
+
+    def fetch(self, name, dest):
+        _check_name(name)
+        key = self.key(name)
+        tmp = _temp_beside(dest)
+
+        def receive(resp):
+            digest = hashlib.sha256()
+            got = 0
+            with open(tmp, "wb") as out:
+                for block in iter(lambda: resp.read(CHUNK), b""):
+                    digest.update(block)
+                    out.write(block)
+                    got += len(block)
+            length = resp.getheader("Content-Length")
+            if length is not None and int(length) != got:
+                raise TransientError("S3 GET %s: got %d of %s bytes" % (self.url(key), got, length))
+            return digest.hexdigest()
+
+        try:
+            status, hdrs, result = self.request("GET", key, ok=(200,), on_body=receive)
+            if status == 404:
+                raise NotInArchive("%s is not in the archive" % name)
+            if status != 200:
+                raise ArchiveError(self._describe("GET", key, status, result))
+            expected = hdrs.get("x-amz-meta-sha256")
+            if expected and expected != result:
+                raise ArchiveError("%s (%s) is corrupt: sha256 %s..., expected %s..."
+                                   % (name, self.url(key), result[:12], expected[:12]))
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return "fetched"
+
+    def list_objects(self):
+        """``(name, last_modified_epoch)`` of every object under the prefix (ListObjectsV2, paged)."""
+        import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
+        prefix = self.prefix + "/" if self.prefix else ""
+        params = {"list-type": "2", "prefix": prefix}
+        entries = []
+        while True:
+            status, _hdrs, data = self.request("GET", None, params=params)
+            if status != 200:
+                raise ArchiveError(self._describe("GET (list)", None, status, data))
+            root = ET.fromstring(data)
+            ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+            for item in root.iter(ns + "Contents"):
+                key = item.findtext(ns + "Key") or ""
+                entries.append((key[len(prefix):], parse_s3_time(item.findtext(ns + "LastModified") or "")))
+            token = root.findtext(ns + "NextContinuationToken")
+            if (root.findtext(ns + "IsTruncated") or "").lower() != "true" or not token:
+                return entries
+            params = {"list-type": "2", "prefix": prefix, "continuation-token": token}
+
+    def status(self, now=None):
+        entries = self.list_objects()
+        return summarize(entries, time.time() if now is None else now)
+
+
+def parse_s3_time(text):
+    """'2024-05-01T12:00:00.123Z' -> epoch seconds."""
+    import calendar  # pylint: disable=import-outside-toplevel
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z?$", text.strip())
+    if not match:
+        raise ArchiveError("unexpected LastModified %r from S3" % text)
+    return calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")) + float(match.group(2) or 0)
+
+
+def open_archive(cfg, environ=None, imds=imds_credentials):
+    if cfg["backend"] == "dir":
+        return DirArchive(cfg["repo"])
+    return S3Archive(cfg, resolve_credentials(cfg, environ, imds))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv=None, environ=None):
     """Run one command; returns ``(exit_code, stdout_text, stderr_text)``."""
     parser = argparse.ArgumentParser(prog="fediflow-wal", description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--repo", required=True, help="archive repository directory")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="JSON configuration file (backend, bucket, credentials...)")
+    where.add_argument("--repo", help="archive repository directory (shorthand for the dir backend)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_push = sub.add_parser("push")
     p_push.add_argument("path")
@@ -123,13 +760,22 @@ def main(argv=None):
     p_fetch.add_argument("path")
     sub.add_parser("status")
     args = parser.parse_args(argv)
+    archive = None
     try:
+        if args.repo:
+            cfg = validate_config({"backend": "dir", "repo": args.repo}, "--repo")
+        else:
+            cfg = load_config(args.config)
+        archive = open_archive(cfg, environ)
         if args.cmd == "push":
-            push(args.repo, args.path, args.name)
+            archive.push(args.path, args.name)
             return 0, "", ""
         if args.cmd == "fetch":
-            fetch(args.repo, args.name, args.path)
+            archive.fetch(args.name, args.path)
             return 0, "", ""
-        return 0, json.dumps(status(args.repo)) + "\n", ""
+        return 0, json.dumps(archive.status()) + "\n", ""
     except (ArchiveError, OSError) as exc:
         return 1, "", "fediflow-wal %s: %s\n" % (args.cmd, exc)
+    finally:
+        if isinstance(archive, S3Archive):
+            archive.close()
