@@ -497,6 +497,8 @@ HINTS = {
     "RequestTimeTooSkewed": "this host's clock is off: fix NTP",
     "NoSuchBucket": "the bucket does not exist in this region/endpoint",
     "AccessDenied": "the credentials lack s3:PutObject/GetObject/ListBucket on this bucket/prefix",
+    "PermanentRedirect": "the bucket is in another region: fix 'region' in the config",
+    "AuthorizationHeaderMalformed": "the bucket is in another region: fix 'region' in the config",
 }
 TRANSIENT_CODES = ("RequestTimeout", "SlowDown", "InternalError", "ConditionalRequestConflict",
                    "OperationAborted", "ServiceUnavailable")
@@ -566,15 +568,15 @@ class S3Archive:
         if code:
             text += " %s" % code
         if message:
-            text += ": %s" % message.strip().rstrip(".")
+            text += ": %s" % " ".join(message.split()).rstrip(".")
         if code in HINTS:
             text += " (%s)" % HINTS[code]
         return text
 
     def request(self, method, key=None, params=None, headers=None, body=None, payload_hash=EMPTY_SHA256,
-                ok=(200,), on_body=None):
+                on_body=None):
         """One S3 call, transient failures retried. Returns ``(status, headers, body)``; with
-        ``on_body(response)`` for a streamed 2xx response, its result replaces the body."""
+        ``on_body(response)``, a 200 response is streamed to it and its result replaces the body."""
         import http.client  # pylint: disable=import-outside-toplevel
         path = self.path(key)
         query = canonical_query(params)
@@ -600,7 +602,7 @@ class S3Archive:
                 resp = conn.getresponse()
                 status = resp.status
                 rhdrs = {k.lower(): v for k, v in resp.getheaders()}
-                if status in ok and on_body is not None:
+                if status == 200 and on_body is not None:
                     return status, rhdrs, on_body(resp)
                 data = resp.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -620,7 +622,7 @@ class S3Archive:
         return with_retries(attempt)
 
     def head(self, key):
-        status, hdrs, data = self.request("HEAD", key, ok=(200, 404))
+        status, hdrs, data = self.request("HEAD", key)
         if status == 404:
             return None
         if status != 200:
@@ -653,11 +655,10 @@ class S3Archive:
             headers["x-amz-storage-class"] = self.cfg["storage_class"]
         if digests.data is not None:
             status, _hdrs, data = self.request("PUT", key, headers=headers, body=digests.data,
-                                               payload_hash=sha, ok=(200, 412))
+                                               payload_hash=sha)
         else:
             with open(src, "rb") as body:
-                status, _hdrs, data = self.request("PUT", key, headers=headers, body=body, payload_hash=sha,
-                                                   ok=(200, 412))
+                status, _hdrs, data = self.request("PUT", key, headers=headers, body=body, payload_hash=sha)
         if status == 412:  # someone created it first (or our retried PUT had landed): compare
             verdict = plan_push(self.head(key), size, sha, md5_hex, what)
             if verdict == "put":
@@ -686,7 +687,7 @@ class S3Archive:
             return digest.hexdigest()
 
         try:
-            status, hdrs, result = self.request("GET", key, ok=(200,), on_body=receive)
+            status, hdrs, result = self.request("GET", key, on_body=receive)
             if status == 404:
                 raise NotInArchive("%s is not in the archive" % name)
             if status != 200:
@@ -703,7 +704,6 @@ class S3Archive:
 
     def list_objects(self):
         """``(name, last_modified_epoch)`` of every object under the prefix (ListObjectsV2, paged)."""
-        import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
         prefix = self.prefix + "/" if self.prefix else ""
         params = {"list-type": "2", "prefix": prefix}
         entries = []
@@ -711,19 +711,32 @@ class S3Archive:
             status, _hdrs, data = self.request("GET", None, params=params)
             if status != 200:
                 raise ArchiveError(self._describe("GET (list)", None, status, data))
-            root = ET.fromstring(data)
-            ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
-            for item in root.iter(ns + "Contents"):
-                key = item.findtext(ns + "Key") or ""
-                entries.append((key[len(prefix):], parse_s3_time(item.findtext(ns + "LastModified") or "")))
-            token = root.findtext(ns + "NextContinuationToken")
-            if (root.findtext(ns + "IsTruncated") or "").lower() != "true" or not token:
+            page, token = parse_list_page(data, prefix)
+            entries.extend(page)
+            if not token:
                 return entries
             params = {"list-type": "2", "prefix": prefix, "continuation-token": token}
 
     def status(self, now=None):
         entries = self.list_objects()
         return summarize(entries, time.time() if now is None else now)
+
+
+def parse_list_page(data, prefix):
+    """One ListObjectsV2 response: ``([(name under prefix, last_modified_epoch)], next token or None)``."""
+    import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise ArchiveError("unexpected ListObjectsV2 answer from S3: %s" % exc)
+    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+    entries = []
+    for item in root.iter(ns + "Contents"):
+        key = item.findtext(ns + "Key") or ""
+        entries.append((key[len(prefix):], parse_s3_time(item.findtext(ns + "LastModified") or "")))
+    token = root.findtext(ns + "NextContinuationToken")
+    truncated = (root.findtext(ns + "IsTruncated") or "").lower() == "true"
+    return entries, (token if truncated and token else None)
 
 
 def parse_s3_time(text):
@@ -775,7 +788,7 @@ def main(argv=None, environ=None):
             return 0, "", ""
         return 0, json.dumps(archive.status()) + "\n", ""
     except (ArchiveError, OSError) as exc:
-        return 1, "", "fediflow-wal %s: %s\n" % (args.cmd, exc)
+        return 1, "", "fediflow-wal %s: %s\n" % (args.cmd, " ".join(str(exc).split()))
     finally:
         if isinstance(archive, S3Archive):
             archive.close()

@@ -6,8 +6,21 @@
 Installed by the replication role beside ``walarchive.py`` (the logic, from the
 collection's module_utils) and run by PostgreSQL as its OS user with the system Python:
 
-    archive_command = 'python3 /path/fediflow_wal.py --repo DIR push %p %f'
-    restore_command = 'python3 /path/fediflow_wal.py --repo DIR fetch %f %p'
+    archive_command = 'python3 /path/fediflow_wal.py --config FILE push %p %f'
+    restore_command = 'python3 /path/fediflow_wal.py --config FILE fetch %f %p'
+    python3 /path/fediflow_wal.py --config FILE status      # JSON: newest segment, its age
+
+FILE is JSON, mode 0600, owned by the PostgreSQL OS user (credentials never go in argv:
+archive_command is visible in pg_settings and ps), for S3:
+
+    {"backend": "s3", "bucket": "...", "prefix": "wal/us-east-1", "region": "us-east-1",
+     "endpoint_url": null, "access_key": "...", "secret_key": "...", "session_token": null,
+     "sse": "AES256", "kms_key_id": null, "storage_class": null}
+
+(without access_key/secret_key: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN,
+then the EC2 instance role through IMDSv2), or ``{"backend": "dir", "repo": "/path"}``;
+``--repo DIR`` is a shorthand for the latter. Exit status 0 on success, 1 on any failure
+with a one-line message on stderr.
 """
 import os
 import sys
