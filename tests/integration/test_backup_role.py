@@ -27,10 +27,11 @@ def test_backup_playbook_takes_verified_logical_and_physical_backups(lab):
 
 def test_broken_wal_archiving_fails_the_backup_run_with_what_to_fix(lab):
     conn = pg_connect(lab["primary"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('archive_command')")
+        good = cur.fetchone()[0]
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT current_setting('archive_command')")
-            good = cur.fetchone()[0]
             cur.execute("ALTER SYSTEM SET archive_command = 'false'")
             cur.execute("SELECT pg_reload_conf()")
         before = set(_manifests(lab))

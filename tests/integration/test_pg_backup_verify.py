@@ -98,7 +98,7 @@ def test_flipped_byte_is_caught_and_named(bk):
 
 def test_retention_by_ledger_check_mode_predicts_exactly(bk):
     args = dict(bk["args"], verify="list", retention_count=2)
-    ids = [module("fediflow.dr.pg_backup_verify", args)["backup_id"] for _ in range(3)]
+    ids = [module("fediflow.dr.pg_backup_verify", args)["backup_id"] for _attempt in range(3)]
     assert [k for k in _keys(bk) if k.endswith(ids[0] + "/manifest.json")] == []  # oldest pruned in S3
     assert sorted(os.listdir(args["dest"])) == sorted(ids[1:])
     predicted = module("fediflow.dr.pg_backup_verify", args, check_mode=True, diff=True)
