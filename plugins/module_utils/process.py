@@ -52,14 +52,17 @@ def healthy(url, timeout=1.0):
         return False
 
 
-def status(argv, pid_file, health_url=None):
-    """Current state as plain data: ``{'state': 'started'|'stopped', 'pid', 'argv_matches', 'healthy'}``."""
+def status(argv, pid_file, health_url=None, match_argv=True):
+    """Current state as plain data: ``{'state': 'started'|'stopped', 'pid', 'argv_matches', 'healthy'}``.
+
+    With ``match_argv=False`` a live, healthy process from the pid file counts whatever its
+    command line (for a stateful service that another checkout of the lab started)."""
     pid = read_pid(pid_file)
     running_argv = process_argv(pid) if pid else None
     if running_argv is None:
         return {"state": "stopped", "pid": None, "argv_matches": False, "healthy": False}
     # a script started through its shebang shows up as [interpreter, script, args...]
-    matches = running_argv == list(argv) or running_argv[1:] == list(argv)
+    matches = running_argv == list(argv) or running_argv[1:] == list(argv) or not match_argv
     return {"state": "started", "pid": pid, "argv_matches": matches,
             "healthy": matches and healthy(health_url)}
 
@@ -151,12 +154,12 @@ def _remove(path):
 
 
 def ensure(name, argv, pid_file, log_file, state="started", health_url=None, timeout=30.0,
-           env=None, chdir=None, check_mode=False):
+           env=None, chdir=None, check_mode=False, match_argv=True):
     """Bring service ``name`` to ``state``; returns the module result as a plain dict."""
     timer = Timer()
     if not argv:
         raise FediflowError("argv must name the program to run for service '%s'" % name)
-    before = status(argv, pid_file, health_url)
+    before = status(argv, pid_file, health_url, match_argv)
     actions = plan(before, state)
     result = {
         "changed": bool(actions), "name": name, "actions": actions, "pid": before["pid"],

@@ -67,6 +67,13 @@ options:
     description: Working directory of the program.
     type: path
     default: /
+  match_argv:
+    description:
+      - Restart a running service whose command line differs from O(argv).
+      - Set V(false) for a service that keeps its state only in memory (such as moto), so that
+        a healthy instance started from another checkout or virtualenv is left running.
+    type: bool
+    default: true
 notes:
   - Stopping sends SIGTERM, waits up to O(timeout) seconds, then sends SIGKILL.
 """
@@ -137,6 +144,7 @@ def main():
             "timeout": {"type": "float", "default": 30},
             "environment": {"type": "dict", "default": {}, "no_log": True},
             "chdir": {"type": "path", "default": "/"},
+            "match_argv": {"type": "bool", "default": True},
         },
         required_if=[("state", "started", ("argv",))],
         supports_check_mode=True,
@@ -151,7 +159,7 @@ def main():
             params["name"], argv, params["pid_file"], log_file, state=params["state"],
             health_url=params["health_url"], timeout=params["timeout"],
             env={k: str(v) for k, v in params["environment"].items()}, chdir=params["chdir"],
-            check_mode=module.check_mode)
+            check_mode=module.check_mode, match_argv=params["match_argv"])
     except FediflowError as exc:
         module.fail_json(msg="service '%s': %s" % (params["name"], exc.message),
                          exception=traceback.format_exc(), duration_s=0.0)

@@ -76,3 +76,10 @@ def test_program_that_dies_is_reported_with_its_log(tmp_path):
         process.ensure("bad", argv, str(tmp_path / "bad.pid"), str(tmp_path / "bad.log"),
                        health_url="http://127.0.0.1:9/", timeout=10)
     assert not os.path.exists(str(tmp_path / "bad.pid"))
+
+
+def test_match_argv_false_keeps_a_healthy_service_started_differently(service):
+    first = process.ensure(**service)
+    other = dict(service, argv=service["argv"] + ["--directory", "/"])
+    kept = process.ensure(match_argv=False, **other)
+    assert kept["actions"] == [] and kept["pid"] == first["pid"]
