@@ -128,3 +128,34 @@ def test_faults_fail_clearly_and_keep_the_last_good_backup(bk, change, message):
     assert bk["args"]["login_password"] not in json.dumps(res) and "'wrong'" not in res["msg"]
     assert sorted(os.listdir(bk["args"]["dest"])) == local_before  # nothing added, nothing pruned
     assert _keys(bk) == s3_before
+
+
+@pytest.fixture
+def small_disk(bk):
+    """A real full disk: a tmpfs sized for one backup and a half (needs root, as the lab does)."""
+    import subprocess
+    probe = module("fediflow.dr.pg_backup_verify", dict(bk["args"], verify="none", s3_bucket=None,
+                                                       dest=bk["args"]["dest"] + "-probe"))
+    mountpoint = "/var/tmp/fediflow-small-disk-%s" % uuid.uuid4().hex[:6]
+    os.makedirs(mountpoint)
+    size_kb = int(probe["size_bytes"] * 1.5 / 1024) + 64
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk" % size_kb, "tmpfs", mountpoint],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        os.rmdir(mountpoint)
+        pytest.skip("cannot mount a tmpfs here: %s" % mounted.stderr.strip())
+    yield mountpoint
+    subprocess.run(["umount", mountpoint], check=True)
+    os.rmdir(mountpoint)
+
+
+def test_disk_full_fails_clearly_and_keeps_the_previous_backup(bk, small_disk):
+    args = dict(bk["args"], verify="list", dest=small_disk + "/repo", retention_count=1)
+    args.pop("s3_bucket")
+    good = module("fediflow.dr.pg_backup_verify", args)
+    assert good["verified"], good.get("msg")
+    res = module("fediflow.dr.pg_backup_verify", args)
+    assert res.get("failed") and "No space left on device" in res["msg"], res.get("msg")
+    assert os.listdir(args["dest"]) == [good["backup_id"]]  # no partial directory, nothing pruned
+    again = module("fediflow.dr.pg_backup_verify", dict(args, backup_id=good["backup_id"], verify="checksum"))
+    assert again["verified"] is True
