@@ -177,7 +177,10 @@ def ensure(name, argv, pid_file, log_file, state="started", health_url=None, tim
         result["pid"] = None
     if "start" in actions:
         with timer.phase("start"):
-            pid, waited = start(argv, pid_file, log_file, health_url, timeout, env, chdir)
+            try:
+                pid, waited = start(argv, pid_file, log_file, health_url, timeout, env, chdir)
+            except FediflowError as exc:
+                raise FediflowError("service '%s': %s" % (name, exc.message))
         result["pid"] = pid
         result["health_wait_s"] = waited
     result["state"] = state

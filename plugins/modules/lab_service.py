@@ -124,11 +124,10 @@ duration_s:
   type: float
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
+
 from ansible_collections.fediflow.dr.plugins.module_utils import process
 
 
@@ -154,18 +153,10 @@ def main():
         module.fail_json(msg="timeout must be greater than 0, got %s" % params["timeout"])
     argv = params["argv"] or ["(not given)"]
     log_file = params["log_file"] or (params["pid_file"].rsplit(".", 1)[0] + ".log")
-    try:
-        result = process.ensure(
-            params["name"], argv, params["pid_file"], log_file, state=params["state"],
-            health_url=params["health_url"], timeout=params["timeout"],
-            env={k: str(v) for k, v in params["environment"].items()}, chdir=params["chdir"],
-            check_mode=module.check_mode, match_argv=params["match_argv"])
-    except FediflowError as exc:
-        module.fail_json(msg="service '%s': %s" % (params["name"], exc.message),
-                         exception=traceback.format_exc(), duration_s=0.0)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_module(module, process.ensure, params["name"], argv, params["pid_file"], log_file,
+               state=params["state"], health_url=params["health_url"], timeout=params["timeout"],
+               env={k: str(v) for k, v in params["environment"].items()}, chdir=params["chdir"],
+               check_mode=module.check_mode, match_argv=params["match_argv"])
 
 
 if __name__ == "__main__":

@@ -252,13 +252,12 @@ duration_s:
   type: float
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
 from ansible_collections.fediflow.dr.plugins.module_utils import backup_run
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
 
 
@@ -294,17 +293,7 @@ def main():
     params = dict(module.params)
     if not params["format"]:
         params["format"] = "custom" if params["mode"] == "logical" else "tar"
-    try:
-        result = backup_run.ensure(params, check_mode=module.check_mode)
-    except FediflowError as exc:
-        partial = exc.details.get("result") or {}
-        partial.pop("changed", None)
-        partial.setdefault("duration_s", 0.0)
-        module.fail_json(msg=exc.message, exception=traceback.format_exc(),
-                         changed=bool(partial.get("backup_id")), **partial)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_module(module, backup_run.ensure, params, check_mode=module.check_mode)
 
 
 if __name__ == "__main__":

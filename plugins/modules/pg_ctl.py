@@ -108,11 +108,10 @@ duration_s:
   type: float
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
+
 from ansible_collections.fediflow.dr.plugins.module_utils import pgctl
 
 
@@ -132,16 +131,9 @@ def main():
     params = module.params
     if params["timeout"] < 1:
         module.fail_json(msg="timeout must be at least 1 second, got %s" % params["timeout"])
-    try:
-        result = pgctl.ensure(
-            params["data_dir"], state=params["state"], os_user=params["os_user"],
-            bin_dir=params["bin_dir"], log_file=params["log_file"], stop_mode=params["stop_mode"],
-            timeout=params["timeout"], check_mode=module.check_mode)
-    except FediflowError as exc:
-        module.fail_json(msg=exc.message, exception=traceback.format_exc(), duration_s=0.0)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+    run_module(module, pgctl.ensure, params["data_dir"], state=params["state"], os_user=params["os_user"],
+               bin_dir=params["bin_dir"], log_file=params["log_file"], stop_mode=params["stop_mode"],
+               timeout=params["timeout"], check_mode=module.check_mode)
 
 
 if __name__ == "__main__":

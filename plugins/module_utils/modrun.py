@@ -1,0 +1,26 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one way every fediflow.dr module ends: call the logic, exit with its plain-dict result,
+or fail with a one-line message (plus the traceback and any partial result)."""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+
+
+def run_module(module, func, *args, **kwargs):
+    """``func`` returns the result dict (with ``diff`` for --diff); FediflowError fails."""
+    try:
+        result = func(*args, **kwargs)
+    except FediflowError as exc:
+        partial = dict(exc.details.get("result") or {})
+        changed = bool(partial.pop("changed", False))
+        partial.pop("diff", None)
+        partial.setdefault("duration_s", 0.0)
+        module.fail_json(msg=exc.message, exception=traceback.format_exc(), changed=changed, **partial)
+    if not module._diff:  # pylint: disable=protected-access
+        result.pop("diff", None)
+    module.exit_json(**result)
