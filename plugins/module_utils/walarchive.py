@@ -561,9 +561,11 @@ class S3Archive:
 
     def _describe(self, method, key, status, body):
         code, message = _error_code(body)
-        if not code and status == 403:
+        if not code and status == 403:  # HEAD answers carry no error body
             code = "Forbidden"
             message = "access denied or credentials rejected (wrong access_key/secret_key, or missing permissions)"
+        elif not code and status == 301:
+            code = "PermanentRedirect"
         text = "S3 %s %s: HTTP %d" % (method, self.url(key if key is not None else self.prefix), status)
         if code:
             text += " %s" % code
@@ -676,10 +678,17 @@ class S3Archive:
         def receive(resp):
             digest = hashlib.sha256()
             got = 0
-            with open(tmp, "wb") as out:
+            try:
+                out = open(tmp, "wb")
+            except OSError as exc:  # a local fault, not a network one: no retry
+                raise ArchiveError("cannot write %s: %s" % (tmp, exc.strerror or exc))
+            with out:
                 for block in iter(lambda: resp.read(CHUNK), b""):
                     digest.update(block)
-                    out.write(block)
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        raise ArchiveError("cannot write %s: %s" % (tmp, exc.strerror or exc))
                     got += len(block)
             length = resp.getheader("Content-Length")
             if length is not None and int(length) != got:
@@ -702,10 +711,13 @@ class S3Archive:
                 os.unlink(tmp)
         return "fetched"
 
-    def list_objects(self):
-        """``(name, last_modified_epoch)`` of every object under the prefix (ListObjectsV2, paged)."""
+    def list_objects(self, page_size=None):
+        """``(name, last_modified_epoch)`` of every object under the prefix (ListObjectsV2, paged;
+        S3 answers at most 1000 keys a page)."""
         prefix = self.prefix + "/" if self.prefix else ""
         params = {"list-type": "2", "prefix": prefix}
+        if page_size:
+            params["max-keys"] = str(page_size)
         entries = []
         while True:
             status, _hdrs, data = self.request("GET", None, params=params)
@@ -715,7 +727,7 @@ class S3Archive:
             entries.extend(page)
             if not token:
                 return entries
-            params = {"list-type": "2", "prefix": prefix, "continuation-token": token}
+            params["continuation-token"] = token
 
     def status(self, now=None):
         entries = self.list_objects()
@@ -776,7 +788,7 @@ def main(argv=None, environ=None):
     archive = None
     try:
         if args.repo:
-            cfg = validate_config({"backend": "dir", "repo": args.repo}, "--repo")
+            cfg = validate_config({"backend": "dir", "repo": os.path.abspath(args.repo)}, "--repo")
         else:
             cfg = load_config(args.config)
         archive = open_archive(cfg, environ)

@@ -6,10 +6,12 @@ Everything is checked independently of the playbook's own output: psycopg2 on bo
 servers, the archive directory on disk, boto3 against moto, the kubernetes client.
 """
 import os
+import pwd
 import uuid
 
 import boto3
 import kubernetes
+from botocore.exceptions import ClientError
 
 from lab_fixtures import module, pg_connect, playbook, poll, recap
 
@@ -53,9 +55,21 @@ def test_row_written_on_the_primary_appears_on_the_standby(lab):
         standby.close()
 
 
+def _archived(lab, segment):
+    """The segment's S3 head (s3 backend) or True (dir backend) once archived, else None."""
+    p = lab["primary"]
+    if p.get("fediflow_wal_backend", "dir") != "s3":
+        return os.path.exists(os.path.join(p["fediflow_wal_archive_dir"], segment)) or None
+    try:
+        return _aws(lab, "s3").head_object(Bucket=p["fediflow_backup_bucket"],
+                                           Key="wal/%s/%s" % (p["fediflow_region"], segment))
+    except ClientError:
+        return None
+
+
 def test_wal_is_archived_by_the_collections_command(lab):
-    archive = lab["primary"]["fediflow_wal_archive_dir"]
-    with pg_connect(lab["primary"]) as conn, conn.cursor() as cur:
+    p = lab["primary"]
+    with pg_connect(p) as conn, conn.cursor() as cur:
         cur.execute("SELECT failed_count FROM pg_stat_archiver")
         failed_before = cur.fetchone()[0]  # cumulative: other tests break archiving on purpose
         cur.execute("CREATE TABLE IF NOT EXISTS lab_probe (v text)")
@@ -63,13 +77,22 @@ def test_wal_is_archived_by_the_collections_command(lab):
         cur.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
         segment = cur.fetchone()[0]
         cur.execute("SELECT pg_switch_wal()")
-        assert poll(lambda: os.path.exists(os.path.join(archive, segment)), timeout=30), segment
+        found = poll(lambda: _archived(lab, segment), timeout=30)
+        assert found, segment
         cur.execute("SELECT current_setting('archive_command'), failed_count FROM pg_stat_archiver")
         command, failed = cur.fetchone()
-    assert "fediflow_wal.py" in command and " push %p %f" in command
+    assert "fediflow_wal.py --config " in command and " push %p %f" in command
+    assert p["fediflow_aws_secret_key"] not in command  # credentials live in the 0600 config file
     assert failed == failed_before
-    assert oct(os.stat(archive).st_mode & 0o777) == "0o700"
-    assert not [n for n in os.listdir(archive) if n.startswith(".")]  # no temp file left
+    config = os.stat(os.path.join(os.path.dirname(p["fediflow_pg_data_dir"]), "fediflow-wal.json"))
+    assert oct(config.st_mode & 0o777) == "0o600" and pwd.getpwuid(config.st_uid).pw_name == p["fediflow_pg_os_user"]
+    if p.get("fediflow_wal_backend", "dir") == "s3":
+        assert found["ContentLength"] == 16 * 1024 * 1024 and found["ServerSideEncryption"] == "AES256"
+        assert len(found["Metadata"]["sha256"]) == 64
+    else:
+        archive = p["fediflow_wal_archive_dir"]
+        assert oct(os.stat(archive).st_mode & 0o777) == "0o700"
+        assert not [n for n in os.listdir(archive) if n.startswith(".")]  # no temp file left
 
 
 def test_no_password_in_standby_config(lab):

@@ -134,8 +134,8 @@ def test_faults_fail_clearly_and_keep_the_last_good_backup(bk, change, message):
 def small_disk(bk):
     """A real full disk: a tmpfs sized for one backup and a half (needs root, as the lab does)."""
     import subprocess
-    probe = module("fediflow.dr.pg_backup_verify", dict(bk["args"], verify="none", s3_bucket=None,
-                                                       dest=bk["args"]["dest"] + "-probe"))
+    probe_args = dict(bk["args"], verify="none", s3_bucket=None, dest=bk["args"]["dest"] + "-probe")
+    probe = module("fediflow.dr.pg_backup_verify", probe_args)
     mountpoint = "/var/tmp/fediflow-small-disk-%s" % uuid.uuid4().hex[:6]
     os.makedirs(mountpoint)
     size_kb = int(probe["size_bytes"] * 1.5 / 1024) + 64
