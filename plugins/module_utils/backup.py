@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 
 from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgctl, postgres
+from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import CHUNK
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, run, wait_until)
 
@@ -224,7 +225,7 @@ def verify_pg_manifest_tar(backup_dir):
                     continue
                 digest = hashlib.sha256()
                 handle = tar.extractfile(member)
-                for block in iter(lambda: handle.read(ledger.CHUNK), b""):
+                for block in iter(lambda: handle.read(CHUNK), b""):
                     digest.update(block)
                 entry = wanted[member.name]
                 if member.size != entry["Size"] or digest.hexdigest() != entry.get("Checksum"):

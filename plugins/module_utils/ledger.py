@@ -11,17 +11,17 @@ ledger, never file names or mtimes. Plain data in, plain data out.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import secrets
 import shutil
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+# one streaming sha256 for the whole collection (walarchive stays standard-library only)
+from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
 
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
-CHUNK = 1024 * 1024
 
 
 def utcnow():
@@ -42,14 +42,6 @@ def new_backup_id(kind, now=None):
     """Sortable, unique: ``20261125T223151Z-logical-3f9a1c``."""
     now = now or utcnow()
     return "%s-%s-%s" % (now.strftime("%Y%m%dT%H%M%SZ"), kind, secrets.token_hex(3))
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_entries(backup_dir):

@@ -1,0 +1,221 @@
+"""s3_snapshot against `aws s3 sync` on the lab's moto (see shared BENCH.md).
+
+A deterministic tree (10,000 files, ~1.04 GB, 20 % duplicate contents; BENCH_SCALE=0.1 for
+a tenth) is generated once under /var/tmp/fediflow-bench/snapshot-tree-N and copied to a work
+tree per run.
+Measured in the same run, the anchor first:
+  1. first upload: `aws s3 sync` vs the first snapshot (whole `ansible` call and duration_s);
+  2. the unchanged tree again;
+  3. 10 edits that keep size and mtime (plus 1 % churn): files left stale in S3 by each;
+  4. storage after 6 snapshots, each after 1 % churn, vs the runbook's 6 full copies.
+The module runs through `ansible localhost -m fediflow.dr.s3_snapshot` as a user runs it.
+awscli (not a project dependency) lives in its own venv, /var/tmp/fediflow-bench-venv.
+Everything goes to a scratch bucket that is deleted at the end (moto keeps it in memory).
+"""
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+FILES = max(50, int(10000 * SCALE))
+TARGET_BYTES = int(1.04e9 * SCALE)
+BASE = Path("/var/tmp/fediflow-bench")
+PRISTINE = BASE / ("snapshot-tree-%d" % FILES)
+WORK = BASE / "snapshot-work"
+AWS_VENV = Path("/var/tmp/fediflow-bench-venv")
+BUCKET = "fediflow-bench-snapshot"
+PARALLEL = 10  # awscli's default max_concurrent_requests
+
+
+def env():
+    out = dict(os.environ)
+    out.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    out.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".build" / "collections"))
+    out.update(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    return out
+
+
+def lab():
+    """moto's endpoint and credentials from the lab inventory (the lab must be up)."""
+    proc = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(ROOT / "inventories/lab/hosts.yml"), "--list"],
+                          env=env(), capture_output=True, text=True, check=True)
+    data = json.loads(proc.stdout)
+    hvars = data["_meta"]["hostvars"][data["region_primary"]["hosts"][0]]
+    try:
+        urllib.request.urlopen(hvars["fediflow_aws_endpoint_url"] + "/moto-api/", timeout=3).close()
+    except OSError:
+        sys.exit("moto is not answering at %s: run `make lab-up` first" % hvars["fediflow_aws_endpoint_url"])
+    return {"endpoint_url": hvars["fediflow_aws_endpoint_url"], "region": hvars["fediflow_region"],
+            "AWS_ACCESS_KEY_ID": hvars["fediflow_aws_access_key"],
+            "AWS_SECRET_ACCESS_KEY": hvars["fediflow_aws_secret_key"]}
+
+
+def generate():
+    """The pristine tree, made once: lognormal sizes scaled to the target, every 5th file a
+    copy of an earlier one (20 % duplicates), fixed mtimes."""
+    stamp = PRISTINE / ".complete"
+    if stamp.exists():
+        return json.loads(stamp.read_text())
+    shutil.rmtree(str(PRISTINE), ignore_errors=True)
+    rng = random.Random(42)
+    sizes = [min(max(int(rng.lognormvariate(11.0, 1.0)), 512), 8 << 20) for _i in range(FILES)]
+    factor = TARGET_BYTES / float(sum(sizes))
+    sizes = [max(1, int(s * factor)) for s in sizes]
+    names = ["d%03d/f%05d.bin" % (i % 100, i) for i in range(FILES)]
+    total = 0
+    for i, name in enumerate(names):
+        source = i - 3 if i % 5 == 4 else i
+        data = random.Random(source).randbytes(sizes[source])
+        path = PRISTINE / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(str(path), (1700000000 + i, 1700000000 + i))
+        total += len(data)
+    info = {"files": FILES, "bytes": total, "names": names}
+    stamp.write_text(json.dumps(info))
+    return info
+
+
+def ansible_snapshot(conn, prefix, src):
+    args = {"endpoint_url": conn["endpoint_url"], "region": conn["region"], "s3_bucket": BUCKET,
+            "s3_prefix": prefix, "src": str(src), "parallel": PARALLEL}
+    t0 = time.monotonic()
+    proc = subprocess.run([str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m",
+                           "fediflow.dr.s3_snapshot", "-a", json.dumps(args),
+                           "-e", "ansible_python_interpreter=%s" % sys.executable],
+                          cwd=str(ROOT), env=dict(env(), **{k: v for k, v in conn.items() if k.startswith("AWS_")}),
+                          capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    res = next(iter(json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"].values()))
+    if res.get("failed"):
+        sys.exit("s3_snapshot failed: %s" % res.get("msg"))
+    return res, wall
+
+
+def aws_sync(conn, src, dest_prefix):
+    if not (AWS_VENV / "bin" / "aws").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(AWS_VENV)], check=True)
+        subprocess.run([str(AWS_VENV / "bin" / "pip"), "install", "-q", "awscli==1.45.*"], check=True)
+    run_env = dict(os.environ, AWS_DEFAULT_REGION=conn["region"],
+                   **{k: v for k, v in conn.items() if k.startswith("AWS_")})
+    t0 = time.monotonic()
+    subprocess.run([str(AWS_VENV / "bin" / "aws"), "--endpoint-url", conn["endpoint_url"], "s3", "sync",
+                    "--only-show-errors", str(src), "s3://%s/%s/" % (BUCKET, dest_prefix)],
+                   env=run_env, check=True)
+    return time.monotonic() - t0
+
+
+def rewrite(path, data, keep_mtime):
+    before = os.stat(str(path))
+    path.write_bytes(data)
+    if keep_mtime:
+        os.utime(str(path), ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def churn(info, step, fraction=0.01):
+    rng = random.Random(1000 + step)
+    for name in rng.sample(info["names"], max(1, int(len(info["names"]) * fraction))):
+        path = WORK / name
+        rewrite(path, rng.randbytes(path.stat().st_size), keep_mtime=False)
+
+
+def prefix_bytes(s3, prefix):
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
+        total += sum(o["Size"] for o in page.get("Contents", []))
+    return total
+
+
+def drop_bucket(s3):
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+        s3.delete_bucket(Bucket=BUCKET)
+    except s3.exceptions.NoSuchBucket:
+        pass
+
+
+def gb(n):
+    return "%.2f GB" % (n / 1e9) if n >= 1e8 else "%.1f MB" % (n / 1e6)
+
+
+def main():
+    conn = lab()
+    s3 = boto3.client("s3", endpoint_url=conn["endpoint_url"], region_name=conn["region"],
+                      aws_access_key_id=conn["AWS_ACCESS_KEY_ID"], aws_secret_access_key=conn["AWS_SECRET_ACCESS_KEY"])
+    t0 = time.monotonic()
+    info = generate()
+    print("tree: %d files, %s (%s), generated/reused in %.1fs"
+          % (info["files"], gb(info["bytes"]), PRISTINE, time.monotonic() - t0))
+    shutil.rmtree(str(WORK), ignore_errors=True)
+    subprocess.run(["cp", "-a", str(PRISTINE), str(WORK)], check=True)
+    (WORK / ".complete").unlink()
+    drop_bucket(s3)
+    s3.create_bucket(Bucket=BUCKET)
+    rows = []
+    try:
+        sync1 = aws_sync(conn, WORK, "sync")
+        snap1, wall1 = ansible_snapshot(conn, "snap", WORK)
+        rows.append(("first upload", "aws s3 sync %.1fs" % sync1,
+                     "ansible %.1fs (module %.1fs, %d of %d objects sent)" % (
+                         wall1, snap1["duration_s"], snap1["objects_uploaded"], snap1["files_total"]),
+                     "%.2f" % (wall1 / sync1), "-"))
+        sync2 = aws_sync(conn, WORK, "sync")
+        snap2, wall2 = ansible_snapshot(conn, "snap", WORK)
+        assert not snap2["changed"], snap2
+        rows.append(("unchanged tree", "aws s3 sync %.2fs" % sync2,
+                     "module %.2fs, ansible call %.2fs" % (snap2["duration_s"], wall2),
+                     "%.3f / %.2f" % (snap2["duration_s"] / sync2, wall2 / sync2), "<= 0.1 / <= 0.4"))
+        edited = [n for i, n in enumerate(info["names"]) if i % 5 != 4][3::max(1, FILES // 12)][:10]
+        for name in edited:
+            path = WORK / name
+            rewrite(path, random.Random(name).randbytes(path.stat().st_size), keep_mtime=True)
+        churn(info, 1)
+        sync3 = aws_sync(conn, WORK, "sync")
+        snap3, _wall3 = ansible_snapshot(conn, "snap", WORK)
+        local = {n: hashlib.sha256((WORK / n).read_bytes()).hexdigest() for n in edited}
+        stale_sync = sum(hashlib.sha256(s3.get_object(Bucket=BUCKET, Key="sync/" + n)["Body"].read()).hexdigest()
+                         != local[n] for n in edited)
+        manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=snap3["manifest_key"])["Body"].read())
+        ours = {f["path"]: f["sha256"] for f in manifest["files"]}
+        stale_ours = sum(ours[n] != local[n] for n in edited)
+        rows.append(("edits keeping size+mtime", "stale %d of %d (sync %.1fs)" % (stale_sync, len(edited), sync3),
+                     "stale %d of %d (module %.1fs)" % (stale_ours, len(edited), snap3["duration_s"]), "-", "0 stale"))
+        steps = [snap3["duration_s"]]
+        for step in range(2, 6):
+            churn(info, step)
+            res, _wall = ansible_snapshot(conn, "snap", WORK)
+            steps.append(res["duration_s"])
+        count = len(s3.list_objects_v2(Bucket=BUCKET, Prefix="snap/snapshots/").get("Contents", []))
+        stored = prefix_bytes(s3, "snap")
+        rows.append(("storage, %d snapshots, 1%% churn" % count, "6 full copies %s" % gb(6 * info["bytes"]),
+                     "%s (%.2fx the tree)" % (gb(stored), stored / float(info["bytes"])),
+                     "%.3f" % (stored / (6.0 * info["bytes"])), "<= 1.05x tree"))
+        print("churn snapshots, module seconds: %s" % ", ".join("%.1f" % s for s in steps))
+        print("phases of the unchanged run: %s" % snap2["phases"])
+    finally:
+        drop_bucket(s3)
+    width = [max(len(str(r[i])) for r in rows + [("measure", "anchor", "fediflow.dr", "ratio", "goal")])
+             for i in range(5)]
+    print()
+    for row in [("measure", "anchor", "fediflow.dr", "ratio", "goal")] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, width)))
+    print("\n(BENCH_SCALE=%s: %d files, %s; parallel=%d for both tools)"
+          % (SCALE, info["files"], gb(info["bytes"]), PARALLEL))
+
+
+if __name__ == "__main__":
+    main()
