@@ -37,6 +37,8 @@ lab-down: setup
 
 drill: setup
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml
+	@echo "== the scheduled backup run (what cron/AWX does before a drill finds it) =="
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/dr_drill.yml
 
 bench: setup
