@@ -181,11 +181,11 @@ def main():
     finally:
         as_pg([PGBIN / "pg_ctl", "stop", "-D", PGDATA, "-m", "fast", "-w"], stdout=subprocess.DEVNULL)
     print("\npgbench scale %d; ours = whole `ansible` call wall time (module duration_s in brackets)\n" % SCALE)
-    head = "%-32s %-38s %9s %9s %16s %7s  %s"
-    print(head % ("measure", "anchor", "anchor s", "anchor MB", "ours s", "ratio", "goal"))
+    head = "%-32s %-38s %9s %9s %16s %13s  %s"
+    print(head % ("measure", "anchor", "anchor s", "anchor MB", "ours s", "ratio [module]", "goal"))
     for name, anchor, ta, ba, to, res, goal in rows:
         print(head % (name, anchor, "%.2f" % ta, "%.1f" % (ba / 1e6) if ba else "-",
-                      "%.2f [%.2f]" % (to, res["module_s"]), "%.2f" % (to / ta), goal))
+                      "%.2f [%.2f]" % (to, res["module_s"]), "%.2f [%.2f]" % (to / ta, res["module_s"] / ta), goal))
     print("\nour bytes: " + ", ".join("%s %.1f MB" % (r[0], r[5]["bytes"] / 1e6) for r in rows))
     print("module phases: " + json.dumps({r[0]: r[5]["phases"] for r in rows}))
 
