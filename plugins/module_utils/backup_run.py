@@ -30,8 +30,17 @@ def _ledger(dest, s3):
     return entries
 
 
+def same_source(manifest, p):
+    """Retention only ever weighs backups of the same source: cluster, region and (logical)
+    database. Two databases sharing a dest never prune each other's backups."""
+    source = manifest.get("source") or {}
+    return (manifest.get("cluster") == p.get("cluster_name")
+            and manifest.get("region") == (p.get("region_name") or p.get("region"))
+            and (p["mode"] != "logical" or source.get("database") == p.get("db")))
+
+
 def _retention(p, entries, extra=None):
-    manifests = [m for m, _where in entries.values()] + ([extra] if extra else [])
+    manifests = [m for m, _where in entries.values() if same_source(m, p)] + ([extra] if extra else [])
     return ledger.plan_retention(manifests, ledger.utcnow(), p.get("retention_count"),
                                  p.get("retention_days"), kind=p["mode"])
 
@@ -81,9 +90,13 @@ def verify_existing(p, s3, result, timer):
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
     manifest.setdefault("verification_history", []).append(record)
-    manifest["verification"] = record if record["ok"] is not None else manifest.get("verification")
+    # a pass refreshes the verdict; a failure replaces it only when it is about the backup itself
+    # (not e.g. a scratch port in use), so a good backup does not lose its verified status
+    if record["ok"] or (record["ok"] is False and record.get("integrity")):
+        manifest["verification"] = record
     if source == "local":
         ledger.write_manifest(local_dir, manifest)
+        result["changed"] = True  # the ledger entry was rewritten
     result.update(backup_id=backup_id, verified=bool(record["ok"]), verification=record, source=source,
                   files=manifest["files"], manifest=manifest)
     return record
@@ -98,6 +111,14 @@ def ensure(p, check_mode=False):
         with timer.phase("preflight"):
             s3.check_bucket()
 
+    if p.get("backup_id") and check_mode:
+        known = ledger.read_manifest(os.path.join(p["dest"], p["backup_id"])) is not None or (
+            s3 is not None and any(m["id"] == p["backup_id"] for m in s3.list_manifests()))
+        if not known:
+            raise FediflowError("backup_id '%s' is not in the ledger" % p["backup_id"])
+        result.update(changed=True, backup_id=p["backup_id"], would_verify=p["verify"],
+                      duration_s=timer.elapsed())
+        return result
     if p.get("backup_id"):
         record = verify_existing(p, s3, result, timer)
         result.update(duration_s=timer.elapsed(), phases=timer.phases)
@@ -110,7 +131,8 @@ def ensure(p, check_mode=False):
     before_ids = sorted(entries)
     if check_mode:
         placeholder = {"id": "(new)", "kind": p["mode"], "stop_time": ledger.iso(ledger.utcnow()),
-                       "verification": {"ok": True}}
+                       "verification": {"ok": True}, "cluster": p.get("cluster_name"),
+                       "region": p.get("region_name") or p.get("region"), "source": {"database": p.get("db")}}
         plan = [(i, r) for i, r in _retention(p, entries, placeholder) if i != "(new)"]
         result.update(changed=True, backup_id=None, would_prune=[{"id": i, "reason": r} for i, r in plan],
                       diff={"before": {"backups": before_ids},

@@ -128,8 +128,10 @@ def plan_retention(manifests, now, retention_count=None, retention_days=None, ki
 
     Backups of ``kind`` only (others untouched). A backup is kept when it is among the newest
     ``retention_count`` or younger than ``retention_days``; when both are given, a backup is
-    removed only if both say so. The newest *verified* backup is never removed, and neither is
-    anything newer than it (so a failed backup can never push out the last good one).
+    removed only if both say so. The newest *verified* backup is never removed, and a failed or
+    unverified backup never pushes it out. Unverified/failed backups newer than it are kept only
+    up to ``retention_count`` (so nightly failures cannot fill the disk); with nothing verified
+    at all, nothing is removed.
     """
     if retention_count is None and retention_days is None:
         return []
@@ -138,10 +140,13 @@ def plan_retention(manifests, now, retention_count=None, retention_days=None, ki
     newest_verified = verified[0] if verified else None
     protected = set()
     if newest_verified is not None:
+        protected.add(newest_verified["id"])
+        newer = []
         for m in pool:
-            protected.add(m["id"])
             if m["id"] == newest_verified["id"]:
                 break
+            newer.append(m["id"])
+        protected.update(newer[:retention_count] if retention_count is not None else newer)
     else:
         protected = {m["id"] for m in pool}  # nothing verified yet: delete nothing
     removals = []

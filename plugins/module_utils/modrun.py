@@ -21,6 +21,11 @@ def run_module(module, func, *args, **kwargs):
         partial.pop("diff", None)
         partial.setdefault("duration_s", 0.0)
         module.fail_json(msg=exc.message, exception=traceback.format_exc(), changed=changed, **partial)
+    except Exception as exc:  # pylint: disable=broad-except
+        # last resort: one line a person can read, the traceback beside it
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        module.fail_json(msg="%s: %s" % (type(exc).__name__, first), exception=traceback.format_exc(),
+                         duration_s=0.0)
     if not module._diff:  # pylint: disable=protected-access
         result.pop("diff", None)
     module.exit_json(**result)

@@ -20,12 +20,29 @@ from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, wait_until)
 
 
+def start_ticks(pid):
+    """Start time of ``pid`` (/proc/PID/stat field 22): with the pid it names one process."""
+    try:
+        with open("/proc/%d/stat" % pid, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def read_pid(pid_file):
+    """The pid in ``pid_file`` if that process is still the one we started, else None.
+
+    The file holds "PID START_TICKS"; after a reboot or pid reuse the ticks differ, so a stale
+    pid file never leads to signalling somebody else's process."""
     try:
         with open(pid_file, "r", encoding="ascii") as handle:
-            return int(handle.read().strip() or 0) or None
+            pid_text, _sep, ticks = handle.read().strip().partition(" ")
+        pid = int(pid_text or 0)
     except (OSError, ValueError):
         return None
+    if not pid or not ticks or ticks != start_ticks(pid):
+        return None
+    return pid
 
 
 def process_argv(pid):
@@ -81,7 +98,7 @@ def plan(current, wanted_state):
 def _write_pid(pid_file, pid):
     tmp = "%s.tmp.%d" % (pid_file, os.getpid())
     with open(tmp, "w", encoding="ascii") as handle:
-        handle.write("%d\n" % pid)
+        handle.write("%d %s\n" % (pid, start_ticks(pid)))
     os.replace(tmp, pid_file)
 
 

@@ -34,11 +34,15 @@ from ansible_collections.fediflow.dr.plugins.module_utils.common import (
 FENCE_MODES = ("none", "stop", "read_only")
 
 # Old-primary states. Only "writable" and the two "cannot tell" states block promotion.
-SAFE_STATES = ("stopped", "unreachable", "read_only", "in_recovery")
+# read_only (default_transaction_read_only) is a soft fence any session can lift: it counts as
+# safe only when this run was asked to fence that way (fence_old_primary=read_only).
+SAFE_STATES = ("stopped", "unreachable", "in_recovery")
 
 # libpq messages that mean "nothing is listening there" (as opposed to a server that answers
 # but refuses us, or one that is starting up / shutting down / in crash recovery).
-_UNREACHABLE = ("connection refused", "timeout expired", "could not translate host name",
+# "timeout expired" is NOT here: a network partition looks exactly like that, and a partitioned
+# old primary may still be taking writes. It is classed "unknown" and blocks unless fenced/forced.
+_UNREACHABLE = ("connection refused", "could not translate host name",
                 "no route to host", "network is unreachable", "no such file or directory",
                 "name or service not known", "host is down")
 
@@ -139,14 +143,16 @@ def old_primary_state(in_recovery, read_only):
     return "read_only" if read_only else "writable"
 
 
-def split_brain_guard(probe, would_fence=None):
+def split_brain_guard(probe, would_fence=None, read_only_fence=False):
     """Verdict on the old primary's state (``probe`` from probe_old_primary).
 
-    ``would_fence`` names the fence check mode predicts (the state is the one before fencing).
+    ``would_fence`` names the fence check mode predicts (the state is the one before fencing);
+    ``read_only_fence`` says the user chose fence_old_primary=read_only, the only case in which
+    a read-only (but living, overridable) old primary is accepted.
     """
     status = probe.get("status")
     out = dict(probe)
-    if status in SAFE_STATES:
+    if status in SAFE_STATES or (status == "read_only" and read_only_fence):
         detail = {
             "stopped": "the old primary's cluster is stopped (pg_ctl status)",
             "unreachable": "the old primary does not answer (%s): proceeding" % probe.get("error", "no server"),
@@ -160,11 +166,15 @@ def split_brain_guard(probe, would_fence=None):
     elif status == "writable":
         out.update(ok=False, detail="the old primary at %s still accepts writes: promoting now would give two "
                    "primaries (split-brain). Stop it, set fence_old_primary, or force=true" % probe.get("target"))
+    elif status == "read_only":
+        out.update(ok=False, detail="the old primary at %s is up with default_transaction_read_only = on, which any "
+                   "session can lift: stop it, set fence_old_primary=read_only to accept that fence, or force=true"
+                   % probe.get("target"))
     elif status == "not_checked":
         out.update(ok=False, detail="cannot check the old primary: set old_primary_host (the standby names no "
                    "upstream in pg_stat_wal_receiver / primary_conninfo), or force=true")
     else:
-        out.update(ok=False, detail="the old primary at %s answers but its state is unknown (%s): fix the "
+        out.update(ok=False, detail="the old primary at %s did not answer in time or its state is unknown (%s): fix the "
                    "old_primary_login_* options, fence it, or force=true" % (probe.get("target"), probe.get("error")))
     return out
 
@@ -498,7 +508,7 @@ def _check_guards(p, conn, before, check_mode, deadline, timer, result, warn):  
         received = _one(conn, "SELECT pg_last_wal_receive_lsn()::text")[0]
         if received:
             lag["unreceived_bytes"] = max(0, lsn_to_int(probe["flush_lsn"]) - lsn_to_int(received))
-    guards["split_brain"] = split_brain_guard(probe, would_fence)
+    guards["split_brain"] = split_brain_guard(probe, would_fence, read_only_fence=(fence == "read_only"))
     receiver = before.get("wal_receiver") or {}
     if probe["status"] == "unreachable" and receiver.get("status") == "streaming":
         warn(

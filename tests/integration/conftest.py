@@ -38,6 +38,15 @@ def kubeconfig(tmp_path, k8s_double):
     return write_kubeconfig(tmp_path / "kubeconfig", k8s_double.url)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "restarts_lab: tears the shared lab down and up again; runs last")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that restart the shared lab run after every other test, whatever their file names."""
+    items.sort(key=lambda item: item.get_closest_marker("restarts_lab") is not None)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The real lab, brought up with playbooks/lab_up.yml (idempotent) once per session."""

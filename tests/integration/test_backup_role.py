@@ -25,6 +25,13 @@ def test_backup_playbook_takes_verified_logical_and_physical_backups(lab):
     assert counters["pg-eu-west-1"]["changed"] == 0  # the standby region is not backed up by default
 
 
+def test_backup_playbook_check_mode_predicts_and_takes_nothing(lab):
+    before = set(_manifests(lab))
+    proc, _took = playbook("backup.yml", "--check")
+    assert recap(proc.stdout)["pg-us-east-1"]["failed"] == 0
+    assert set(_manifests(lab)) == before
+
+
 def test_broken_wal_archiving_fails_the_backup_run_with_what_to_fix(lab):
     conn = pg_connect(lab["primary"])
     with conn.cursor() as cur:

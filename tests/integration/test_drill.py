@@ -28,12 +28,33 @@ def test_drill_measures_replication_and_lists_what_it_did_not_run(lab):
     assert run["backup-restore"]["ok"] in (True, "True") and run["backup-restore"]["backup_id"]
     restore = measured["RTO standard (database restore from backup)"]
     assert 0 < float(restore["measured_s"]) < float(run["backup-restore"]["duration_s"]) + 1
+    archive = measured["RPO database (WAL archive: archive_timeout + archive latency)"]
+    assert 60 <= float(archive["measured_s"]) < 300  # archive_timeout (60 s in the lab) + latency
     files = run["file-restore"]
     assert files["ok"] in (True, "True") and int(files["files"]) >= 3000
-    assert measured["RPO file storage (age of the newest snapshot)"]["measured_s"] is not None
+    assert measured["RPO file storage (age of changes not in a snapshot)"]["measured_s"] is not None
     assert measured["RTO critical services"]["measured_s"] is None
     assert measured["RTO critical services"]["pass"] is None
     # the heartbeat the drill wrote is really on the standby
     with pg_connect(lab["standby"], "fediflow") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM dr_heartbeat")
         assert cur.fetchone()[0] >= 1
+
+
+def test_file_storage_rpo_counts_changes_not_yet_in_a_snapshot(lab):
+    """A media file written after the last snapshot is exposure: the drill must say so."""
+    playbook("backup.yml")
+    extra = os.path.join(lab["primary"]["fediflow_media_dir"], "zz-drill-probe.jpg")
+    with open(extra, "wb") as handle:
+        handle.write(os.urandom(1024))
+    try:
+        report_dir = lab["primary"]["fediflow_lab_dir"] + "/reports"
+        before = set(glob.glob(report_dir + "/drill-*.json"))
+        playbook("dr_drill.yml", check=False)
+        new = sorted(set(glob.glob(report_dir + "/drill-*.json")) - before)
+        with open(new[0], encoding="utf-8") as handle:
+            report = json.load(handle)
+        measured = {o["objective"]: o for o in report["objectives"]}
+        assert float(measured["RPO file storage (age of changes not in a snapshot)"]["measured_s"]) > 0
+    finally:
+        os.unlink(extra)

@@ -54,8 +54,10 @@ def test_logical_backup_proven_by_restore_and_uploaded(bk):
     for table, count in _source_counts(bk["lab"]).items():  # quiescent source: exact
         assert restored[table] == count
     assert "(dropped)" in restore["target"]
+    scratch_db = restore["target"].split()[2]  # "scratch database NAME (dropped)"
+    assert res["backup_id"].lower().replace("-", "_") in scratch_db
     with pg_connect(bk["lab"]["primary"]) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'fediflow_verify_%%'")
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db,))
         assert cur.fetchone()[0] == 0
     keys = _keys(bk)
     expected = ["%s/%s/%s" % (bk["prefix"], res["backup_id"], e["path"]) for e in manifest["files"]]
@@ -68,7 +70,10 @@ def test_logical_backup_proven_by_restore_and_uploaded(bk):
 
 
 def test_physical_zstd_backup_checked_against_its_manifest_and_restored(bk):
-    args = dict(bk["args"], mode="physical", compression="zstd", verify="restore")
+    import tempfile
+    scratch = tempfile.mkdtemp(prefix="fediflow-test-scratch-", dir="/var/tmp")
+    os.chmod(scratch, 0o755)  # the scratch cluster runs as postgres
+    args = dict(bk["args"], mode="physical", compression="zstd", verify="restore", scratch_dir=scratch)
     args.pop("s3_bucket")
     res = module("fediflow.dr.pg_backup_verify", args)
     assert res["verified"] is True, res.get("msg")
@@ -77,7 +82,8 @@ def test_physical_zstd_backup_checked_against_its_manifest_and_restored(bk):
     names = {f["path"] for f in res["files"]}
     assert {"backup_manifest", "base.tar.zst", "pg_wal.tar"} <= names
     assert res["start_lsn"] and res["stop_lsn"]
-    assert not [d for d in os.listdir("/var/tmp") if d.startswith("fediflow-verify-")]  # scratch removed
+    assert os.listdir(scratch) == []  # the scratch cluster was stopped and removed
+    os.rmdir(scratch)
 
 
 def test_flipped_byte_is_caught_and_named(bk):

@@ -1,7 +1,9 @@
 """lab_down stops everything the lab started and removes only the lab's own directory;
-lab_up then rebuilds the lab from nothing. Runs last (file name) since it restarts the lab."""
+lab_up then rebuilds the lab from nothing. Marked restarts_lab: conftest runs it last."""
 import os
 import socket
+
+import pytest
 
 from lab_fixtures import playbook, recap
 
@@ -12,6 +14,7 @@ def _port_open(port):
         return sock.connect_ex(("127.0.0.1", int(port))) == 0
 
 
+@pytest.mark.restarts_lab
 def test_lab_down_then_up_from_nothing(lab, tmp_path):
     primary, standby = lab["primary"], lab["standby"]
     lab_dir = primary["fediflow_lab_dir"]

@@ -59,3 +59,21 @@ def test_missing_table_fails_and_slack_allows_concurrent_writes():
     assert ok
     ok, _rows = backup.compare_counts({"a": 10}, {"a": 7}, slack={"a": 2})
     assert not ok
+
+
+def test_retention_weighs_only_backups_of_the_same_source():
+    from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import same_source
+    p = {"mode": "logical", "db": "a", "cluster_name": "pg1", "region_name": "us-east-1"}
+    mine = {"cluster": "pg1", "region": "us-east-1", "source": {"database": "a"}}
+    assert same_source(mine, p)
+    assert not same_source(dict(mine, source={"database": "b"}), p)
+    assert not same_source(dict(mine, cluster="pg2"), p)
+    assert same_source(dict(mine, source={"database": "b"}), dict(p, mode="physical"))
+
+
+def test_counts_not_recorded_prove_the_restore_without_comparing():
+    manifest = {"source": {"row_counts": None}}
+    verdict = backup._counts_verdict(manifest, {"public.t": 3})
+    assert verdict["ok"] is True and verdict["tables_compared"] == 0 and "not recorded" in verdict["note"]
+    verdict = backup._counts_verdict({"source": {"row_counts": {"public.t": 4}}}, {"public.t": 3})
+    assert verdict["ok"] is False

@@ -45,7 +45,14 @@ def test_newest_verified_survives_failed_newer_backups():
     ms = [_m(0, 0, ok=False), _m(1, 1, ok=False), _m(2, 2, ok=True), _m(3, 3, ok=True)]
     plan = ledger.plan_retention(ms, NOW, retention_count=1)
     assert "b02" not in ids(plan)  # newest verified is never removed
-    assert ids(plan) == ["b03"]
+    assert ids(plan) == ["b01", "b03"]  # failures beyond the newest retention_count go too
+
+
+def test_failures_newer_than_the_last_good_backup_cannot_fill_the_disk():
+    ms = [_m(i, i, ok=False) for i in range(5)] + [_m(9, 9, ok=True)]
+    plan = ids(ledger.plan_retention(ms, NOW, retention_count=2))
+    assert "b09" not in plan  # the newest verified stays
+    assert plan == ["b02", "b03", "b04"]  # only the newest 2 failures are kept
 
 
 def test_nothing_verified_means_nothing_removed():

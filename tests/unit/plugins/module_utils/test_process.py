@@ -83,3 +83,17 @@ def test_match_argv_false_keeps_a_healthy_service_started_differently(service):
     other = dict(service, argv=service["argv"] + ["--directory", "/"])
     kept = process.ensure(match_argv=False, **other)
     assert kept["actions"] == [] and kept["pid"] == first["pid"]
+
+
+def test_stale_pid_file_never_names_another_process(tmp_path):
+    """After a reboot or pid reuse the pid file's start time no longer matches: not ours."""
+    pid_file = tmp_path / "x.pid"
+    pid_file.write_text("%d %s\n" % (os.getpid(), "1"))  # our pid, wrong start time
+    assert process.read_pid(str(pid_file)) is None
+    pid_file.write_text("%d\n" % os.getpid())  # old format without a start time
+    assert process.read_pid(str(pid_file)) is None
+    pid_file.write_text("%d %s\n" % (os.getpid(), process.start_ticks(os.getpid())))
+    assert process.read_pid(str(pid_file)) == os.getpid()
+    stopped = process.ensure("x", ["/bin/true"], str(tmp_path / "y.pid"), str(tmp_path / "y.log"),
+                             state="stopped")
+    assert stopped["actions"] == []

@@ -97,7 +97,7 @@ def test_lag_guard_refuses_what_it_cannot_measure():
 
 @pytest.mark.parametrize("message, kind", [
     ('connection to server at "127.0.0.1", port 15432 failed: Connection refused', "unreachable"),
-    ("timeout expired", "unreachable"),
+    ("timeout expired", "unknown"),  # a partition looks like this: never "safe"
     ('could not translate host name "db.gone" to address: Name or service not known', "unreachable"),
     ('connection to server on socket "/run/pg/.s.PGSQL.5432" failed: No such file or directory', "unreachable"),
     ('failed: FATAL:  password authentication failed for user "postgres"', "unknown"),
@@ -118,7 +118,7 @@ def test_old_primary_state(in_recovery, read_only, state):
 
 @pytest.mark.parametrize("status, ok", [
     ("writable", False), ("unknown", False), ("not_checked", False),
-    ("stopped", True), ("unreachable", True), ("read_only", True), ("in_recovery", True),
+    ("stopped", True), ("unreachable", True), ("read_only", False), ("in_recovery", True),
 ])
 def test_split_brain_guard(status, ok):
     guard = promote.split_brain_guard({"status": status, "target": "10.0.0.1:5432", "error": "x"})
@@ -126,6 +126,12 @@ def test_split_brain_guard(status, ok):
     assert guard["status"] == status and guard["target"] == "10.0.0.1:5432"
     if status == "writable":
         assert "split-brain" in guard["detail"] and "10.0.0.1:5432" in guard["detail"]
+
+
+def test_read_only_old_primary_is_accepted_only_as_the_chosen_fence():
+    probe = {"status": "read_only", "target": "h:1"}
+    assert promote.split_brain_guard(probe)["ok"] is False
+    assert promote.split_brain_guard(probe, read_only_fence=True)["ok"] is True
 
 
 def test_split_brain_guard_in_check_mode_counts_the_fence_it_would_apply():
