@@ -57,6 +57,20 @@ def _prune(p, entries, plan, s3):
     return pruned
 
 
+def _clean_leftovers(dest, older_than_s):
+    """Remove work directories of runs that were killed (``.partial-*``, ``.verify-*``): a
+    leftover is never a backup (no manifest), and one is left alone while a run could still own it."""
+    import time  # pylint: disable=import-outside-toplevel
+    cleaned = []
+    for name in os.listdir(dest):
+        if name.startswith((".partial-", ".verify-")):
+            path = os.path.join(dest, name)
+            if time.time() - os.stat(path).st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                cleaned.append(name)
+    return cleaned
+
+
 def _chmod_tree(path):
     for root, dirs, files in os.walk(path):
         for name in dirs:
@@ -141,6 +155,7 @@ def ensure(p, check_mode=False):
         return result
 
     os.makedirs(p["dest"], mode=0o700, exist_ok=True)
+    result["cleaned"] = _clean_leftovers(p["dest"], p.get("command_timeout") or 7200)
     backup_id = ledger.new_backup_id(p["mode"])
     work = os.path.join(p["dest"], ".partial-" + backup_id)
     final = os.path.join(p["dest"], backup_id)
@@ -183,8 +198,14 @@ def ensure(p, check_mode=False):
                             result=result)
     if s3 is not None:
         with timer.phase("upload"):
-            result["s3_keys"] = s3.upload_backup(final, manifest, p.get("s3_sse"), p.get("s3_kms_key_id"),
-                                                 p.get("s3_storage_class"))
+            try:
+                result["s3_keys"] = s3.upload_backup(final, manifest, p.get("s3_sse"), p.get("s3_kms_key_id"),
+                                                     p.get("s3_storage_class"))
+            except FediflowError as exc:
+                result["duration_s"] = timer.elapsed()
+                raise FediflowError("backup %s is verified and kept locally in %s, but its S3 copy failed (no "
+                                    "manifest was uploaded, so S3 does not list it): %s" % (backup_id, final, exc.message),
+                                    result=result)
         entries[backup_id] = (manifest, {"local", "s3"})
     else:
         entries[backup_id] = (manifest, {"local"})

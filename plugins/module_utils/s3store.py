@@ -82,7 +82,7 @@ class S3Backups:
             if head.get("ContentLength") != entry["size"] or (head.get("Metadata") or {}).get("sha256") != entry["sha256"]:
                 raise FediflowError("uploaded s3://%s/%s does not match the local file (size %s vs %s)" % (
                     self.bucket, key, head.get("ContentLength"), entry["size"]))
-            if sse and head.get("ServerSideEncryption") not in (sse, None):
+            if sse and head.get("ServerSideEncryption") != sse:
                 raise FediflowError("s3://%s/%s is not encrypted with %s" % (self.bucket, key, sse))
             keys.append(key)
         body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")

@@ -98,3 +98,17 @@ def test_corrupt_manifest_is_reported(tmp_path):
     (tmp_path / "manifest.json").write_text("{oops")
     with pytest.raises(Exception, match="not valid JSON"):
         ledger.read_manifest(str(tmp_path))
+
+
+def test_leftovers_of_killed_runs_are_cleaned_but_not_fresh_ones(tmp_path):
+    from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import _clean_leftovers
+    old = tmp_path / ".partial-old"
+    old.mkdir()
+    os.utime(str(old), (0, 0))
+    fresh = tmp_path / ".partial-fresh"
+    fresh.mkdir()
+    kept = tmp_path / "20261125T000000Z-logical-abc"
+    kept.mkdir()
+    os.utime(str(kept), (0, 0))
+    assert _clean_leftovers(str(tmp_path), 3600) == [".partial-old"]
+    assert sorted(os.listdir(str(tmp_path))) == [".partial-fresh", "20261125T000000Z-logical-abc"]
