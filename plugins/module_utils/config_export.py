@@ -57,6 +57,7 @@ import secrets
 import stat as st
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
+from ansible_collections.fediflow.dr.plugins.module_utils.snapshot import diff_text  # same +/~/- listing
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -83,7 +84,6 @@ ENC_SUFFIX = ".enc"
 FP_DIR = ".fingerprints"
 INDEX = "index.json"
 STATES = ("exported", "decrypted")
-DIFF_LINES = 1000
 
 # kind (plural) -> (API class, list method, apiVersion, Kind)
 KINDS = {
@@ -395,14 +395,6 @@ def plan(dest, wanted, fp_key):
             changes["changed"].append(rel)
     changes["removed"] = [rel for rel in managed_files(dest) if rel not in wanted]
     return changes
-
-
-def diff_text(changes, limit=DIFF_LINES):
-    lines = ["+ %s" % p for p in changes["added"]] + ["~ %s" % p for p in changes["changed"]] + \
-        ["- %s" % p for p in changes["removed"]]
-    if len(lines) > limit:
-        lines = lines[:limit] + ["... and %d more" % (len(lines) - limit)]
-    return "\n".join(lines) + ("\n" if lines else "")
 
 
 # ---------------------------------------------------------------- writing
