@@ -39,7 +39,11 @@ drill: setup
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml
 	@echo "== the scheduled backup run (what cron/AWX does before a drill finds it) =="
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/dr_drill.yml
+	@rm -f .build/drill-summary.txt
+	@$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/dr_drill.yml -e drill_summary_file=$(CURDIR)/.build/drill-summary.txt; \
+	  status=$$?; \
+	  if [ -f .build/drill-summary.txt ]; then printf '\n== DR drill: measured vs target ==\n'; cat .build/drill-summary.txt; fi; \
+	  exit $$status
 
 bench: setup
 	@bash scripts/bench.sh
