@@ -19,6 +19,11 @@ need_apt=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   need_apt+=(postgresql-15 postgresql-contrib)
 fi
+# zstd / lz4: pg_backup_verify streams compressed base backups through them to verify them;
+# and ansible-test sanity lints the shell scripts with the shellcheck program (skipped without it).
+for tool in zstd lz4 shellcheck; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run as root or install them)"; exit 1
@@ -36,7 +41,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # 1. the pinned virtualenv
-req_stamp="$(cat "$ROOT/requirements-dev.txt" | sha256sum | cut -c1-16)"
+req_stamp="$(sha256sum < "$ROOT/requirements-dev.txt" | cut -c1-16)"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.fediflow-stamp" 2>/dev/null)" != "$req_stamp" ]; then
   log "creating $VENV (pinned tool chain, a few minutes on a fresh machine)"
   [ -x "$VENV/bin/python" ] || "$PYTHON_BOOT" -m venv "$VENV"

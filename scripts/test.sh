@@ -28,9 +28,14 @@ tier() {
   return 0
 }
 
+# The tier functions are called indirectly, through `tier NAME FUNCTION`.
+# shellcheck disable=SC2317
 unit() { (cd "$COLL" && ansible-test units --local --python "$PY_VER" --color no); }
+# shellcheck disable=SC2317
 sanity() { (cd "$COLL" && ansible-test sanity --local --python "$PY_VER" --color no); }
+# shellcheck disable=SC2317
 lint() { (cd "$ROOT" && ansible-lint --profile production --offline --nocolor); }
+# shellcheck disable=SC2317
 integration() {
   (cd "$ROOT" && python -m pytest tests/integration -p no:cacheprovider -q -rs \
      --junitxml="$ROOT/tests/output/junit/integration.xml")
