@@ -1,0 +1,254 @@
+"""Region failover and failback (playbooks/failover.yml, failback.yml) against the real lab:
+PostgreSQL primary (us-east-1) + streaming standby (eu-west-1), moto for Route53 and SES.
+
+No Kubernetes API server or Slack can run on this machine: each region's Kubernetes API, the
+application's health URL behind it, the federation peers and the Slack webhook are the lab's
+local HTTP doubles (roles/lab/files/lab_doubles.py). moto marks Route53 changes INSYNC at once,
+so waiting for INSYNC is exercised by route53_failover's unit tier, not here.
+
+These tests move production between the regions. Each one leaves the lab in its home roles, and
+the module fixture rebuilds the lab when a failure left it elsewhere; they are marked
+restarts_lab so they run after the tests that assume a steady lab.
+"""
+import json
+import time
+import urllib.request
+
+import boto3
+import psycopg2
+import pytest
+
+from lab_fixtures import pg_connect, playbook, poll, recap
+
+pytestmark = pytest.mark.restarts_lab
+
+FAST_DETECT = ["-e", "region_failover_detect_interval_s=0.5", "-e", "region_failover_detect_threshold=3",
+               "-e", "region_failover_detect_timeout_s=1"]
+
+
+def _role(hv):
+    """'primary', 'standby' or None (down)."""
+    try:
+        conn = pg_connect(hv)
+    except psycopg2.OperationalError:
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery()")
+            return "standby" if cur.fetchone()[0] else "primary"
+    finally:
+        conn.close()
+
+
+def _one(hv, sql, args=None, db="fediflow"):
+    conn = pg_connect(hv, db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone()[0] if cur.description else None
+    finally:
+        conn.close()
+
+
+def _streaming(hv):
+    try:
+        return _one(hv, "SELECT status FROM pg_stat_wal_receiver", db="postgres") == "streaming"
+    except psycopg2.Error:
+        return False
+
+
+def _home(primary, standby):
+    return _role(primary) == "primary" and _role(standby) == "standby" and _streaming(standby)
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+def _k8s(hv, path):
+    return _get(hv["fediflow_k8s_api_url"] + path)
+
+
+def _app_state(hv):
+    ns = hv["fediflow_k8s_namespace"]
+    deps = _k8s(hv, "/apis/apps/v1/namespaces/%s/deployments" % ns)["items"]
+    cm = _k8s(hv, "/api/v1/namespaces/%s/configmaps/app-config" % ns)
+    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}, cm["data"]["DATABASE_ROLE"]
+
+
+def _dns(hv):
+    client = boto3.client("route53", endpoint_url=hv["fediflow_aws_endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id=hv["fediflow_aws_access_key"],
+                          aws_secret_access_key=hv["fediflow_aws_secret_key"])
+    zone = [z for z in client.list_hosted_zones()["HostedZones"] if z["Name"] == hv["fediflow_dns_zone"]][0]
+    sets = client.list_resource_record_sets(HostedZoneId=zone["Id"], StartRecordName=hv["fediflow_app_record"],
+                                            StartRecordType="A")["ResourceRecordSets"]
+    rr = [s for s in sets if s["Name"] == hv["fediflow_app_record"] and s["Type"] == "A"][0]
+    return [r["Value"] for r in rr["ResourceRecords"]]
+
+
+def _ses_sent(hv):
+    client = boto3.client("ses", endpoint_url=hv["fediflow_aws_endpoint_url"], region_name=hv["fediflow_region"],
+                          aws_access_key_id=hv["fediflow_aws_access_key"],
+                          aws_secret_access_key=hv["fediflow_aws_secret_key"])
+    return int(client.get_send_quota()["SentLast24Hours"])
+
+
+def _slack_texts(hv):
+    reqs = _get("http://127.0.0.1:15080/_requests")
+    return [json.dumps(r.get("body")) for r in reqs if r["path"].startswith("/services/")]
+
+
+def _result(path):
+    return json.loads(path.read_text())
+
+
+def _failover(tmp_path, *extra, check=True):
+    out = tmp_path / "failover-result.json"
+    proc, took = playbook("failover.yml", "-e", "region_failover_result_file=%s" % out, *extra, check=check)
+    return proc, took, (_result(out) if out.exists() else None)
+
+
+def _stop_immediate(hv):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["runuser", "-u", "postgres", "--", bindir + "/pg_ctl", "stop", "-m", "immediate", "-w",
+                    "-D", hv["fediflow_pg_data_dir"]], cwd="/", check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def regions(lab):
+    primary, standby = lab["primary"], lab["standby"]
+    assert _home(primary, standby), "the lab must start in its home roles"
+    yield primary, standby
+    if not _home(primary, standby):  # a failed test left production elsewhere: rebuild the lab
+        playbook("lab_down.yml")
+        playbook("lab_up.yml")
+
+
+def _untouched(primary, standby, dns_before):
+    assert _role(primary) == "primary" and _role(standby) == "standby" and _streaming(standby)
+    assert _dns(primary) == dns_before
+    assert _app_state(standby)[1] == "standby"
+    assert _one(primary, "SHOW default_transaction_read_only", db="postgres") == "off"
+
+
+def test_unknown_target_region_refused_before_anything(regions, tmp_path):
+    primary, standby = regions
+    dns_before = _dns(primary)
+    proc, _took, _res = _failover(tmp_path, "-e", "target_region=mars-1", check=False)
+    assert proc.returncode != 0
+    assert "target_region must be exactly one region of the inventory" in proc.stdout
+    assert "mars-1" in proc.stdout
+    _untouched(primary, standby, dns_before)
+
+
+def test_healthy_primary_region_is_not_failed_over_without_force(regions, tmp_path):
+    primary, standby = regions
+    dns_before = _dns(primary)
+    proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT, check=False)
+    assert proc.returncode != 0
+    assert res["failed_step"] == "detect" and not res["ok"]
+    assert "healthy" in res["error"] and "force=true" in res["next"]
+    _untouched(primary, standby, dns_before)
+
+
+def test_split_brain_refused_when_fencing_is_off(regions, tmp_path):
+    primary, standby = regions
+    dns_before = _dns(primary)
+    proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", "-e", "force=true",
+                                 "-e", "region_failover_fence=none", check=False)
+    assert proc.returncode != 0
+    assert res["failed_step"] == "promote"
+    assert "split-brain" in res["error"]
+    _untouched(primary, standby, dns_before)
+
+
+def test_replay_lag_above_the_bound_refused(regions, tmp_path):
+    primary, standby = regions
+    dns_before = _dns(primary)
+    _one(standby, "SELECT pg_wal_replay_pause()", db="postgres")
+    try:
+        _one(primary, "CREATE TABLE IF NOT EXISTS dr_lag_probe (id serial PRIMARY KEY, pad text)")
+        _one(primary, "INSERT INTO dr_lag_probe (pad) SELECT repeat('x', 1000) FROM generate_series(1, 2000)")
+        lsn = _one(primary, "SELECT pg_current_wal_lsn()::text", db="postgres")
+        assert poll(lambda: _one(standby, "SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", (lsn,), db="postgres"), 30)
+        proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", "-e", "force=true",
+                                     "-e", "region_failover_max_lag_bytes=65536", check=False)
+    finally:
+        _one(standby, "SELECT pg_wal_replay_resume()", db="postgres")
+    assert proc.returncode != 0
+    assert res["failed_step"] == "promote" and "lag" in res["error"]
+    _untouched(primary, standby, dns_before)
+
+
+def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
+    primary, standby = regions
+    slack_before, ses_before = len(_slack_texts(primary)), _ses_sent(primary)
+    # rows committed before the kill, replayed on the standby (near-zero lag)
+    _one(primary, "CREATE TABLE IF NOT EXISTS dr_failover_probe (id serial PRIMARY KEY, v text, at timestamptz DEFAULT now())")
+    marker = "before-kill-%d" % time.time_ns()
+    _one(primary, "INSERT INTO dr_failover_probe (v) SELECT %s FROM generate_series(1, 100)", (marker,))
+    assert poll(lambda: _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 100, 30)
+
+    _stop_immediate(primary)
+    proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT)
+    assert res["ok"] and res["failed_step"] == ""
+    assert [s["step"] for s in res["steps"]] == [
+        "inspect", "detect", "promote", "dns", "kubernetes", "old_primary", "archive", "notify", "checks"]
+    assert res["detection"]["state"] == "down" and res["detection"]["rounds_run"] == 3
+    assert res["promotion"]["promoted"] is True
+    # the region-2 database has the rows and takes writes
+    assert _role(standby) == "primary" and _role(primary) is None
+    assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 100
+    _one(standby, "INSERT INTO dr_failover_probe (v) VALUES ('written-in-eu')")
+    # DNS, Kubernetes, notifications
+    assert _dns(primary) == [standby["fediflow_app_endpoint"]]
+    replicas, role = _app_state(standby)
+    assert role == "primary" and replicas["api"] == 5 and replicas["worker"] == 3
+    writes = [r for r in _get(standby["fediflow_k8s_api_url"] + "/_requests") if r["method"] in ("PATCH", "PUT")]
+    assert any("restartedAt" in json.dumps(r["body"]) for r in writes), "no rollout restart seen"
+    texts = _slack_texts(primary)[slack_before:]
+    assert len(texts) == 1 and "eu-west-1" in texts[0] and "us-east-1" in texts[0]
+    assert _ses_sent(primary) == ses_before + 1
+    assert res["checks"]["database_writable"] is True and res["checks"]["app"] == "up"
+    assert res["checks"]["federation_ratio"] >= 0.5
+    for secret in (primary["fediflow_pg_superuser_password"], primary["fediflow_aws_secret_key"], "lab-webhook-token"):
+        assert secret not in proc.stdout and secret not in json.dumps(res)
+
+    # a second run changes nothing (and sends nothing)
+    proc2, _took, res2 = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT)
+    assert all(c["changed"] == 0 for c in recap(proc2.stdout).values()), proc2.stdout[-3000:]
+    assert res2["ok"] and res2["changed_steps"] == [] and res2["detection"]["skipped"]
+    assert len(_slack_texts(primary)) == slack_before + 1
+
+    # the lab refuses to come "up" the inventory's way while failed over
+    up, _took = playbook("lab_up.yml", check=False)
+    assert up.returncode != 0 and "the lab is failed over" in up.stdout
+
+    # failback: us-east-1 rewound into a standby of eu-west-1, then production switched back
+    back, _took = playbook("failback.yml", "-e", "switch_back=true")
+    assert "rewound with pg_rewind" in back.stdout
+    assert _home(primary, standby)
+    assert _one(primary, "SELECT count(*) FROM dr_failover_probe WHERE v = 'written-in-eu'") == 1
+    assert _dns(primary) == [primary["fediflow_app_endpoint"]]
+    assert _app_state(primary)[1] == "primary" and _app_state(standby)[1] == "standby"
+    assert set(_app_state(standby)[0].values()) == {0}
+    again, _took = playbook("failback.yml", "-e", "switch_back=true")
+    assert "is the primary already: nothing to fail back" in again.stdout
+    assert all(c["changed"] == 0 for c in recap(again.stdout).values())
+
+
+def test_planned_switchover_loses_nothing_then_failback(regions, tmp_path):
+    primary, standby = regions
+    _one(primary, "CREATE TABLE IF NOT EXISTS dr_failover_probe (id serial PRIMARY KEY, v text, at timestamptz DEFAULT now())")
+    marker = "planned-%d" % time.time_ns()
+    _one(primary, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (marker,))  # no wait for the standby
+    _proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", "-e", "force=true")
+    assert res["ok"] and res["detection"]["skipped"] and res["promotion"]["fence"]["mode"] == "read_only"
+    assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 1
+    assert _role(primary) is None and _role(standby) == "primary"
+    playbook("failback.yml", "-e", "switch_back=true")
+    assert _home(primary, standby)
+    assert _one(primary, "SHOW default_transaction_read_only", db="postgres") == "off"
