@@ -2,16 +2,20 @@
 a private HTTP server started by this file on a free loopback port (it stands for the application's
 health URLs and federation peers, and counts the requests it gets, so the probes are checked on the
 server side), closed ports for dead endpoints, and a throwaway PostgreSQL primary + streaming standby
-(pair_fixtures.py) for the database probes. Neither the shared lab nor its ports are used."""
+(pair_fixtures.py) for the database probes. The last tests probe the lab's doubles, each a private
+process on its own free port: the Kubernetes API is a local double (no real Kubernetes can run here)
+whose /_app/healthz stands for the application's health URL, and federation peers are the local
+`web` double. Neither the shared lab nor its ports are used."""
 import json
 import threading
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+import kubernetes
 import pytest
 
-from doubles_fixtures import free_port
+from doubles_fixtures import free_port, start_double, write_kubeconfig
 from lab_fixtures import module
 from pair_fixtures import make_pair
 
@@ -264,3 +268,38 @@ def test_postgres_down_and_login_refused(pair):
     assert res["state"] == "down" and "password authentication failed" in target["error"]
     assert any("answered but refused the login" in w for w in res.get("warnings", [])), res.get("warnings")
     assert "not-the-password" not in json.dumps(res) and pair.password not in json.dumps(res)
+
+
+# ---------------------------------------------------------------- the lab's doubles
+
+def test_app_health_url_after_the_configmap_flip(k8s_double, tmp_path):
+    """The Kubernetes API is a local double (no real Kubernetes can run here): its /_app/healthz answers
+    503 while app-config says DATABASE_ROLE=standby, 200 once the failover flipped it to primary."""
+    app = {"url": k8s_double.url + "/_app/healthz", "name": "eu-west-1 app", "status": [200]}
+    res = module(MODULE, {"urls": [app], "rounds": 2, "interval": 0.1})
+    assert res["failed"] and res["rounds"][-1]["targets"][0]["status"] == 503
+    assert "eu-west-1 app: HTTP 503 (accepted: 200)" in res["msg"]
+
+    api = kubernetes.config.new_client_from_config(config_file=str(write_kubeconfig(tmp_path / "kc", k8s_double.url)))
+    kubernetes.client.CoreV1Api(api).patch_namespaced_config_map(
+        "app-config", "fediflow", {"data": {"DATABASE_ROLE": "primary"}})
+    res = module(MODULE, {"urls": [app], "rounds": 2, "interval": 0.1})
+    assert (res.get("failed", False), res["state"], res["rounds_run"]) == (False, "up", 1)
+
+
+def test_federation_peers_reachable_by_share(tmp_path):
+    """Federation peers are the local `web` double (no real peer can run here): 2 of 3 peers answer
+    their nodeinfo, enough for min_healthy_ratio 0.5, not for 1.0."""
+    web = start_double("web", tmp_path / "web", "--peer", "social.example", "--peer", "toot.example")
+    try:
+        urls = [{"url": "%s/peers/%s/.well-known/nodeinfo" % (web.url, peer), "name": peer}
+                for peer in ("social.example", "toot.example", "gone.example")]
+        res = module(MODULE, {"name": "federation", "urls": urls, "min_healthy_ratio": 0.5, "rounds": 1})
+        assert (res.get("failed", False), res["state"], res["healthy_ratio"]) == (False, "up", 0.6667)
+        res = module(MODULE, {"name": "federation", "urls": urls, "rounds": 2, "interval": 0})
+        assert res["failed"] and "gone.example: HTTP 404" in res["msg"]
+        seen = [(r["path"], r["status"]) for r in web.requests()]
+        assert seen.count(("/peers/gone.example/.well-known/nodeinfo", 404)) == 3  # 1 + 2 rounds
+        assert seen.count(("/peers/social.example/.well-known/nodeinfo", 200)) == 3
+    finally:
+        web.stop()

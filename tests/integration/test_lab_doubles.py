@@ -16,7 +16,7 @@ import requests
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # doubles_fixtures.py sits beside this file, any import mode
-from doubles_fixtures import start_double, write_kubeconfig  # noqa: E402
+from doubles_fixtures import DOUBLES, start_double, write_kubeconfig  # noqa: E402
 
 NS = "fediflow"
 ANSIBLE = Path(sys.executable).with_name("ansible")
@@ -263,3 +263,84 @@ def test_slack_fail_injection(slack_double):
     limited = requests.post(hook, json={"text": "rate"}, timeout=5)
     assert (limited.status_code, limited.headers.get("Retry-After")) == (429, "1")
     assert slack_double.stop() == 0  # SIGTERM is a clean shutdown
+
+
+def test_app_healthz_follows_ready_replicas_and_database_role(k8s_double, kubeconfig):
+    """The API server is a local double (no real Kubernetes can run here); its /_app/healthz stands
+    for the application's health URL behind the region's ingress: 200 only while the api deployment
+    has ready replicas and app-config says DATABASE_ROLE=primary. It is not recorded."""
+    apps, core = clients(kubeconfig)
+    url = f"{k8s_double.url}/_app/healthz"
+
+    def health():
+        resp = requests.get(url, timeout=5)
+        return resp.status_code, resp.json()
+
+    assert health() == (503, {"ok": False, "deployment": "api", "ready_replicas": 2, "database_role": "standby"})
+    core.patch_namespaced_config_map("app-config", NS, {"data": {"DATABASE_ROLE": "primary"}})
+    assert health() == (200, {"ok": True, "deployment": "api", "ready_replicas": 2, "database_role": "primary"})
+    apps.patch_namespaced_deployment_scale("api", NS, {"spec": {"replicas": 0}})
+    assert health() == (503, {"ok": False, "deployment": "api", "ready_replicas": 0, "database_role": "primary"})
+    apps.patch_namespaced_deployment_scale("api", NS, {"spec": {"replicas": 1}})
+    assert health()[0] == 200
+    core.delete_namespaced_config_map("app-config", NS)
+    assert health() == (503, {"ok": False, "deployment": "api", "ready_replicas": 1, "database_role": None})
+    assert requests.post(url, json={}, timeout=5).status_code == 405
+    assert not [r for r in k8s_double.requests() if r["path"] == "/_app/healthz"]
+    assert "_app/healthz" not in k8s_double.log.read_text()
+
+
+def test_app_healthz_is_open_and_its_target_configurable(tmp_path, seed_file):
+    """The API server is a local double (no real Kubernetes can run here); /_app/healthz needs no
+    token (the ingress is not the API) and watches --app-deployment / --app-namespace / --app-configmap."""
+    (tmp_path / "token").write_text("s3cr3t-lab-token\n")
+    double = start_double("k8s", tmp_path / "auth", "--seed", seed_file, "--token-file", tmp_path / "token",
+                          "--app-deployment", "worker")
+    other = start_double("k8s", tmp_path / "other", "--seed", seed_file, "--app-namespace", "elsewhere")
+    try:
+        resp = requests.get(f"{double.url}/_app/healthz", timeout=5)
+        assert (resp.status_code, resp.json()) == (
+            503, {"ok": False, "deployment": "worker", "ready_replicas": 1, "database_role": "standby"})
+        assert requests.get(f"{double.url}/apis/apps/v1/namespaces/{NS}/deployments/api", timeout=5).status_code == 401
+        resp = requests.get(f"{other.url}/_app/healthz", timeout=5)  # nothing there
+        assert (resp.status_code, resp.json()) == (
+            503, {"ok": False, "deployment": "api", "ready_replicas": 0, "database_role": None})
+    finally:
+        assert double.stop() == 0 and other.stop() == 0
+
+
+def test_web_double_answers_nodeinfo_for_its_peers(tmp_path):
+    """Federation peers are a local double (no real peer instance can run here): nodeinfo
+    discovery answers for each --peer NAME, 404 for others; requests are recorded."""
+    web = start_double("web", tmp_path / "web", "--peer", "mastodon.example", "--peer", "pixel.example")
+    try:
+        resp = requests.get(f"{web.url}/peers/mastodon.example/.well-known/nodeinfo", timeout=5)
+        assert resp.status_code == 200
+        (link,) = resp.json()["links"]
+        assert link == {"rel": "http://nodeinfo.diaspora.software/ns/schema/2.0",
+                        "href": f"{web.url}/peers/mastodon.example/nodeinfo/2.0"}
+        info = requests.get(link["href"], timeout=5).json()
+        assert (info["version"], info["protocols"], info["metadata"]) == (
+            "2.0", ["activitypub"], {"nodeName": "mastodon.example"})
+        assert requests.get(f"{web.url}/peers/pixel.example/.well-known/nodeinfo", timeout=5).status_code == 200
+        gone = requests.get(f"{web.url}/peers/gone.example/.well-known/nodeinfo", timeout=5)
+        assert (gone.status_code, gone.json()) == (404, {"error": "not found"})
+        assert requests.get(f"{web.url}/elsewhere", timeout=5).status_code == 404
+        assert requests.post(f"{web.url}/peers/pixel.example/.well-known/nodeinfo", timeout=5).status_code == 405
+        assert requests.get(f"{web.url}/healthz", timeout=5).text == "ok"
+        assert [(r["method"], r["path"], r["status"]) for r in web.requests()] == [
+            ("GET", "/peers/mastodon.example/.well-known/nodeinfo", 200),
+            ("GET", "/peers/mastodon.example/nodeinfo/2.0", 200),
+            ("GET", "/peers/pixel.example/.well-known/nodeinfo", 200),
+            ("GET", "/peers/gone.example/.well-known/nodeinfo", 404),
+            ("GET", "/elsewhere", 404),
+            ("POST", "/peers/pixel.example/.well-known/nodeinfo", 405)]
+    finally:
+        assert web.stop() == 0  # SIGTERM is a clean shutdown
+
+
+def test_web_double_needs_a_peer(tmp_path):
+    """Federation peers are a local double; without --peer it refuses to start."""
+    proc = subprocess.run([sys.executable, str(DOUBLES), "web", "--port", "1", "--record", str(tmp_path / "r.jsonl")],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2 and "--peer" in proc.stderr

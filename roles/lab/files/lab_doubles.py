@@ -1,16 +1,21 @@
 """Local HTTP test doubles for the fediflow.dr lab (stdlib only, Python 3.11+).
 
-No Kubernetes API server or Slack can run in the lab, so these loopback stand-ins speak
-just enough of both protocols for the official ``kubernetes`` client and for the
-kubernetes.core modules (k8s, k8s_info, k8s_scale: discovery + dynamic client).
+No Kubernetes API server, Slack or federation peer can run in the lab, so these loopback
+stand-ins speak just enough of their protocols for the official ``kubernetes`` client and
+for the kubernetes.core modules (k8s, k8s_info, k8s_scale: discovery + dynamic client),
+for Slack webhooks, and for nodeinfo discovery.
 
     python lab_doubles.py k8s --host 127.0.0.1 --port PORT --seed SEED.json \\
-        --record RECORD.jsonl [--state STATE.json] [--token-file FILE]
+        --record RECORD.jsonl [--state STATE.json] [--token-file FILE] \\
+        [--app-namespace fediflow] [--app-deployment api] [--app-configmap app-config]
     python lab_doubles.py slack --host 127.0.0.1 --port PORT --record RECORD.jsonl
+    python lab_doubles.py web --host 127.0.0.1 --port PORT --record RECORD.jsonl \\
+        --peer NAME [--peer NAME ...]
 
-Both: a ThreadingHTTPServer bound to --host only, one stderr line per request, exit 0
-on SIGTERM/SIGINT. Every request except health probes (/healthz, /readyz, /livez) and
-test-only endpoints is appended to RECORD.jsonl before it is answered, as one line
+All: a ThreadingHTTPServer bound to --host only, one stderr line per request, exit 0
+on SIGTERM/SIGINT; GET /healthz (also /readyz, /livez) answers 200 "ok". Every request
+except those health probes, the k8s double's /_app/healthz and test-only endpoints
+is appended to RECORD.jsonl before it is answered, as one line
 {"ts", "method", "path", "query" (param -> last value), "content_type", "body" (parsed
 JSON or null; a non-JSON body is kept as text in "raw"), "status" (answered)}. The
 Authorization header is never recorded. Test-only endpoints: GET /_requests (the
@@ -26,6 +31,13 @@ not stored. Errors are kind: Status objects: 404 NotFound, 409 AlreadyExists, 40
 Conflict (stale metadata.resourceVersion in a PUT/PATCH), 401 Unauthorized (with
 --token-file, when "Authorization: Bearer <token>" is missing or wrong; probes and
 test-only endpoints are open), 405, 415, 422 Invalid. No watch.
+The k8s double also stands for the application's health URL behind that region's
+ingress: GET /_app/healthz (open without a token, not recorded, like the probes)
+answers 200 {"ok": true, "deployment": NAME, "ready_replicas": N, "database_role":
+VALUE} when the deployment --app-deployment (default api) in --app-namespace (default
+fediflow) has status.readyReplicas > 0 and the configmap --app-configmap (default
+app-config) there has DATABASE_ROLE == "primary"; otherwise 503 with the same JSON and
+"ok": false (also when they do not exist: ready_replicas 0, database_role null).
 Strategic merge is a recursive merge (null deletes a key) in which lists of objects
 that all carry "name" (containers, env, volumes) merge by name; other lists are replaced.
 The double is always "rolled out": after each write, a deployment's status.replicas,
@@ -54,6 +66,13 @@ slack: POST /services/... with a JSON object body (or form field payload=JSON) -
 "ok"; any other body -> 400 "invalid_payload" (as Slack); other paths -> 404
 "no_service". Test-only POST /_fail {"count": N, "status": 500} makes the next N
 webhook posts answer that status (a 429 carries Retry-After: 1).
+
+web: federation peers, one per --peer NAME. GET /peers/NAME/.well-known/nodeinfo ->
+200 {"links": [{"rel": "http://nodeinfo.diaspora.software/ns/schema/2.0", "href":
+".../peers/NAME/nodeinfo/2.0"}]} (nodeinfo discovery, as a real server answers), and
+GET /peers/NAME/nodeinfo/2.0 -> 200, a small nodeinfo 2.0 document (software fediflow,
+protocols [activitypub], metadata.nodeName NAME); other names or paths -> 404
+{"error": "not found"}, other methods on a peer path -> 405.
 """
 import argparse
 import base64
@@ -61,6 +80,7 @@ import copy
 import hmac
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -75,6 +95,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/livez"})
+APP_HEALTH_PATH = "/_app/healthz"
+NODEINFO_SCHEMA = "http://nodeinfo.diaspora.software/ns/schema/2.0"
+PEER_PATH = re.compile(r"/peers/([^/]+)/(\.well-known/nodeinfo|nodeinfo/2\.0)")
 
 
 def log(message):
@@ -142,9 +165,11 @@ class Recorder:
 
 
 class App:
-    """One double: `control` answers test-only endpoints (None if not one), `handle` the rest."""
+    """One double: `control` answers test-only endpoints (None if not one), `handle` the rest.
+    Requests to `unrecorded` paths are neither recorded nor logged."""
 
     name = "double"
+    unrecorded = PROBE_PATHS
 
     def __init__(self, recorder):
         self.recorder = recorder
@@ -180,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # a bug in the double must still answer
                 traceback.print_exc()
                 reply = app.crash(exc)
-            if req.path not in PROBE_PATHS:
+            if req.path not in app.unrecorded:
                 app.recorder.record(req.record_entry(reply.status))
         text = isinstance(reply.body, str)
         data = (reply.body if text else json.dumps(reply.body)).encode()
@@ -195,7 +220,7 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
     def log_request(self, code="-", size="-"):
-        if urlsplit(self.path).path not in PROBE_PATHS:
+        if urlsplit(self.path).path not in self.server.app.unrecorded:
             self.log_message('"%s" %s', self.requestline, code)
 
     def log_message(self, fmt, *args):
@@ -255,6 +280,39 @@ class SlackApp(App):
         if not req.is_json or not isinstance(req.body, dict):
             return Reply(400, "invalid_payload")
         return Reply(200, "ok")
+
+
+# -------------------------------------------------------------------------- web double
+class WebApp(App):
+    """Federation peers: nodeinfo discovery for each configured peer name."""
+
+    name = "web"
+
+    def __init__(self, recorder, peers, host="127.0.0.1", port=0):
+        super().__init__(recorder)
+        self.peers, self.address = tuple(dict.fromkeys(peers)), f"{host}:{port}"
+
+    def handle(self, req):
+        if req.path in PROBE_PATHS:
+            return Reply(200, "ok")
+        match = PEER_PATH.fullmatch(req.path)
+        if match is None or match.group(1) not in self.peers:
+            return Reply(404, {"error": "not found"})
+        if req.method != "GET":
+            return Reply(405, {"error": "method not allowed"})
+        name, base = match.group(1), f"http://{req.headers.get('Host') or self.address}/peers/{match.group(1)}"
+        if match.group(2) == ".well-known/nodeinfo":
+            return Reply(200, {"links": [{"rel": NODEINFO_SCHEMA, "href": f"{base}/nodeinfo/2.0"}]})
+        return Reply(200, {"version": "2.0", "software": {"name": "fediflow", "version": "lab"},
+                           "protocols": ["activitypub"], "services": {"inbound": [], "outbound": []},
+                           "openRegistrations": False, "usage": {"users": {"total": 1}},
+                           "metadata": {"nodeName": name}})
+
+
+def peer_name(text):
+    if not text or "/" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"not a peer name: {text!r}")
+    return text
 
 
 # -------------------------------------------------------------------------- k8s double
@@ -505,12 +563,16 @@ class Store:
         return copy.deepcopy(new)
 
 
+AppTarget = namedtuple("AppTarget", "namespace deployment configmap", defaults=("fediflow", "api", "app-config"))
+
+
 class K8sApp(App):
     name = "k8s"
+    unrecorded = PROBE_PATHS | {APP_HEALTH_PATH}
 
-    def __init__(self, recorder, store, token=None, port=0):
+    def __init__(self, recorder, store, token=None, port=0, app=AppTarget()):
         super().__init__(recorder)
-        self.store, self.token, self.port = store, token, port
+        self.store, self.token, self.port, self.app = store, token, port, app
 
     def crash(self, exc):
         return Reply(500, ApiError(500, "InternalError", f"lab double error: {exc}").status)
@@ -518,6 +580,8 @@ class K8sApp(App):
     def handle(self, req):
         if req.path in PROBE_PATHS:
             return Reply(200, "ok")
+        if req.path == APP_HEALTH_PATH:  # open, like the probes: the ingress of the application
+            return self.app_health(req)
         try:
             sent = req.headers.get("Authorization", "").encode("utf-8", "replace")
             if self.token and not hmac.compare_digest(sent, f"Bearer {self.token}".encode()):
@@ -530,6 +594,20 @@ class K8sApp(App):
                     self.store.dry_run = False
         except ApiError as err:
             return Reply(err.code, err.status)
+
+    def app_health(self, req):
+        """200 when the app deployment has ready replicas and the configmap says DATABASE_ROLE=primary."""
+        if req.method != "GET":
+            return Reply(405, ApiError(*NOT_ALLOWED).status)
+        app = self.app
+        with self.store.lock:
+            dep = self.store.objects["deployments"].get(Store.key(app.namespace, app.deployment))
+            cm = self.store.objects["configmaps"].get(Store.key(app.namespace, app.configmap))
+            ready = ((dep or {}).get("status") or {}).get("readyReplicas") or 0
+            role = ((cm or {}).get("data") or {}).get("DATABASE_ROLE")
+        ok = ready > 0 and role == "primary"
+        return Reply(200 if ok else 503, {"ok": ok, "deployment": app.deployment, "ready_replicas": ready,
+                                          "database_role": role})
 
     def route(self, req):
         parts = [p for p in req.path.split("/") if p]
@@ -602,9 +680,10 @@ class K8sApp(App):
 
 # --------------------------------------------------------------------------------- CLI
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="fediflow.dr lab HTTP doubles (Kubernetes API, Slack webhook)")
+    parser = argparse.ArgumentParser(
+        description="fediflow.dr lab HTTP doubles (Kubernetes API, Slack webhook, federation peers)")
     sub = parser.add_subparsers(dest="double", required=True)
-    for name in ("k8s", "slack"):
+    for name in ("k8s", "slack", "web"):
         p = sub.add_parser(name)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, required=True)
@@ -613,16 +692,26 @@ def main(argv=None):
             p.add_argument("--seed", help="seed JSON, used only while the state file does not exist")
             p.add_argument("--state", help="state file (default: RECORD minus .jsonl, plus .state.json)")
             p.add_argument("--token-file", help="require 'Authorization: Bearer <token in this file>'")
+            p.add_argument("--app-namespace", default="fediflow", help="namespace of the app for /_app/healthz")
+            p.add_argument("--app-deployment", default="api", help="deployment whose ready replicas /_app/healthz needs")
+            p.add_argument("--app-configmap", default="app-config",
+                           help="configmap whose DATABASE_ROLE must be primary for /_app/healthz")
+        if name == "web":
+            p.add_argument("--peer", action="append", required=True, type=peer_name,
+                           help="a federation peer answering /peers/NAME/.well-known/nodeinfo (repeatable)")
     args = parser.parse_args(argv)
     recorder = Recorder(args.record)
     if args.double == "slack":
         return serve(SlackApp(recorder), args.host, args.port)
+    if args.double == "web":
+        return serve(WebApp(recorder, args.peer, args.host, args.port), args.host, args.port)
     token = None
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as fh:
             token = fh.read().strip()
     state = args.state or os.path.splitext(os.path.abspath(args.record))[0] + ".state.json"
-    return serve(K8sApp(recorder, Store(state, args.seed), token, args.port), args.host, args.port)
+    app = AppTarget(args.app_namespace, args.app_deployment, args.app_configmap)
+    return serve(K8sApp(recorder, Store(state, args.seed), token, args.port, app), args.host, args.port)
 
 
 if __name__ == "__main__":
