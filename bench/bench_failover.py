@@ -171,8 +171,10 @@ def run_failover(primary, standby, out):
     dns.join(30)
     beat.stop.set()
     dns.stop.set()
-    if proc.returncode:
-        sys.exit("failover.yml failed:\n" + stdout[-4000:])
+    if proc.returncode or beat.first_ok_at is None or dns.at is None:
+        print("failover.yml failed or region 2 never took a write / DNS never switched:\n" + stdout[-4000:])
+        playbook("failback.yml", "-e", "switch_back=true")  # leave the lab in its home roles
+        sys.exit(1)
     res = json.loads(Path(out).read_text())
     return {"kill": t_kill, "kill_epoch": t_kill_epoch, "write": beat.first_ok_at, "dns": dns.at, "done": t_done, "result": res,
             "lost_rows": lost(standby, beat.last_acked_id)}

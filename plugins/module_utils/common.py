@@ -113,14 +113,20 @@ def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None):
                          round(time.monotonic() - t0, 3))
 
 
+def mask(text, secrets=()):
+    """``text`` (made a string) with every non-empty secret replaced by ``********``."""
+    text = str(text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(str(secret), "********")
+    return text
+
+
 def redact(argv, secrets=()):
     """Return a copy of ``argv`` with every secret (and ``password=`` values) masked."""
     out = []
     for arg in argv:
-        text = str(arg)
-        for secret in secrets:
-            if secret:
-                text = text.replace(str(secret), "********")
+        text = mask(arg, secrets)
         if "password=" in text:
             parts = text.split(" ")
             text = " ".join("password=********" if p.startswith("password=") else p for p in parts)

@@ -58,6 +58,7 @@ import stat as st
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 from ansible_collections.fediflow.dr.plugins.module_utils.snapshot import diff_text  # same +/~/- listing
+from ansible_collections.fediflow.dr.plugins.module_utils import k8s_failover
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -255,15 +256,12 @@ def fetch_objects(kubeconfig, context, namespaces, kinds, label_selector=None):
     """List every object of ``kinds`` in ``namespaces`` through the official client, as the
     plain JSON the API returned."""
     try:
-        from kubernetes import client as k8s_client, config as k8s_config  # pylint: disable=import-outside-toplevel
+        from kubernetes import client as k8s_client  # pylint: disable=import-outside-toplevel
         from kubernetes.client.rest import ApiException  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise FediflowError("the python 'kubernetes' client is required on the host running config_export")
-    try:
-        api_client = k8s_config.new_client_from_config(config_file=kubeconfig or None, context=context or None)
-    except Exception as exc:  # the loader raises ConfigException, OSError, yaml errors...
-        raise FediflowError("kubeconfig %s (context %s) is not usable: %s"
-                            % (kubeconfig or "(default)", context or "(current)", str(exc).splitlines()[0][:200]))
+    # one way to reach a cluster for the whole collection (kubeconfig / context, exec auth, in-cluster)
+    api_client = k8s_failover.connect({"kubeconfig": kubeconfig, "context": context})
     objects = []
     apis = {}
     try:

@@ -26,6 +26,7 @@ import traceback
 from datetime import datetime, timezone
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, wait_until
+from ansible_collections.fediflow.dr.plugins.module_utils.common import mask as scrub  # API error bodies, client messages
 
 try:
     from kubernetes import client as k8s_client, config as k8s_config
@@ -233,15 +234,6 @@ def wait_rollout(get, names, timeout, interval=0.2, max_interval=2.0):
 
     waited = wait_until(all_done, timeout, interval=interval, max_interval=max_interval)[1]
     return states, waited
-
-
-def scrub(text, secrets):
-    """``text`` with every secret masked (API error bodies and client messages pass through here)."""
-    text = str(text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(str(secret), "********")
-    return text
 
 
 # ---------------------------------------------------------------- Kubernetes API

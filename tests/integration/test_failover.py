@@ -162,6 +162,28 @@ def test_healthy_primary_region_is_not_failed_over_without_force(regions, tmp_pa
     _untouched(primary, standby, dns_before)
 
 
+def _scale(hv, name, replicas):
+    req = urllib.request.Request(
+        "%s/apis/apps/v1/namespaces/%s/deployments/%s/scale" % (hv["fediflow_k8s_api_url"], hv["fediflow_k8s_namespace"], name),
+        data=json.dumps({"spec": {"replicas": replicas}}).encode(), method="PATCH",
+        headers={"Content-Type": "application/merge-patch+json"})
+    urllib.request.urlopen(req, timeout=5).close()
+
+
+def test_application_incident_alone_does_not_move_the_database(regions, tmp_path):
+    """The us-east-1 app stops answering (api scaled to 0) while its database is healthy."""
+    primary, standby = regions
+    dns_before = _dns(primary)
+    _scale(primary, "api", 0)
+    try:
+        proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT, check=False)
+    finally:
+        _scale(primary, "api", primary["fediflow_k8s_serving_replicas"]["api"])
+    assert proc.returncode != 0 and res["failed_step"] == "detect"
+    assert res["source_application"]["state"] == "down"
+    _untouched(primary, standby, dns_before)
+
+
 def test_split_brain_refused_when_fencing_is_off(regions, tmp_path):
     primary, standby = regions
     dns_before = _dns(primary)
@@ -207,10 +229,14 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
         "inspect", "detect", "promote", "dns", "kubernetes", "old_primary", "archive", "notify", "checks"]
     assert res["detection"]["state"] == "down" and res["detection"]["rounds_run"] == 3
     assert res["promotion"]["promoted"] is True
+    assert res["old_primary"] == "stopped and marked a standby"
+    assert res["dns"]["value_after"] == [standby["fediflow_app_endpoint"]]
+    assert "points at %s" % standby["fediflow_app_endpoint"] in res["state"] and "activated" in res["state"]
     # the region-2 database has the rows and takes writes
     assert _role(standby) == "primary" and _role(primary) is None
     assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 100
-    _one(standby, "INSERT INTO dr_failover_probe (v) VALUES ('written-in-eu')")
+    in_eu = "written-in-eu-%d" % time.time_ns()
+    _one(standby, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (in_eu,))
     # DNS, Kubernetes, notifications
     assert _dns(primary) == [standby["fediflow_app_endpoint"]]
     replicas, role = _app_state(standby)
@@ -228,8 +254,8 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
     for secret in (primary["fediflow_pg_superuser_password"], primary["fediflow_aws_secret_key"], "lab-webhook-token"):
         assert secret not in proc.stdout and secret not in json.dumps(res)
 
-    # a second run changes nothing (and sends nothing)
-    proc2, _took, res2 = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT)
+    # a second run changes nothing (and sends nothing), also limited to the surviving region
+    proc2, _took, res2 = _failover(tmp_path, "-e", "target_region=eu-west-1", "--limit", "pg-eu-west-1", *FAST_DETECT)
     assert all(c["changed"] == 0 for c in recap(proc2.stdout).values()), proc2.stdout[-3000:]
     assert res2["ok"] and res2["changed_steps"] == [] and res2["detection"]["skipped"]
     assert len(_slack_texts(primary)) == slack_before + 1
@@ -240,9 +266,9 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
 
     # failback: us-east-1 rewound into a standby of eu-west-1, then production switched back
     back, _took = playbook("failback.yml", "-e", "switch_back=true")
-    assert "rewound with pg_rewind" in back.stdout
+    assert back.stdout.count("rewound with pg_rewind") == 2 and "cloned afresh" not in back.stdout
     assert _home(primary, standby)
-    assert _one(primary, "SELECT count(*) FROM dr_failover_probe WHERE v = 'written-in-eu'") == 1
+    assert _one(primary, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (in_eu,)) == 1
     assert _dns(primary) == [primary["fediflow_app_endpoint"]]
     assert _app_state(primary)[1] == "primary" and _app_state(standby)[1] == "standby"
     assert _app_state(standby)[0] == standby["fediflow_k8s_standby_replicas"]
@@ -262,4 +288,6 @@ def test_planned_switchover_loses_nothing_then_failback(regions, tmp_path):
     assert _role(primary) is None and _role(standby) == "primary"
     playbook("failback.yml", "-e", "switch_back=true")
     assert _home(primary, standby)
-    assert _one(primary, "SHOW default_transaction_read_only", db="postgres") == "off"
+    # eu-west-1 was fenced read-only during the switch back; neither node keeps the fence
+    for hv in (primary, standby):
+        assert _one(hv, "SHOW default_transaction_read_only", db="postgres") == "off"
