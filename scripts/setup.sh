@@ -24,6 +24,9 @@ fi
 for tool in zstd lz4 shellcheck; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# chromium: the dr_report integration test opens the HTML report in headless Chromium (screenshot, DOM);
+# fonts-dejavu-core so the page has text to render on a minimal machine.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run as root or install them)"; exit 1

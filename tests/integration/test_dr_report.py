@@ -1,0 +1,240 @@
+"""fediflow.dr.dr_report driven through ansible like a user does, without the shared lab.
+
+The module only writes files, so nothing of the lab (PostgreSQL, moto, the Kubernetes and
+Slack doubles) is needed: every test writes into its own temporary directory. The outcome is
+checked independently of the module's return value: the JSON parsed back, the JUnit XML
+parsed with xml.etree, and the HTML page opened in a real browser - Debian's headless
+Chromium (installed by scripts/setup.sh) - whose DOM must hold the timeline SVG with one
+bar per step and whose screenshot, decoded here with a small stdlib PNG reader, must show
+the page (many colours, the bars' green and red).
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab_fixtures import ROOT, module
+
+MODULE = "fediflow.dr.dr_report"
+SECRET = "pw-never-in-a-report-7f3a"
+GREEN, RED = (0x2E, 0x7D, 0x32), (0xC6, 0x28, 0x28)  # the ok and failed bar colours
+
+
+def _objectives():
+    """The lab inventory's fediflow_objectives, as a play would pass them (read as YAML, no lab)."""
+    with open(ROOT / "inventories" / "lab" / "group_vars" / "all" / "main.yml", encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["fediflow_objectives"]
+
+
+def _args(dest, **kw):
+    args = {
+        "dest_dir": str(dest),
+        "objectives": _objectives(),
+        "steps": [
+            {"name": "heartbeat", "region": "us-east-1", "start": "2026-05-01T12:00:00Z", "end": "2026-05-01T12:00:02Z"},
+            {"name": "backup-restore", "region": "us-east-1", "start": "2026-05-01T12:00:02Z", "duration_s": 95.2,
+             "details": {"backup_id": "20260501T120002Z", "verified": True, "login_password": SECRET,
+                         "url": "postgresql://dr:%s@db.example/app" % SECRET}},
+            {"name": "file-restore", "region": "eu-west-1", "start": "2026-05-01T14:01:40+02:00",
+             "end": "2026-05-01T12:03:00Z", "details": {"failed": True, "msg": "checksum mismatch on media/a.png"}},
+            {"name": "promote", "region": "eu-west-1", "start": 1777636980, "end": 1777637910},
+            {"name": "notify", "start": "2026-05-01T12:18:30Z", "end": "2026-05-01T12:18:31Z", "skipped": True},
+        ],
+        "measurements": [
+            {"objective": "rpo_database_s", "measured_s": 0.02, "source": "heartbeat", "note": "replication lag"},
+            {"objective": "rpo_database_s", "measured_s": 61.5, "note": "WAL archive"},
+            {"objective": "rto_standard_s", "measured_s": 95.2, "source": "backup-restore"},
+            {"objective": "rto_critical_s", "measured_s": 1110, "source": "promote"},
+            {"objective": "data_loss_tolerance_critical_s"},
+        ],
+        "not_run": [{"scenario": "pitr", "why": "pitr_restore role not implemented yet"}],
+    }
+    args.update(kw)
+    return args
+
+
+def _listing(dest):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in Path(dest).iterdir()}
+
+
+# ---------------------------------------------------------------- the browser
+
+def _chromium():
+    path = shutil.which("chromium")
+    if not path:
+        pytest.fail("Debian's `chromium` is not installed: run scripts/setup.sh as root (it installs it) or "
+                    "`apt-get install chromium`; the HTML report cannot be checked without a browser")
+    return path
+
+
+def _browser(html_file, tmp_path, *mode):
+    argv = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--user-data-dir=%s" % (tmp_path / "chromium-profile"), "--window-size=1200,900", *mode,
+            Path(html_file).resolve().as_uri()]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, cwd=str(tmp_path))
+    assert proc.returncode == 0, "chromium failed (rc=%s): %s" % (proc.returncode, proc.stderr[-2000:])
+    return proc.stdout
+
+
+def read_png(path):
+    """Decode an 8-bit RGB/RGBA, non-interlaced PNG (what Chromium writes) into rows of (r, g, b) tuples."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            break
+    width, height, depth, color, _comp, _filt, interlace = header
+    assert depth == 8 and color in (2, 6) and interlace == 0, "unsupported PNG: %s" % (header,)
+    bpp = 3 if color == 2 else 4
+    raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
+    for y in range(height):
+        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up, upleft = prev[i], prev[i - bpp] if i >= bpp else 0
+            if ftype == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif ftype == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif ftype == 3:
+                line[i] = (line[i] + ((left + up) >> 1)) & 0xFF
+            elif ftype == 4:
+                p = left + up - upleft
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else upleft)) & 0xFF
+        rows.append([tuple(line[x * bpp:x * bpp + 3]) for x in range(width)])
+        prev = line
+    return rows
+
+
+class _Dom(HTMLParser):
+    """The rects inside svg#timeline and the ids in the page, from Chromium's --dump-dom."""
+
+    def __init__(self):
+        super().__init__()
+        self.svgs, self.rects, self.ids, self.external = [], [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.add(attrs.get("id"))
+        self.external += [v for k, v in attrs.items() if k in ("src", "href") and v]
+        if tag == "svg":
+            self.svgs.append(attrs.get("id"))
+        elif tag == "rect" and "timeline" in self.svgs:
+            self.rects.append(attrs.get("class"))
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self.svgs.pop()
+
+
+# ---------------------------------------------------------------- tests
+
+def test_reports_written_parsed_back_and_rendered_by_chromium(tmp_path):
+    dest = tmp_path / "reports"
+    result = module(MODULE, _args(dest))
+    assert result["changed"] and not result.get("failed"), result
+    assert result["ok"] is False and result["failed_steps"] == ["file-restore"]
+    assert result["failed_objectives"] == ["RTO critical services"] and result["next_drill"] == "2026-07-31"
+    assert result["duration_s"] >= 0 and "NOT RUN: pitr" in result["summary"]
+
+    doc = json.loads((dest / "drill-20260501T120000Z.json").read_text())
+    assert doc["schema"] == "fediflow.dr/drill-report/v1" and doc["ok"] is False
+    verdicts = {(r["objective"], r["note"]): (r["target_s"], r["measured_s"], r["pass"]) for r in doc["objectives"]}
+    assert verdicts[("rto_critical_s", None)] == (900, 1110, False)
+    assert verdicts[("rpo_database_s", "WAL archive")] == (300, 61.5, True)
+    assert verdicts[("data_loss_tolerance_critical_s", None)] == (60, None, None)
+    assert verdicts[("rpo_file_storage_s", None)] == (900, None, None)  # in the inventory, not measured
+    assert [s["status"] for s in doc["steps"]] == ["ok", "ok", "failed", "ok", "skipped"]
+    assert doc["steps"][2]["start"] == "2026-05-01T12:01:40Z" and doc["steps"][3]["duration_s"] == 930
+
+    suite = ET.parse(str(dest / "latest.junit.xml")).getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == 9 + 5 + 1 and suite.get("tests") == "15" and suite.get("failures") == "2"
+    failures = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
+    assert failures == {"RTO critical services": "measured 1110 s > target 900 s",
+                        "file-restore": "checksum mismatch on media/a.png"}
+    assert suite.get("skipped") == str(5 + 1 + 1)  # objectives not measured, a step, pitr
+
+    for path in dest.iterdir():
+        assert SECRET not in path.read_text(), "the secret is in %s" % path.name
+    assert "| RTO critical services | 900 | 1110 | FAIL | promote |" in (dest / "latest.md").read_text()
+
+    html_file = dest / "drill-20260501T120000Z.html"
+    dom = _Dom()
+    dom.feed(_browser(html_file, tmp_path, "--dump-dom"))
+    assert {"timeline", "trend"} <= dom.ids and not dom.external
+    assert dom.rects == ["step ok", "step ok", "step failed", "step ok", "step skipped"]
+
+    shot = tmp_path / "report.png"
+    _browser(html_file, tmp_path, "--screenshot=%s" % shot)
+    rows = read_png(shot)
+    assert len(rows) == 900 and len(rows[0]) == 1200
+    colors = {px for row in rows[::3] for px in row[::3]}
+    assert len(colors) > 20, "screenshot nearly blank: %d colours" % len(colors)
+    pixels = [px for row in rows for px in row]
+    assert sum(1 for px in pixels if px != (255, 255, 255)) > 0.02 * len(pixels)
+    assert pixels.count(GREEN) > 500 and pixels.count(RED) > 200, "timeline bars not drawn"
+
+
+def test_idempotent_check_mode_diff_and_history_trend(tmp_path):
+    dest = tmp_path / "reports"
+    args = _args(dest)
+    predicted = module(MODULE, args, check_mode=True, diff=True)
+    assert predicted["changed"] and not dest.exists(), predicted
+    assert "%s: absent" % (dest / "history.jsonl") in predicted["diff"]["before"]
+    assert module(MODULE, args)["changed"]
+    before = _listing(dest)
+    again = module(MODULE, args)
+    assert not again["changed"] and again["changed_files"] == [] and _listing(dest) == before
+    assert not module(MODULE, args, check_mode=True)["changed"]
+
+    later = _args(dest, drill_id="q3", drill_time="2026-08-01T10:00:00Z",
+                  measurements=[{"objective": "rto_critical_s", "measured_s": 600}])
+    predicted = module(MODULE, later, check_mode=True, diff=True)
+    assert predicted["changed"] and _listing(dest) == before
+    assert "%s: absent" % (dest / "q3.html") in predicted["diff"]["before"]
+    third = module(MODULE, later)
+    assert third["ok"] is False and third["next_drill"] == "2026-10-31" and third["history_entries"] == 2
+    history = [json.loads(line) for line in (dest / "history.jsonl").read_text().splitlines()]
+    assert [h["drill_id"] for h in history] == ["drill-20260501T120000Z", "q3"]
+    assert history[1]["objectives"]["rto_critical_s"] == {
+        "label": "RTO critical services", "kind": "rto", "target_s": 900, "measured_s": 600, "pass": True}
+    page = (dest / "q3.html").read_text()
+    assert "Trend over 2 drills" in page and page.count('data-objective="rto_critical_s"') == 2
+    assert (dest / "latest.html").read_text() == page
+    assert (dest / "drill-20260501T120000Z.html").read_bytes() == before["drill-20260501T120000Z.html"][1]
+    first_again = module(MODULE, args)  # the first drill again: only latest.* change, its own files stay
+    assert sorted(os.path.basename(p) for p in first_again["changed_files"]) == sorted(
+        "latest.%s" % e for e in ("json", "md", "html", "junit.xml"))
+
+
+def test_bad_input_is_refused_before_anything_is_written(tmp_path):
+    dest = tmp_path / "reports"
+    cases = [
+        (_args(dest, measurements=[{"objective": "rto_crit", "measured_s": 1}]),
+         "measurements[0].objective 'rto_crit' is not a key of objectives"),
+        (_args(dest, steps=[{"name": "x", "start": "2026-05-01T12:00:00"}]), "steps[0] (x).start"),
+        (_args(dest, drill_id="../escape"), "drill_id '../escape' must be"),
+        (_args(dest, objectives={"rto_critical_s": -5}), "objectives.rto_critical_s: target_s must be"),
+    ]
+    for args, message in cases:
+        result = module(MODULE, args)
+        assert result.get("failed") and message in result["msg"], result
+        assert not result["changed"] and not dest.exists()
