@@ -232,7 +232,7 @@ def main():
     for name, value, note in rows:
         print("%-52s %10.3f  %s" % (name, value, note))
     print("%-52s %10d  %s" % ("heartbeats acknowledged by region 1 and lost (RPO)", ours["lost_rows"],
-                               "data-loss tolerance 60 s"))
+                              "data-loss tolerance 60 s"))
     print("orchestration vs the bare promotion: %.1fx (it adds guards, DNS and Kubernetes)" % (orchestration / anchor))
 
 

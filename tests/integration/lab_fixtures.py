@@ -100,3 +100,55 @@ def poll(predicate, timeout, interval=0.1):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def pg_role(hv):
+    """'primary', 'standby' or None (down)."""
+    import psycopg2  # pylint: disable=import-outside-toplevel
+    try:
+        conn = pg_connect(hv)
+    except psycopg2.OperationalError:
+        return None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery()")
+            return "standby" if cur.fetchone()[0] else "primary"
+    finally:
+        conn.close()
+
+
+def pg_streaming(hv):
+    import psycopg2  # pylint: disable=import-outside-toplevel
+    try:
+        conn = pg_connect(hv)
+    except psycopg2.OperationalError:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status FROM pg_stat_wal_receiver")
+            row = cur.fetchone()
+            return bool(row) and row[0] == "streaming"
+    finally:
+        conn.close()
+
+
+def lab_is_home(primary, standby):
+    """The lab's regions in their inventory roles: primary writable, standby streaming."""
+    return pg_role(primary) == "primary" and pg_role(standby) == "standby" and pg_streaming(standby)
+
+
+def rebuild_lab_unless_home(primary, standby, logs_to=None):
+    """After a test that moves production: when the lab is not in its home roles, keep the
+    server logs (for the post-mortem) and rebuild it, so later tests start from a known lab."""
+    if lab_is_home(primary, standby):
+        return False
+    if logs_to is not None:
+        import shutil  # pylint: disable=import-outside-toplevel
+        Path(logs_to).mkdir(parents=True, exist_ok=True)
+        for hv in (primary, standby):
+            log = Path(hv["fediflow_pg_data_dir"] + ".log")
+            if log.exists():
+                shutil.copy(log, Path(logs_to) / ("%s.log" % hv["fediflow_region"]))
+    playbook("lab_down.yml")
+    playbook("lab_up.yml")
+    return True

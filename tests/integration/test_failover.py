@@ -11,35 +11,18 @@ the module fixture rebuilds the lab when a failure left it elsewhere; they are m
 restarts_lab so they run after the tests that assume a steady lab.
 """
 import json
-import shutil
 import time
 import urllib.request
-from pathlib import Path
 
 import boto3
-import psycopg2
 import pytest
 
-from lab_fixtures import ROOT, pg_connect, playbook, poll, recap
+from lab_fixtures import ROOT, lab_is_home, pg_connect, pg_role, pg_streaming, playbook, poll, rebuild_lab_unless_home, recap
 
 pytestmark = pytest.mark.restarts_lab
 
 FAST_DETECT = ["-e", "region_failover_detect_interval_s=0.5", "-e", "region_failover_detect_threshold=3",
                "-e", "region_failover_detect_timeout_s=1"]
-
-
-def _role(hv):
-    """'primary', 'standby' or None (down)."""
-    try:
-        conn = pg_connect(hv)
-    except psycopg2.OperationalError:
-        return None
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_is_in_recovery()")
-            return "standby" if cur.fetchone()[0] else "primary"
-    finally:
-        conn.close()
 
 
 def _one(hv, sql, args=None, db="fediflow"):
@@ -50,17 +33,6 @@ def _one(hv, sql, args=None, db="fediflow"):
             return cur.fetchone()[0] if cur.description else None
     finally:
         conn.close()
-
-
-def _streaming(hv):
-    try:
-        return _one(hv, "SELECT status FROM pg_stat_wal_receiver", db="postgres") == "streaming"
-    except psycopg2.Error:
-        return False
-
-
-def _home(primary, standby):
-    return _role(primary) == "primary" and _role(standby) == "standby" and _streaming(standby)
 
 
 def _get(url):
@@ -119,24 +91,17 @@ def _stop_immediate(hv):
                     "-D", hv["fediflow_pg_data_dir"]], cwd="/", check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def regions(lab):
+    """The lab in its home roles before each test; rebuilt after one that left it elsewhere."""
     primary, standby = lab["primary"], lab["standby"]
-    assert _home(primary, standby), "the lab must start in its home roles"
+    assert lab_is_home(primary, standby), "the lab must start in its home roles"
     yield primary, standby
-    if not _home(primary, standby):  # a failed test left production elsewhere: rebuild the lab
-        keep = ROOT / "tests" / "output" / "failover-logs"
-        keep.mkdir(parents=True, exist_ok=True)
-        for hv in (primary, standby):  # the server logs, for the post-mortem
-            log = Path(hv["fediflow_pg_data_dir"] + ".log")
-            if log.exists():
-                shutil.copy(log, keep / ("%s.log" % hv["fediflow_region"]))
-        playbook("lab_down.yml")
-        playbook("lab_up.yml")
+    rebuild_lab_unless_home(primary, standby, ROOT / "tests" / "output" / "failover-logs")
 
 
 def _untouched(primary, standby, dns_before):
-    assert _role(primary) == "primary" and _role(standby) == "standby" and _streaming(standby)
+    assert pg_role(primary) == "primary" and pg_role(standby) == "standby" and pg_streaming(standby)
     assert _dns(primary) == dns_before
     assert _app_state(standby)[1] == "standby"
     assert _one(primary, "SHOW default_transaction_read_only", db="postgres") == "off"
@@ -233,7 +198,7 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
     assert res["dns"]["value_after"] == [standby["fediflow_app_endpoint"]]
     assert "points at %s" % standby["fediflow_app_endpoint"] in res["state"] and "activated" in res["state"]
     # the region-2 database has the rows and takes writes
-    assert _role(standby) == "primary" and _role(primary) is None
+    assert pg_role(standby) == "primary" and pg_role(primary) is None
     assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 100
     in_eu = "written-in-eu-%d" % time.time_ns()
     _one(standby, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (in_eu,))
@@ -267,7 +232,7 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
     # failback: us-east-1 rewound into a standby of eu-west-1, then production switched back
     back, _took = playbook("failback.yml", "-e", "switch_back=true")
     assert back.stdout.count("rewound with pg_rewind") == 2 and "cloned afresh" not in back.stdout
-    assert _home(primary, standby)
+    assert lab_is_home(primary, standby)
     assert _one(primary, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (in_eu,)) == 1
     assert _dns(primary) == [primary["fediflow_app_endpoint"]]
     assert _app_state(primary)[1] == "primary" and _app_state(standby)[1] == "standby"
@@ -285,9 +250,9 @@ def test_planned_switchover_loses_nothing_then_failback(regions, tmp_path):
     _proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", "-e", "force=true")
     assert res["ok"] and res["detection"]["skipped"] and res["promotion"]["fence"]["mode"] == "read_only"
     assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 1
-    assert _role(primary) is None and _role(standby) == "primary"
+    assert pg_role(primary) is None and pg_role(standby) == "primary"
     playbook("failback.yml", "-e", "switch_back=true")
-    assert _home(primary, standby)
+    assert lab_is_home(primary, standby)
     # eu-west-1 was fenced read-only during the switch back; neither node keeps the fence
     for hv in (primary, standby):
         assert _one(hv, "SHOW default_transaction_read_only", db="postgres") == "off"
