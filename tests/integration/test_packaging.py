@@ -38,7 +38,7 @@ def installed(tmp_path_factory):
     for ns in ("amazon", "community", "kubernetes"):
         (coll / "ansible_collections").mkdir(parents=True, exist_ok=True)
         os.symlink(DEPS / ns, coll / "ansible_collections" / ns)
-    inst = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--no-deps", "-p", str(coll), str(tarball)],
+    inst = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "--force", "--no-deps", "-p", str(coll), str(tarball)],
                           capture_output=True, text=True, check=False, env=_env(coll), cwd=work)
     assert inst.returncode == 0, inst.stdout + inst.stderr
     return {"tarball": tarball, "collections": coll, "work": work}
