@@ -43,8 +43,8 @@ def test_builder_creates_the_build_context(tmp_path):
     assert "ansible-galaxy collection install --no-deps /build/collections/fediflow-dr-" in containerfile
     assert (ctx / "_build" / "collections" / tarball.name).is_file()
     galaxy = yaml.safe_load((ctx / "_build" / "requirements.yml").read_text())
-    assert {c["name"] for c in galaxy["collections"]} == {"amazon.aws", "community.aws", "community.postgresql",
-                                                         "community.general"}
+    wanted = {"amazon.aws", "community.aws", "community.postgresql", "community.general"}
+    assert {c["name"] for c in galaxy["collections"]} == wanted
     assert "boto3" in (ctx / "_build" / "requirements.txt").read_text()
     assert "postgresql-client" in (ctx / "_build" / "bindep.txt").read_text()
 
