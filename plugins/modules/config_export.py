@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: config_export
 short_description: Export Kubernetes objects and configuration files for backup, secrets encrypted
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - V(exported) writes the configuration of a platform into a staging directory O(dest) (mode
     C(0700)) that M(fediflow.dr.s3_snapshot) then ships to S3, replacing the runbook's tarball of

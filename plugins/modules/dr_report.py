@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: dr_report
 short_description: Turn DR drill step results and recovery objectives into JSON, Markdown, HTML and JUnit reports
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Takes the steps of a drill (O(steps), the other modules' registered results fit in O(steps[].details)) and
     what was measured (O(measurements)), judges each measurement against its recovery objective

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: health_check
 short_description: Probe health URLs and a PostgreSQL endpoint in rounds; decide whether a region is up or down
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - The runbook's health check (a probe every 30 seconds, three failures in a row and the region is
     down) and the checks after a failover (the application's health URLs answer, enough federation

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: k8s_failover
 short_description: Make the surviving region's application the primary - scale, configmap, rollout restart
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - The Kubernetes part of a region failover, in one call through the official C(kubernetes) Python client -
     scale the deployments of O(replicas), merge O(configmap_data) into the configmap O(configmap) (for

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: notify
 short_description: Send an incident notification to Slack and email (SES), escalated by the outage's age
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Sends one message to a Slack incoming webhook (O(slack_webhook_url)) and/or as an email through
     Amazon SES C(SendEmail) (O(ses_sender), O(ses_recipients)). At least one channel is needed.

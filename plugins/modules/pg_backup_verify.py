@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: pg_backup_verify
 short_description: Take a PostgreSQL backup and prove it restores
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Takes a logical (C(pg_dump)) or physical (C(pg_basebackup) with a backup manifest) backup
     into a local backup repository O(dest), verifies it, writes its ledger manifest (id, kind,

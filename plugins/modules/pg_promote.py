@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: pg_promote
 short_description: Promote a PostgreSQL streaming standby, guarded against split-brain and replay lag
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Promotes the standby the connection options point at (C(pg_promote())), then polls with
     one deadline (O(timeout)) until it has left recovery and a transaction can take a

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: route53_failover
 short_description: Point a Route53 record, or a failover pair, at the region that should serve
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - "Plain record (O(value)): the A, AAAA or CNAME record O(record) is made to hold exactly O(value)."
   - "Failover pair (O(failover_pair) + O(target)): the two record sets of O(record) with failover

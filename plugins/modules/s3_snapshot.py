@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: s3_snapshot
 short_description: Point-in-time snapshots of a directory tree in S3, restore, verification and retention
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Keeps snapshots of a directory tree (for example the media storage) in S3 under
     C(s3://<s3_bucket>/<s3_prefix>/). Each distinct file content is stored once, as
