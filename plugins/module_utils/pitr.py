@@ -201,7 +201,7 @@ def archive_index(entries, histories, segment_size=DEFAULT_SEGMENT_SIZE):
     lineage = {}
     for tli in timelines:
         hist = parse_history(histories[tli]) if tli in histories else []
-        lineage[tli] = [(parent, end) for parent, end in hist] + [(tli, None)]
+        lineage[tli] = list(hist) + [(tli, None)]
     return {"segments": segments, "lineage": lineage, "timelines": sorted(timelines),
             "segment_size": segment_size}
 
