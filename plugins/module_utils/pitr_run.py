@@ -375,15 +375,17 @@ def ensure(p, check_mode=False, warn=None):
     target, timeline_req = validate(p)
     p = dict(p, data_dir=p["data_dir"].rstrip("/"))
     result = {"changed": False, "commands": [], "switched": False, "data_dir": p["data_dir"]}
+    # idempotence first: a data directory already restored to this target is left alone (its newer
+    # writes are not rolled back again), before the archive - which now forks there - is even read
+    marker = read_marker(p["data_dir"])
+    if p["switch"] and marker and not p["force"] and marker.get("kind") == target["kind"] \
+            and marker.get("target") == target["display"]:
+        result.update(msg="data_dir was already restored to %s %s from %s at %s: nothing done (force=true restores again)"
+                      % (target["kind"], target["display"], marker.get("base_backup"), marker.get("at")),
+                      state="already_restored", marker=marker, duration_s=timer.elapsed(), phases=timer.phases)
+        return result
     with timer.phase("preflight"):
         plan = preflight(p, target, timeline_req, result)
-    marker = read_marker(p["data_dir"]) if plan["current"]["state"] != "absent" else None
-    wanted = {"target": result["target"]["value"], "kind": target["kind"], "base_backup": plan["base"]["id"]}
-    if p["switch"] and marker and all(marker.get(k) == v for k, v in wanted.items()) and not p["force"]:
-        result.update(msg="data_dir was already restored to %s %s from %s at %s: nothing done (force=true restores again)"
-                      % (target["kind"], wanted["target"], wanted["base_backup"], marker.get("at")),
-                      state="already_restored", duration_s=timer.elapsed(), phases=timer.phases)
-        return result
     now = datetime.datetime.now(datetime.timezone.utc)
     names = pitr.dir_names(p["data_dir"], now)
     port = p.get("restore_port") or _free_port()

@@ -41,7 +41,8 @@ description:
     started again. O(switch=false) leaves the restore running on O(restore_port) with archiving
     off, the old cluster untouched (drills, inspection)."
   - Standbys of the old cluster follow the old timeline; re-seed them (the replication role's rejoin).
-  - A second run with the same target and base backup finds its marker in O(data_dir) and changes nothing.
+  - A second run with the same target finds the marker C(fediflow_pitr.json) the switch wrote in O(data_dir) and
+    changes nothing (the writes made since are not rolled back again); O(force=true) restores again.
 author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
@@ -146,7 +147,7 @@ options:
     type: bool
     default: false
   force:
-    description: Restore again although O(data_dir) was already restored to this target from this backup.
+    description: Restore again although O(data_dir) was already restored to this target.
     type: bool
     default: false
   os_user:
@@ -222,6 +223,10 @@ archive:
 recovery_settings:
   description: The settings written to C(postgresql.auto.conf) for recovery (C(restore_command) holds no secret - only the config path).
   returned: always
+  type: dict
+marker:
+  description: The marker of the earlier restore (C(target), C(kind), C(base_backup), C(at), C(kept_data_dir)).
+  returned: when state is already_restored
   type: dict
 cluster_before:
   description: C(state) (running, stopped, absent) and C(pid) of the cluster in O(data_dir) before the run.

@@ -1,0 +1,180 @@
+"""fediflow.dr.pitr_restore on a throwaway PostgreSQL cluster with its own WAL archive (never the
+shared lab's clusters). Batches of rows are committed between known points (a time, an LSN, an xid,
+a restore point); each restore is checked independently with psycopg2: exactly the earlier
+batches exist. Bad inputs are refused with the cluster untouched and still serving. The in-place
+switch (old data directory kept, renamed with a timestamp) runs on its own throwaway cluster."""
+import datetime
+import glob
+import os
+
+import pytest
+
+from doubles_fixtures import free_port
+from lab_fixtures import module
+from pitr_fixtures import make_cluster
+
+MOD = "fediflow.dr.pitr_restore"
+
+
+@pytest.fixture(scope="module")
+def history():
+    """Batches a..e with a target between each pair: time after a, LSN after b, xid of c,
+    restore point after d; base backup before a; everything archived."""
+    cluster = make_cluster()
+    try:
+        cluster.batch("0-before-backup")
+        cluster.base_backup()
+        points = {}
+        points["a"] = cluster.batch("a")
+        points["b"] = cluster.batch("b")
+        points["c"] = cluster.batch("c")
+        points["d"] = cluster.batch("d")
+        cluster.node.one("SELECT pg_create_restore_point('after-d')::text")
+        cluster.batch("e")
+        cluster.archive_now()
+        yield cluster, points
+    finally:
+        cluster.destroy()
+
+
+def _restore(cluster, **target):
+    port = free_port()
+    res = module(MOD, cluster.args(switch=False, action="pause", restore_port=port, **target))
+    assert res.get("failed") is not True, res.get("msg")
+    cluster.started.append(res["new_data_dir"])
+    return res, cluster.restored(port)
+
+
+def _stop(cluster, res):
+    from pair_fixtures import _as_pg
+    _as_pg([os.path.join(cluster.bindir, "pg_ctl"), "stop", "-D", res["new_data_dir"], "-m", "immediate", "-w"])
+
+
+def test_time_target_restores_exactly_the_earlier_batches(history):
+    cluster, points = history
+    when = points["a"]["after"].astimezone(datetime.timezone.utc).isoformat()
+    res, restored = _restore(cluster, target_time=when)
+    try:
+        assert restored.batches() == {"0-before-backup": 1 * 5, "a": 5}
+        assert res["state"] == "paused" and res["switched"] is False
+        assert res["target"]["kind"] == "time" and res["base_backup"]["where"] == "local"
+        assert res["recovery_settings"]["recovery_target_action"] == "pause"
+        assert res["wal_segments_replayed"] >= 1 and res["reached"]["lsn"]
+        assert res["verification"]["ok"] and res["verification"]["row_counts"]["public.t"] == 10
+        assert res["verification"]["amcheck"]["available"] and res["verification"]["amcheck"]["indexes"][0]["ok"]
+        assert set(res["phases"]) >= {"preflight", "extract", "recovery", "verify"}
+    finally:
+        _stop(cluster, res)
+    # the source was never touched: still writable, all batches there
+    assert cluster.exec("SELECT count(*) FROM t")[0][0] == 30
+
+
+def test_lsn_target(history):
+    cluster, points = history
+    res, restored = _restore(cluster, target_lsn=points["b"]["lsn"], inclusive=False)
+    try:
+        assert restored.batches() == {"0-before-backup": 5, "a": 5, "b": 5}
+    finally:
+        _stop(cluster, res)
+
+
+def test_xid_target(history):
+    cluster, points = history
+    res, restored = _restore(cluster, target_xid=str(points["c"]["xid"]))
+    try:
+        assert restored.batches() == {"0-before-backup": 5, "a": 5, "b": 5, "c": 5}
+        assert res["xid_check"]["status"] == "committed"
+    finally:
+        _stop(cluster, res)
+
+
+def test_restore_point_target_and_promote_side_by_side(history):
+    cluster, _points = history
+    port = free_port()
+    res = module(MOD, cluster.args(switch=False, action="promote", restore_port=port, target_name="after-d"))
+    assert res.get("failed") is not True, res.get("msg")
+    cluster.started.append(res["new_data_dir"])
+    try:
+        restored = cluster.restored(port)
+        assert restored.batches() == {"0-before-backup": 5, "a": 5, "b": 5, "c": 5, "d": 5}
+        assert res["state"] == "promoted"
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", password=cluster.password, dbname="app")
+        with conn, conn.cursor() as cur:  # writable, and it does not archive into the source's archive
+            cur.execute("SELECT pg_is_in_recovery(), current_setting('archive_mode')")
+            assert cur.fetchone() == (False, "off")
+        conn.close()
+    finally:
+        _stop(cluster, res)
+
+
+@pytest.mark.parametrize("target, words", [
+    ({"target_time": "2026-13-01"}, "target_time '2026-13-01' has no time zone"),
+    ({"target_time": "2026-13-01T00:00:00Z"}, "month must be in 1..12"),
+    ({"target_time": "2020-01-01T00:00:00Z"}, "before the end of the oldest verified base backup"),
+    ({"target_time": "2099-01-01T00:00:00Z"}, "after the newest archived WAL"),
+    ({"target_time": "2026-11-25T00:00:00Z", "target_lsn": "0/1"}, "give exactly one target, got target_time and target_lsn"),
+    ({"target_lsn": "FF/0"}, "after the newest archived WAL"),
+])
+def test_bad_inputs_are_refused_with_the_cluster_untouched(history, target, words):
+    cluster, _points = history
+    before = cluster.exec("SELECT count(*) FROM t")[0][0]
+    dirs = cluster.leftovers()
+    res = module(MOD, cluster.args(switch=True, **target))
+    assert res.get("failed") is True and words in res["msg"], res.get("msg")
+    assert cluster.node.running() and cluster.exec("SELECT count(*) FROM t")[0][0] == before
+    assert cluster.leftovers() == dirs and not glob.glob(cluster.data_dir + ".pre-pitr-*")
+    assert res.get("switched") in (None, False)
+    assert cluster.password not in str(res)
+
+
+def test_check_mode_predicts_and_touches_nothing(history):
+    cluster, points = history
+    when = points["b"]["after"].astimezone(datetime.timezone.utc).isoformat()
+    dirs = cluster.leftovers()
+    res = module(MOD, cluster.args(target_time=when), check_mode=True, diff=True)
+    assert res["changed"] is True and res["base_backup"]["id"] and res["diff"]["after"]["kept_data_dir"]
+    assert cluster.leftovers() == dirs and cluster.node.running()
+
+
+def test_switch_in_place_keeps_the_old_data_directory_and_is_idempotent():
+    """The real switch, on its own throwaway cluster: restored to a time between two batches,
+    promoted in the cluster's own data directory and port; the old one kept, renamed."""
+    cluster = make_cluster()
+    try:
+        cluster.base_backup()
+        a = cluster.batch("a")
+        cluster.batch("b")
+        cluster.archive_now()
+        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
+        res = module(MOD, cluster.args(target_time=when, sentinel_query="SELECT count(*) = 5 FROM t"))
+        assert res.get("failed") is not True, res.get("msg")
+        assert res["switched"] is True and res["state"] == "promoted"
+        assert os.path.isdir(res["kept_data_dir"]) and res["kept_data_dir"].startswith(cluster.data_dir + ".pre-pitr-")
+        assert cluster.exec("SELECT batch, count(*) FROM t GROUP BY batch") == [("a", 5)]
+        cluster.exec("INSERT INTO t (batch) VALUES ('after-restore')")  # writable on its own port
+        assert res["verification"]["sentinel"]["ok"] is True
+        with open(os.path.join(cluster.data_dir, "postgresql.auto.conf"), encoding="utf-8") as handle:
+            assert "recovery_target" not in handle.read()
+        again = module(MOD, cluster.args(target_time=when))
+        assert again.get("failed") is not True, again.get("msg")
+        assert again["changed"] is False and again["state"] == "already_restored", again.get("msg")
+        assert cluster.exec("SELECT count(*) FROM t")[0][0] == 6
+    finally:
+        cluster.destroy()
+
+
+def test_failed_sentinel_leaves_the_old_cluster_running():
+    cluster = make_cluster()
+    try:
+        cluster.base_backup()
+        a = cluster.batch("a")
+        cluster.batch("b")
+        cluster.archive_now()
+        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
+        res = module(MOD, cluster.args(target_time=when, sentinel_query="SELECT count(*) = 999 FROM t"))
+        assert res.get("failed") is True and "sentinel_query" in res["msg"], res.get("msg")
+        assert cluster.node.running() and cluster.exec("SELECT count(*) FROM t")[0][0] == 10
+        assert cluster.leftovers() == [] and not glob.glob(cluster.data_dir + ".pre-pitr-*")
+    finally:
+        cluster.destroy()
