@@ -178,3 +178,47 @@ def test_failed_sentinel_leaves_the_old_cluster_running():
         assert cluster.leftovers() == [] and not glob.glob(cluster.data_dir + ".pre-pitr-*")
     finally:
         cluster.destroy()
+
+
+def _inventory(cluster, tmp_path):
+    """An inventory for the throwaway cluster, shaped like inventories/lab (one region host)."""
+    import yaml
+    hostvars = {"ansible_connection": "local", "ansible_python_interpreter": __import__("sys").executable,
+                "fediflow_region": "pitr-test-1", "fediflow_pg_host": "127.0.0.1", "fediflow_pg_port": cluster.node.port,
+                "fediflow_pg_data_dir": cluster.data_dir, "fediflow_pg_superuser_password": cluster.password,
+                "fediflow_app_db": "app", "fediflow_backup_dir": os.path.dirname(cluster.backups),
+                "fediflow_tools_dir": cluster.tools}
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump({"all": {"children": {"region_primary": {"hosts": {"pg-pitr-test": hostvars}}}}}))
+    return str(path)
+
+
+def _playbook(inventory, *extra):
+    import subprocess
+    import sys
+    from lab_fixtures import ROOT, ansible_env
+    bindir = os.path.dirname(sys.executable)
+    return subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", inventory,
+                           str(ROOT / "playbooks" / "pitr_restore.yml"), *extra],
+                          cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False)
+
+
+def test_playbook_restores_beside_the_cluster_and_refuses_two_targets(history, tmp_path):
+    """The role as a user runs it (playbooks/pitr_restore.yml) against the throwaway cluster."""
+    cluster, points = history
+    os.rename(cluster.backups, os.path.join(os.path.dirname(cluster.backups), "physical"))
+    cluster.backups = os.path.join(os.path.dirname(cluster.backups), "physical")  # the backup role's layout
+    inventory = _inventory(cluster, tmp_path)
+    wal_config = ["-e", "pitr_restore_wal_config=%s" % cluster.wal_config, "-e", "pitr_restore_s3_bucket="]
+    two = _playbook(inventory, "-e", "pitr_restore_region=pitr-test-1", "-e", "pitr_restore_target_lsn=0/1",
+                    "-e", "pitr_restore_target_name=x", *wal_config)
+    assert two.returncode != 0 and "got lsn and name" in two.stdout, two.stdout[-2000:]
+    port = free_port()
+    proc = _playbook(inventory, "-e", "pitr_restore_region=pitr-test-1", "-e", "pitr_restore_target_xid=%d" % points["b"]["xid"],
+                     "-e", "pitr_restore_switch=false", "-e", "pitr_restore_action=pause",
+                     "-e", "pitr_restore_restore_port=%d" % port, *wal_config)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    new_dirs = cluster.leftovers()
+    cluster.started.extend(new_dirs)
+    assert cluster.restored(port).batches() == {"0-before-backup": 5, "a": 5, "b": 5}
+    assert "WAL" in proc.stdout and "phases" in proc.stdout and cluster.password not in proc.stdout
