@@ -120,6 +120,35 @@ class ArchivedCluster:
         args.update(extra)
         return args
 
+    def fail_over(self):
+        """A streaming standby built from the primary (pg_basebackup -R), the primary killed, the
+        standby promoted: timeline 2, archiving into the same archive (as a promoted region does).
+        Afterwards ``node`` and ``data_dir`` are the new primary's."""
+        standby = Node(self, "standby")
+        os.makedirs(standby.socket_dir)
+        import pwd
+        ent = pwd.getpwnam(OS_USER)
+        os.chown(standby.socket_dir, ent.pw_uid, ent.pw_gid)
+        passfile = os.path.join(self.base, "repl.pgpass")
+        _write(passfile, "127.0.0.1:%d:*:%s:%s\n" % (self.node.port, SUPERUSER, self.password))
+        _as_pg([os.path.join(self.bindir, "pg_basebackup"), "--host=127.0.0.1", "--port=%d" % self.node.port,
+                "--username=" + SUPERUSER, "--pgdata=" + standby.data_dir, "--write-recovery-conf",
+                "--wal-method=stream", "--checkpoint=fast", "--no-password", "--no-sync"],
+               env={"PGPASSFILE": passfile})
+        _write(os.path.join(standby.data_dir, "postgresql.conf"), standby.settings(), append=True)
+        _write(os.path.join(standby.data_dir, "postgresql.auto.conf"),
+               "primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s'\n"
+               % (self.node.port, SUPERUSER, passfile), append=True)
+        standby.start()
+        flushed = self.node.one("SELECT pg_current_wal_flush_lsn()::text")
+        assert _poll(lambda: standby.one("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", (flushed,)), 30)
+        self.node.stop("immediate")
+        standby.pg_ctl("promote")
+        assert _poll(lambda: standby.one("SELECT NOT pg_is_in_recovery()"), 30)
+        self.old_node, self.node, self.data_dir = self.node, standby, standby.data_dir
+        assert _poll(lambda: os.path.exists(os.path.join(self.archive, "00000002.history")), 30)
+        return self
+
     def restored(self, port):
         return Restored(self, port)
 
@@ -128,7 +157,7 @@ class ArchivedCluster:
         return sorted(p for p in glob.glob(self.data_dir + ".pitr-*") if not p.endswith(".log"))
 
     def destroy(self):
-        for data_dir in [self.data_dir] + self.started + glob.glob(self.data_dir + ".p*"):
+        for data_dir in sorted(set(self.started + glob.glob(os.path.join(self.base, "*")))):
             if os.path.isfile(os.path.join(data_dir, "postmaster.pid")):
                 _as_pg([os.path.join(self.bindir, "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"],
                        check=False)

@@ -160,6 +160,36 @@ def test_switch_in_place_keeps_the_old_data_directory_and_is_idempotent():
         assert again.get("failed") is not True, again.get("msg")
         assert again["changed"] is False and again["state"] == "already_restored", again.get("msg")
         assert cluster.exec("SELECT count(*) FROM t")[0][0] == 6
+        # the archive now forks (timeline 1 went on after timeline 2 branched off): a time after the
+        # branch point may be on either side, so it is refused until a timeline is named
+        later = (a["after"] + datetime.timedelta(milliseconds=1)).astimezone(datetime.timezone.utc).isoformat()
+        fork = module(MOD, cluster.args(target_time=later))
+        assert fork.get("failed") is True and "timeline ambiguity" in fork["msg"], fork.get("msg")
+        assert cluster.exec("SELECT count(*) FROM t")[0][0] == 6
+    finally:
+        cluster.destroy()
+
+
+def test_restore_after_a_failover_follows_the_new_timeline():
+    """Base backup on timeline 1, failover (standby promoted: timeline 2), batches on timeline 2:
+    the restore replays from the timeline 1 backup across the switch to a time on timeline 2."""
+    cluster = make_cluster()
+    try:
+        cluster.base_backup()
+        cluster.batch("tl1")
+        cluster.fail_over()
+        x = cluster.batch("tl2-x")
+        cluster.batch("tl2-y")
+        cluster.archive_now()
+        port = free_port()
+        when = x["after"].astimezone(datetime.timezone.utc).isoformat()
+        res = module(MOD, cluster.args(target_time=when, switch=False, action="pause", restore_port=port))
+        assert res.get("failed") is not True, res.get("msg")
+        cluster.started.append(res["new_data_dir"])
+        assert res["target"]["timeline"] == 2 and res["target"]["lineage"] == [1, 2]
+        assert res["base_backup"]["timeline"] == 1
+        assert cluster.restored(port).batches() == {"tl1": 5, "tl2-x": 5}
+        assert res["recovery_settings"]["recovery_target_timeline"] == "2"
     finally:
         cluster.destroy()
 
