@@ -36,6 +36,7 @@ TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:
                      r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)$")
 FIRST_NORMAL_XID = 3
 MAX_RESTORE_POINT_NAME = 63  # MAXFNAMELEN - 1
+ARCHIVE_TIME_RESOLUTION_S = 1.0
 
 
 # --------------------------------------------------------------------------- LSNs and segments
@@ -405,7 +406,8 @@ def check_archive(index, base, target, lineage, now_epoch=None, hint_lsn=None):
                             "not archived (yet)" % (kind, target["display"], last_name, format_lsn(reached_end)))
     if kind == "time":
         newest_at = datetime.datetime.fromtimestamp(newest, datetime.timezone.utc)
-        if target["value"] >= newest_at:
+        # S3's LastModified has one-second resolution: only a target beyond it is surely unarchived
+        if target["value"] >= newest_at + datetime.timedelta(seconds=ARCHIVE_TIME_RESOLUTION_S):
             what = "a gap in the archive at segment %s" % missing if gap else "not archived (yet)"
             raise FediflowError("target time %s is after the newest archived WAL (segment %s, archived %s): "
                                 "WAL after that is %s" % (target["display"], last_name,

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ArchivedCluster:
-    def __init__(self):
+    def __init__(self, s3=None):
+        self.s3 = s3  # {endpoint_url, bucket, access_key, secret_key}: WAL and backups in S3
         import pwd
         self.bindir = bindir()
         self.base = tempfile.mkdtemp(prefix="fediflow-pitr-", dir="/var/tmp")
@@ -50,7 +51,13 @@ class ArchivedCluster:
         for src in (ROOT / "roles/replication/files/fediflow_wal.py", ROOT / "plugins/module_utils/walarchive.py"):
             shutil.copy(src, self.tools)
             os.chown(os.path.join(self.tools, src.name), ent.pw_uid, ent.pw_gid)
-        _write(self.wal_config, json.dumps({"backend": "dir", "repo": self.archive}))
+        if self.s3:
+            _write(self.wal_config, json.dumps({
+                "backend": "s3", "bucket": self.s3["bucket"], "prefix": "wal/pitr-test", "region": "us-east-1",
+                "endpoint_url": self.s3["endpoint_url"], "access_key": self.s3["access_key"],
+                "secret_key": self.s3["secret_key"]}))
+        else:
+            _write(self.wal_config, json.dumps({"backend": "dir", "repo": self.archive}))
         pwfile = os.path.join(self.base, ".initdb-pw")
         _write(pwfile, self.password + "\n")
         try:
@@ -101,15 +108,23 @@ class ArchivedCluster:
         """Switch WAL and wait until the segment is in the archive (polled, no sleep)."""
         seg = self.node.one("SELECT pg_walfile_name(pg_current_wal_lsn())")
         self.node.one("SELECT pg_switch_wal()")
-        ok = _poll(lambda: os.path.exists(os.path.join(self.archive, seg)), timeout)
+        ok = _poll(lambda: self.node.one("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (seg,)), timeout)
         assert ok, "segment %s was not archived within %ss" % (seg, timeout)
         return seg
 
-    def base_backup(self):
-        res = module("fediflow.dr.pg_backup_verify", {
-            "mode": "physical", "compression": "none", "verify": "list", "login_host": "127.0.0.1",
-            "login_port": self.node.port, "login_password": self.password, "dest": self.backups,
-            "cluster_name": "pitr-test"})
+    def s3_args(self):
+        if not self.s3:
+            return {}
+        return {"s3_bucket": self.s3["bucket"], "s3_prefix": "postgres/pitr-test/physical", "region": "us-east-1",
+                "endpoint_url": self.s3["endpoint_url"], "access_key": self.s3["access_key"],
+                "secret_key": self.s3["secret_key"]}
+
+    def base_backup(self, compression="none"):
+        args = {"mode": "physical", "compression": compression, "verify": "list", "login_host": "127.0.0.1",
+                "login_port": self.node.port, "login_password": self.password, "dest": self.backups,
+                "cluster_name": "pitr-test"}
+        args.update(self.s3_args())
+        res = module("fediflow.dr.pg_backup_verify", args)
         assert res.get("verified") is True, res.get("msg")
         return res
 
@@ -183,8 +198,8 @@ class Restored:
             conn.close()
 
 
-def make_cluster():
-    cluster = ArchivedCluster()
+def make_cluster(s3=None):
+    cluster = ArchivedCluster(s3)
     try:
         return cluster.build()
     except BaseException:
@@ -197,3 +212,24 @@ def wait_s(t0):
 
 
 __all__ = ["ArchivedCluster", "make_cluster", "free_port"]
+
+
+def start_moto():
+    """A private moto server on a free port (never the lab's); returns (process, endpoint)."""
+    import subprocess
+    import sys
+    import urllib.request
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    endpoint = "http://127.0.0.1:%d" % port
+
+    def up():
+        try:
+            with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1):
+                return True
+        except OSError:
+            return proc.poll() is not None  # died: stop polling, asserted below
+    assert _poll(up, 30) and proc.poll() is None, "moto_server did not start on port %d" % port
+    return proc, endpoint

@@ -211,8 +211,10 @@ def test_bounds_of_the_archive():
     ok = pitr.check_archive(idx, b2, target(target_time="2026-11-25T12:16:00Z"), idx["lineage"][2])
     assert ok["first_segment"] == seg(1, 3) and ok["last_segment"] == seg(2, 8)
     assert ok["segments_available"] == 6 and ok["gap_at"] is None
+    # within S3's one-second LastModified resolution of the newest segment (archived 12:18:00): allowed
+    pitr.check_archive(idx, b2, target(target_time="2026-11-25T12:18:00.9Z"), idx["lineage"][2])
     with pytest.raises(FediflowError) as err:  # beyond the newest archived segment
-        pitr.check_archive(idx, b2, target(target_time="2026-11-25T12:30:00Z"), idx["lineage"][2])
+        pitr.check_archive(idx, b2, target(target_time="2026-11-25T12:18:01Z"), idx["lineage"][2])
     assert "after the newest archived WAL (segment %s" % seg(2, 8) in err.value.message
     with pytest.raises(FediflowError, match="after the newest archived WAL"):
         pitr.check_archive(idx, b2, target(target_lsn="0/9000001"), idx["lineage"][2])
