@@ -252,19 +252,19 @@ def _inventory(cluster, tmp_path):
                 "fediflow_region": "pitr-test-1", "fediflow_pg_host": "127.0.0.1", "fediflow_pg_port": cluster.node.port,
                 "fediflow_pg_data_dir": cluster.data_dir, "fediflow_pg_superuser_password": cluster.password,
                 "fediflow_app_db": "app", "fediflow_backup_dir": os.path.dirname(cluster.backups),
-                "fediflow_tools_dir": cluster.tools}
+                "fediflow_tools_dir": cluster.tools, "fediflow_pg_role": "primary"}
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump({"all": {"children": {"region_primary": {"hosts": {"pg-pitr-test": hostvars}}}}}))
     return str(path)
 
 
-def _playbook(inventory, *extra):
+def _playbook(inventory, *extra, name="pitr_restore.yml"):
     import subprocess
     import sys
     from lab_fixtures import ROOT, ansible_env
     bindir = os.path.dirname(sys.executable)
     return subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", inventory,
-                           str(ROOT / "playbooks" / "pitr_restore.yml"), *extra],
+                           str(ROOT / "playbooks" / name), *extra],
                           cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False)
 
 
@@ -287,3 +287,26 @@ def test_playbook_restores_beside_the_cluster_and_refuses_two_targets(history, t
     cluster.started.extend(new_dirs)
     assert cluster.restored(port).batches() == {"0-before-backup": 5, "a": 5, "b": 5}
     assert "WAL" in proc.stdout and "phases" in proc.stdout and cluster.password not in proc.stdout
+
+
+def test_backup_role_restore_point_then_restore_to_it(tmp_path):
+    """The backup role's restore_point task (--tags restore_point) names a point; pitr_restore
+    with target_name stops exactly there."""
+    cluster = make_cluster()
+    try:
+        cluster.base_backup()
+        cluster.batch("a")
+        inventory = _inventory(cluster, tmp_path)
+        proc = _playbook(inventory, "--tags", "restore_point", "-e", "backup_restore_point_name=drill-point",
+                         name="backup.yml")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert "changed=1" in proc.stdout and "Create the restore point drill-point" in proc.stdout
+        cluster.batch("b")
+        cluster.archive_now()
+        port = free_port()
+        res = module(MOD, cluster.args(target_name="drill-point", switch=False, action="pause", restore_port=port))
+        assert res.get("failed") is not True, res.get("msg")
+        cluster.started.append(res["new_data_dir"])
+        assert cluster.restored(port).batches() == {"a": 5}
+    finally:
+        cluster.destroy()
