@@ -283,13 +283,15 @@ class Probe:
             conn.close()
 
     def state(self):
-        """``(in_recovery, pause_state, replay_lsn, replay_time)``, or None while not answering."""
+        """``(in_recovery, pause_state, replay_lsn, replay_time, archive_exhausted)``, or None while not answering."""
         if not os.path.exists(os.path.join(self.data_dir, "postmaster.pid")):
             raise FediflowError("the restored cluster stopped during recovery: %s" % _log_tail(self.log))
         try:
+            # the startup process waiting to retry the archive = it has replayed everything there
             row = self.ask("SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN "
                            "pg_get_wal_replay_pause_state() END, pg_last_wal_replay_lsn()::text, "
-                           "pg_last_xact_replay_timestamp()")
+                           "pg_last_xact_replay_timestamp(), EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
+                           "backend_type = 'startup' AND wait_event = 'RecoveryRetrieveRetryInterval')")
         except FediflowError:
             return None
         self.last = row
@@ -300,13 +302,14 @@ class Probe:
             row = self.state()
             if row is None:
                 return None
-            in_recovery, pause, replay, _when = row
+            in_recovery, pause, replay, _when, exhausted = row
             if what == "paused":
                 return in_recovery and pause == "paused"
             if what == "writable":
                 return not in_recovery
-            if what == "caught_up":  # standby replaying the archive: reached the last archived segment
-                return in_recovery and replay is not None and pitr.parse_lsn(replay) >= lsn
+            if what == "caught_up":  # a standby replaying the archive: past the last archived segment's
+                # start, and the startup process found nothing more to fetch
+                return in_recovery and exhausted and replay is not None and pitr.parse_lsn(replay) >= lsn
             return None
         ok, waited = wait_until(check, timeout, interval=0.05, max_interval=0.5)
         if not ok:
@@ -357,7 +360,7 @@ def verify(p, port, result):
 
 
 def _reached(probe, plan, result):
-    row = probe.state() or probe.last or (None, None, None, None)
+    row = probe.state() or probe.last or (None, None, None, None, None)
     lsn = row[2]
     result["reached"] = {"lsn": lsn, "time": ledger.iso(row[3]) if row[3] else None, "timeline": plan["tli"]}
     start = plan["base"]["start_lsn"]
@@ -441,7 +444,7 @@ def ensure(p, check_mode=False, warn=None):
     if not p["switch"]:
         with timer.phase("open"):
             if target["action"] == "promote":
-                _promote(probe, p, result)
+                _promote(probe, p, result, target)
                 _set_block(new_dir, {"port": str(port), "archive_mode": "off"}, user)
         result.update(state="promoted" if target["action"] == "promote" else "paused", port=port,
                       msg="restored side by side in %s on port %d (%s); the cluster in %s was not touched"
@@ -453,8 +456,9 @@ def ensure(p, check_mode=False, warn=None):
     return result
 
 
-def _promote(probe, p, result):
-    probe.ask("SELECT pg_wal_replay_resume()")
+def _promote(probe, p, result, target):
+    """Paused at a target: resuming ends recovery. latest (a standby on the archive): promote."""
+    probe.ask("SELECT pg_promote(wait => false)" if target["kind"] == "latest" else "SELECT pg_wal_replay_resume()")
     result["time_to_writable_s"] = probe.wait("writable", p["timeout"])
 
 
@@ -507,12 +511,8 @@ def _switch(p, plan, names, target, result):
             pg_ctl(plan, "start", data_dir, user, log, p["timeout"], result["commands"])
         result["rolled_back"] = True
         raise
-    if target["kind"] == "latest":
-        # latest: replayed the archive as a standby (standby.signal); promoting ends it
-        probe.ask("SELECT pg_promote(wait => false)")
-        result["time_to_writable_s"] = probe.wait("writable", p["timeout"])
-    elif target["action"] == "promote":
-        _promote(probe, p, result)
+    if target["action"] == "promote":
+        _promote(probe, p, result, target)
     if target["action"] == "promote":
         _set_block(data_dir, {}, user)  # recovery settings are inert now; never let them surprise a rejoin
     _write_text(os.path.join(data_dir, MARKER), json.dumps({

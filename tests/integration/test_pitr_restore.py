@@ -88,6 +88,20 @@ def test_xid_target(history):
         _stop(cluster, res)
 
 
+def test_latest_replays_the_whole_archive_then_promotes(history):
+    cluster, _points = history
+    port = free_port()
+    res = module(MOD, cluster.args(switch=False, restore_port=port, target_latest=True))
+    assert res.get("failed") is not True, res.get("msg")
+    cluster.started.append(res["new_data_dir"])
+    try:
+        assert cluster.restored(port).batches() == {"0-before-backup": 5, "a": 5, "b": 5, "c": 5, "d": 5, "e": 5}
+        assert res["state"] == "promoted" and "recovery_target_action" not in res["recovery_settings"]
+        assert not os.path.exists(os.path.join(res["new_data_dir"], "standby.signal"))
+    finally:
+        _stop(cluster, res)
+
+
 def test_restore_point_target_and_promote_side_by_side(history):
     cluster, _points = history
     port = free_port()
