@@ -48,8 +48,9 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
     conn_args = {"login_host": primary["fediflow_pg_host"], "login_port": primary["fediflow_pg_port"],
                  "login_password": primary["fediflow_pg_superuser_password"], "db": primary["fediflow_app_db"]}
     backups = os.path.join(work, "backups")
-    res = module("fediflow.dr.pg_backup_verify", dict(conn_args, mode="physical", compression="zstd", verify="list",
-                                                       dest=backups, cluster_name="pitr-lab-test"))
+    backup_args = dict(conn_args, mode="physical", compression="zstd", verify="list", dest=backups,
+                       cluster_name="pitr-lab-test")
+    res = module("fediflow.dr.pg_backup_verify", backup_args)
     assert res.get("verified") is True, res.get("msg")
     with pg_connect(primary) as conn, conn.cursor() as cur:
         cur.execute("SELECT txid_current()")  # something to switch out even on an idle lab
