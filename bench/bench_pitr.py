@@ -123,8 +123,7 @@ def setup():
             target = psql(port, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')")
         if written >= WAL_MB * 1e6:
             break
-    seg = psql(port, "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    psql(port, "SELECT pg_switch_wal()")
+    seg = psql(port, "SELECT pg_walfile_name(pg_switch_wal())")
     if not poll(lambda: psql(port, "SELECT last_archived_wal >= '%s' FROM pg_stat_archiver" % seg) == "t", 300):
         raise SystemExit("WAL not archived")
     print("%d MB of WAL written and archived in %.0fs; target %s" % (written / 1e6, time.monotonic() - t0, target))

@@ -398,7 +398,7 @@ def check_archive(index, base, target, lineage, now_epoch=None, hint_lsn=None):
         raise FediflowError("WAL segment %s is missing from the archive: base backup %s needs WAL up to %s"
                             % (missing, base["id"], format_lsn(base["stop_lsn"])))
     lsn = target["value"] if kind == "lsn" else hint_lsn
-    if lsn is not None and lsn > reached_end:
+    if lsn is not None and lsn >= reached_end:  # a record must start at or after it in archived WAL
         if gap:
             raise FediflowError("WAL segment %s is missing from the archive (a gap): recovery cannot reach %s %s"
                                 % (missing, kind, target["display"]))

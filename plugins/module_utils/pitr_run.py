@@ -150,6 +150,9 @@ def read_marker(data_dir):
 def preflight(p, target, timeline_req, result):
     bindir = pgctl.find_bindir(p.get("bin_dir"))
     current = pgctl.status(bindir, p["data_dir"], p["os_user"])
+    if p["switch"] and current["state"] == "absent" and os.path.isdir(p["data_dir"]) and os.listdir(p["data_dir"]):
+        raise FediflowError("data_dir '%s' is not empty but holds no cluster (no PG_VERSION): move it away first, "
+                            "the restore takes its place" % p["data_dir"])
     manifests = read_ledger(p)
     index, cfg = read_archive(p)
     hint_time, xid_info = xid_hint(p, target)
@@ -259,7 +262,9 @@ def pg_ctl(plan, action, data_dir, user, log=None, timeout=120, commands=None, m
     if commands is not None:
         commands.append(res.as_dict())
     if res.rc != 0:
-        detail = _log_tail(log) if log else last_lines(res.stderr or res.stdout)
+        detail = last_lines(res.stderr or res.stdout)
+        if log and os.path.exists(log):
+            detail = "%s; log %s: %s" % (detail, log, _log_tail(log))
         raise FediflowError("pg_ctl %s -D %s failed (rc=%s): %s" % (action, data_dir, res.rc, detail))
     return res
 
@@ -451,7 +456,15 @@ def ensure(p, check_mode=False, warn=None):
                       % (new_dir, port, target["action"], p["data_dir"]))
     else:
         with timer.phase("switch"):
-            _switch(p, plan, names, target, result)
+            try:
+                _switch(p, plan, names, target, result)
+            except FediflowError as exc:
+                result.update(duration_s=timer.elapsed(), phases=timer.phases)
+                if result.get("rolled_back"):
+                    raise FediflowError("the switch failed and was rolled back - %s is the old cluster again, "
+                                        "running; the restore is kept in %s: %s"
+                                        % (p["data_dir"], result.get("failed_data_dir"), exc.message), result=result)
+                raise FediflowError(exc.message, result=result)
     result.update(duration_s=timer.elapsed(), phases=timer.phases)
     return result
 
@@ -486,29 +499,30 @@ def _switch(p, plan, names, target, result):
     pg_ctl(plan, "stop", new_dir, user, timeout=p["timeout"], commands=result["commands"])
     if plan["current"]["state"] == "running":
         pg_ctl(plan, "stop", data_dir, user, timeout=p["timeout"], commands=result["commands"])
-    moved = False
+    placed = False  # the restore is in data_dir
     try:
         if old_present:
             os.rename(data_dir, kept)
-        moved = True
         os.rename(new_dir, data_dir)
+        placed = True
         _set_block(data_dir, plan["settings"], user)
         probe = Probe(p, p["login_port"], data_dir, log)
         pg_ctl(plan, "start", data_dir, user, log, p["timeout"], result["commands"])
         probe.wait("paused" if target["kind"] != "latest" else "caught_up", p["timeout"], plan["last_segment_lsn"])
     except Exception:
-        if os.path.exists(os.path.join(data_dir, "postmaster.pid")) and moved:
-            try:
-                pg_ctl(plan, "stop", data_dir, user, mode="immediate", timeout=60)
-            except FediflowError:
-                pass
-        if moved and os.path.exists(data_dir):
+        if placed:
+            if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
+                try:
+                    pg_ctl(plan, "stop", data_dir, user, mode="immediate", timeout=60)
+                except FediflowError:
+                    pass
             os.rename(data_dir, new_dir)
             result["failed_data_dir"] = new_dir
         if old_present and os.path.exists(kept) and not os.path.exists(data_dir):
             os.rename(kept, data_dir)
         if plan["current"]["state"] == "running":
-            pg_ctl(plan, "start", data_dir, user, log, p["timeout"], result["commands"])
+            # its log beside it (DATA_DIR.log, as pg_ctl does here), whatever log_file says
+            pg_ctl(plan, "start", data_dir, user, _log_path({}, data_dir), p["timeout"], result["commands"])
         result["rolled_back"] = True
         raise
     if target["action"] == "promote":

@@ -106,8 +106,8 @@ class ArchivedCluster:
 
     def archive_now(self, timeout=30):
         """Switch WAL and wait until the segment is in the archive (polled, no sleep)."""
-        seg = self.node.one("SELECT pg_walfile_name(pg_current_wal_lsn())")
-        self.node.one("SELECT pg_switch_wal()")
+        # the segment just completed (pg_current_wal_lsn() on a segment boundary names the previous one)
+        seg = self.node.one("SELECT pg_walfile_name(pg_switch_wal())")
         ok = _poll(lambda: self.node.one("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (seg,)), timeout)
         assert ok, "segment %s was not archived within %ss" % (seg, timeout)
         return seg

@@ -53,10 +53,12 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
     res = module("fediflow.dr.pg_backup_verify", backup_args)
     assert res.get("verified") is True, res.get("msg")
     with pg_connect(primary) as conn, conn.cursor() as cur:
-        cur.execute("SELECT txid_current()")  # something to switch out even on an idle lab
-        cur.execute("SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())")
-        target_lsn, segment = cur.fetchone()
-        cur.execute("SELECT pg_switch_wal()")
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+        target_lsn = cur.fetchone()[0]
+        # a WAL record at/after the target even on an idle lab (a message record: no table, no catalog change)
+        cur.execute("SELECT pg_logical_emit_message(false, 'fediflow-pitr-test', 'target')")
+        cur.execute("SELECT pg_walfile_name(pg_switch_wal())")  # the segment just completed
+        segment = cur.fetchone()[0]
     from lab_fixtures import poll
 
     def archived():
@@ -89,8 +91,7 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
             _as_pg([os.path.join(bindir(), "pg_ctl"), "stop", "-D", res["new_data_dir"], "-m", "immediate", "-w"],
                    check=False)
             shutil.rmtree(res["new_data_dir"], ignore_errors=True)
-            for extra in (res["new_data_dir"] + ".log",):
-                if os.path.exists(extra):
-                    os.unlink(extra)
+        if res.get("new_data_dir") and os.path.exists(res["new_data_dir"] + ".log"):
+            os.unlink(res["new_data_dir"] + ".log")  # the restore's server log (kept by a failed run)
     assert (_pid(primary), _pid(standby)) == pids  # the lab's clusters were never restarted
     assert not [n for n in os.listdir(os.path.dirname(data_dir)) if ".pitr-" in n or ".pre-pitr-" in n]

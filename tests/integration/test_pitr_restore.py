@@ -129,6 +129,7 @@ def test_restore_point_target_and_promote_side_by_side(history):
     ({"target_time": "2099-01-01T00:00:00Z"}, "after the newest archived WAL"),
     ({"target_time": "2026-11-25T00:00:00Z", "target_lsn": "0/1"}, "give exactly one target, got target_time and target_lsn"),
     ({"target_lsn": "FF/0"}, "after the newest archived WAL"),
+    ({"target_latest": True, "backup_id": "20260101T000000Z-physical-000000"}, "is not a physical backup in the ledger"),
 ])
 def test_bad_inputs_are_refused_with_the_cluster_untouched(history, target, words):
     cluster, _points = history
@@ -180,6 +181,27 @@ def test_switch_in_place_keeps_the_old_data_directory_and_is_idempotent():
         fork = module(MOD, cluster.args(target_time=later))
         assert fork.get("failed") is True and "timeline ambiguity" in fork["msg"], fork.get("msg")
         assert cluster.exec("SELECT count(*) FROM t")[0][0] == 6
+    finally:
+        cluster.destroy()
+
+
+def test_a_switch_that_fails_is_rolled_back():
+    """The restore cannot start in the cluster's place (its log_file cannot be written): the rename
+    is undone, the old cluster started again with its data, the restore kept aside for inspection."""
+    cluster = make_cluster()
+    try:
+        cluster.base_backup()
+        a = cluster.batch("a")
+        cluster.batch("b")
+        cluster.archive_now()
+        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
+        res = module(MOD, cluster.args(target_time=when, log_file="/nonexistent/dir/pg.log"))
+        assert res.get("failed") is True and res.get("rolled_back") is True, res.get("msg")
+        assert cluster.node.running() and cluster.exec("SELECT count(*) FROM t")[0][0] == 10
+        cluster.exec("INSERT INTO t (batch) VALUES ('still-writable')")
+        assert res["failed_data_dir"] in cluster.leftovers()
+        assert not glob.glob(cluster.data_dir + ".pre-pitr-*")
+        assert not os.path.exists(os.path.join(cluster.data_dir, "fediflow_pitr.json"))
     finally:
         cluster.destroy()
 

@@ -218,6 +218,10 @@ def test_bounds_of_the_archive():
     assert "after the newest archived WAL (segment %s" % seg(2, 8) in err.value.message
     with pytest.raises(FediflowError, match="after the newest archived WAL"):
         pitr.check_archive(idx, b2, target(target_lsn="0/9000001"), idx["lineage"][2])
+    # exactly the end of the last archived segment: the record there is in a segment not archived yet
+    with pytest.raises(FediflowError, match="after the newest archived WAL"):
+        pitr.check_archive(idx, b2, target(target_lsn="0/9000000"), idx["lineage"][2])
+    pitr.check_archive(idx, b2, target(target_lsn="0/8FFFFFF"), idx["lineage"][2])
 
 
 def test_a_gap_in_the_archive_is_named():
