@@ -168,6 +168,11 @@ notes:
   - Connection options (O(login_host), O(login_port) ...) are the cluster's own; the restored cluster is reached at
     O(login_host) and O(restore_port) while it is verified, with the roles and passwords of the base backup.
   - An O(target_xid) or O(target_name) whose position is unknown (no commit timestamp) gets the oldest usable backup.
+  - O(target_latest) is the end of the WAL archive when the restore runs; WAL of a still running cluster that is not
+    archived yet (its current segment) is not included. It is meant for a cluster that is gone or down.
+  - After O(switch=true) with O(action=pause), the cluster stays in recovery at the target; C(SELECT
+    pg_wal_replay_resume()) opens it (a new timeline), then remove the C(fediflow.dr pitr_restore) block from its
+    C(postgresql.auto.conf) (or run the module again with O(action=promote) and O(force=true) from a fresh restore).
 seealso:
   - module: fediflow.dr.pg_backup_verify
   - name: Recovery target settings

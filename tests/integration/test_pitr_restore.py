@@ -185,6 +185,27 @@ def test_switch_in_place_keeps_the_old_data_directory_and_is_idempotent():
         cluster.destroy()
 
 
+def test_latest_after_the_cluster_went_down_replaces_it():
+    """Disaster case: the cluster is down (stopped, data directory damaged or not): latest restores
+    everything archived in its place, promoted; the old data directory is kept."""
+    cluster = make_cluster()
+    try:
+        cluster.base_backup()
+        cluster.batch("a")
+        cluster.batch("b")
+        cluster.archive_now()
+        cluster.node.stop("immediate")
+        res = module(MOD, cluster.args(target_latest=True))
+        assert res.get("failed") is not True, res.get("msg")
+        assert res["cluster_before"]["state"] == "stopped" and res["switched"] and res["state"] == "promoted"
+        assert cluster.exec("SELECT batch, count(*) FROM t GROUP BY batch ORDER BY 1") == [("a", 5), ("b", 5)]
+        assert cluster.node.one("SELECT NOT pg_is_in_recovery()") is True
+        assert os.path.isfile(os.path.join(res["kept_data_dir"], "PG_VERSION"))
+        assert not os.path.exists(os.path.join(cluster.data_dir, "standby.signal"))
+    finally:
+        cluster.destroy()
+
+
 def test_a_switch_that_fails_is_rolled_back():
     """The restore cannot start in the cluster's place (its log_file cannot be written): the rename
     is undone, the old cluster started again with its data, the restore kept aside for inspection."""
