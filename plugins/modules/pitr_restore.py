@@ -171,8 +171,8 @@ notes:
   - O(target_latest) is the end of the WAL archive when the restore runs; WAL of a still running cluster that is not
     archived yet (its current segment) is not included. It is meant for a cluster that is gone or down.
   - After O(switch=true) with O(action=pause), the cluster stays in recovery at the target; C(SELECT
-    pg_wal_replay_resume()) opens it (a new timeline), then remove the C(fediflow.dr pitr_restore) block from its
-    C(postgresql.auto.conf) (or run the module again with O(action=promote) and O(force=true) from a fresh restore).
+    pg_wal_replay_resume()) opens it (a new timeline); then remove the C(fediflow.dr pitr_restore) block from its
+    C(postgresql.auto.conf) so the recovery settings cannot apply to a later standby.
 seealso:
   - module: fediflow.dr.pg_backup_verify
   - name: Recovery target settings
