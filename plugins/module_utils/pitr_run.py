@@ -51,6 +51,8 @@ def validate(p):
         raise FediflowError("restore_port must be between 1 and 65535, got %s" % port)
     if int(p.get("timeout") or 0) < 1:
         raise FediflowError("timeout must be at least 1 second, got %s" % p.get("timeout"))
+    if p.get("verify_jobs") is not None and int(p["verify_jobs"]) < 1:
+        raise FediflowError("verify_jobs must be at least 1, got %s" % p["verify_jobs"])
     if int(p.get("amcheck_max_indexes") or 0) < 0:
         raise FediflowError("amcheck_max_indexes must be >= 0, got %s" % p.get("amcheck_max_indexes"))
     postgres.validate_conn(p)
@@ -323,41 +325,96 @@ class Probe:
         return waited
 
 
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def run_checks(params, tasks, jobs):
+    """Run ``[(kind, name, sql, args)]`` on ``jobs`` connections at once (the big tables and
+    indexes are scanned in parallel); returns ``{(kind, name): (ok, value or error)}``."""
+    import queue  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    pending = queue.Queue()
+    for task in tasks:
+        pending.put(task)
+    results = {}
+    failures = []
+
+    def worker():
+        try:
+            conn = postgres.connect(params)
+        except FediflowError as exc:
+            failures.append(exc)
+            return
+        try:
+            while True:
+                try:
+                    kind, name, sql, args = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute(sql, args)
+                        results[(kind, name)] = (True, cur.fetchone()[0] if cur.description else None)
+                except Exception as exc:  # pylint: disable=broad-except
+                    results[(kind, name)] = (False, _first_line(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _i in range(max(1, min(jobs, len(tasks))))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures and len(results) < len(tasks):
+        raise failures[0]
+    return results
+
+
 def verify(p, port, result):
-    """Integrity checks on the restored cluster (read-only: it is paused in recovery)."""
+    """Integrity checks on the restored cluster (read-only: it is paused in recovery): every table
+    of ``db`` counted and the largest B-tree indexes checked with amcheck, in parallel, then the
+    sentinel query."""
     params = dict(p, login_port=port, login_host=p.get("login_host") or "127.0.0.1")
     checks = {"ok": True}
     conn = postgres.connect(params)
     try:
-        counts = backup.row_counts(conn)
-        checks["row_counts"] = counts
+        tables = backup.user_tables(conn)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'")
             has_amcheck = cur.fetchone()[0] > 0
-            amcheck = {"available": has_amcheck, "indexes": []}
+            indexes = []
             if has_amcheck and p["amcheck"] and p["amcheck_max_indexes"]:
                 cur.execute("""SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                                JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace
                                WHERE a.amname = 'btree' AND i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                                  AND n.nspname NOT LIKE 'pg_toast%%'
                                ORDER BY pg_relation_size(c.oid) DESC LIMIT %s""", (int(p["amcheck_max_indexes"]),))
-                for (index,) in cur.fetchall():
-                    try:
-                        cur.execute("SELECT bt_index_check(%s::regclass)", (index,))
-                        amcheck["indexes"].append({"index": index, "ok": True})
-                    except Exception as exc:  # pylint: disable=broad-except
-                        amcheck["indexes"].append({"index": index, "ok": False, "error": str(exc).strip().splitlines()[0]})
-                        checks["ok"] = False
-            checks["amcheck"] = amcheck
-            if p.get("sentinel_query"):
+                indexes = [row[0] for row in cur.fetchall()]
+        # names come quoted from quote_ident (user_tables); indexes are passed as parameters
+        tasks = [("count", t, "SELECT count(*) FROM %s" % t, None) for t in tables]
+        tasks += [("amcheck", i, "SELECT bt_index_check(%s::regclass)", (i,)) for i in indexes]
+        done = run_checks(params, tasks, int(p.get("verify_jobs") or 4))
+        checks["row_counts"] = {t: done[("count", t)][1] for t in tables if done[("count", t)][0]}
+        unreadable = ["%s (%s)" % (t, done[("count", t)][1]) for t in tables if not done[("count", t)][0]]
+        if unreadable:
+            checks.update(ok=False, unreadable_tables=unreadable)
+        amcheck = {"available": has_amcheck, "indexes": []}
+        for index in indexes:
+            ok, value = done[("amcheck", index)]
+            amcheck["indexes"].append({"index": index, "ok": True} if ok else {"index": index, "ok": False, "error": value})
+            checks["ok"] = checks["ok"] and ok
+        checks["amcheck"] = amcheck
+        if p.get("sentinel_query"):
+            with conn.cursor() as cur:
                 try:
                     cur.execute(p["sentinel_query"])
                     row = cur.fetchone() if cur.description else None
-                    good = bool(row and row[0])
-                    checks["sentinel"] = {"ok": good, "value": str(row[0]) if row else None}
+                    checks["sentinel"] = {"ok": bool(row and row[0]), "value": str(row[0]) if row else None}
                 except Exception as exc:  # pylint: disable=broad-except
-                    checks["sentinel"] = {"ok": False, "error": str(exc).strip().splitlines()[0]}
-                checks["ok"] = checks["ok"] and checks["sentinel"]["ok"]
+                    checks["sentinel"] = {"ok": False, "error": _first_line(exc)}
+            checks["ok"] = checks["ok"] and checks["sentinel"]["ok"]
     finally:
         conn.close()
     result["verification"] = checks
@@ -435,6 +492,7 @@ def ensure(p, check_mode=False, warn=None):
             checks = verify(p, port, result)
         if not checks["ok"]:
             bad = ["amcheck %s" % i["index"] for i in checks["amcheck"]["indexes"] if not i["ok"]]
+            bad += ["row count of %s" % t for t in checks.get("unreadable_tables", [])]
             if not checks.get("sentinel", {"ok": True})["ok"]:
                 bad.append("sentinel_query")
             raise FediflowError("the restored cluster failed its integrity checks (%s): the old cluster stays in place"

@@ -142,6 +142,10 @@ options:
     description: How many indexes C(amcheck) checks, largest first.
     type: int
     default: 10
+  verify_jobs:
+    description: Connections that count tables and run C(amcheck) at once.
+    type: int
+    default: 4
   keep_failed:
     description: Keep the new data directory of a failed restore for inspection (it is stopped).
     type: bool
@@ -270,7 +274,8 @@ wal_segments_replayed:
   returned: when recovery ran
   type: int
 verification:
-  description: The integrity checks - C(ok), C(row_counts) per table, C(amcheck) (C(available), C(indexes)), C(sentinel).
+  description: The integrity checks - C(ok), C(row_counts) per table, C(unreadable_tables) (when a count failed),
+    C(amcheck) (C(available), C(indexes)), C(sentinel).
   returned: when recovery ran
   type: dict
 config_from_current:
@@ -353,6 +358,7 @@ def main():
         sentinel_query={"type": "str"},
         amcheck={"type": "bool", "default": True},
         amcheck_max_indexes={"type": "int", "default": 10},
+        verify_jobs={"type": "int", "default": 4},
         keep_failed={"type": "bool", "default": False},
         force={"type": "bool", "default": False},
         os_user={"type": "str", "default": "postgres"},

@@ -35,6 +35,7 @@ def test_valid_input_passes(params):
     ({"restore_port": 70000}, "restore_port must be between 1 and 65535"),
     ({"timeout": 0}, "timeout must be at least 1 second"),
     ({"amcheck_max_indexes": -1}, "amcheck_max_indexes must be >= 0"),
+    ({"verify_jobs": 0}, "verify_jobs must be at least 1"),
     ({"timeline": "sideways"}, "timeline must be auto, latest or a timeline number"),
     ({"target_lsn": "0/1"}, "give exactly one target, got target_time and target_lsn"),
     ({"login_port": 0}, "login_port must be between 1 and 65535"),
