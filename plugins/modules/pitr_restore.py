@@ -1,0 +1,374 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pitr_restore
+short_description: Point-in-time restore of a PostgreSQL cluster from the backup ledger and the WAL archive
+version_added: 0.1.0
+description:
+  - "Preflight, before anything is stopped or written: exactly one target (O(target_time) with a
+    time zone, O(target_lsn), O(target_xid), O(target_name) or O(target_latest)); the WAL archive
+    (the collection's own backend, read through O(wal_config)) listed with its timeline history
+    files; the recovery timeline chosen (O(timeline)), refusing a target that could be on either
+    side of a fork; the newest B(verified) physical base backup of the ledger (O(backup_dest)
+    and/or O(s3_bucket)) that ends before the target and lies on that timeline's history; a
+    target before the oldest verified backup's end, after the newest archived WAL, or behind a
+    gap in the archive refused, naming the backup or segment."
+  - "Restore: the base backup goes into a B(new) data directory beside O(data_dir)
+    (C(DATA_DIR.pitr-TIMESTAMP)), with the running cluster's configuration files
+    (O(keep_config)), C(recovery.signal) and C(recovery_target_*), C(recovery_target_timeline),
+    C(recovery_target_inclusive), C(restore_command) (C(fediflow_wal.py fetch)) and
+    C(recovery_target_action=pause) in C(postgresql.auto.conf). It starts on O(restore_port)
+    and is polled (C(pg_get_wal_replay_pause_state())) until it is paused at the target,
+    read-only; a server that stops (for instance C(recovery ended before configured recovery
+    target was reached)) fails the run with the line from its log. O(target_latest) replays the
+    whole archive as a standby (C(standby.signal)) instead, until it reaches the last archived
+    segment."
+  - "Verification, still beside the running cluster: every table of O(db) counted, C(amcheck)'s
+    C(bt_index_check) on the largest B-tree indexes when the extension is installed, and
+    O(sentinel_query) (its first column must be true). A failure removes the new directory
+    (O(keep_failed) keeps it) and leaves the old cluster running, untouched."
+  - "Switch (O(switch=true)): the old cluster is stopped (fast) and its data directory renamed
+    C(DATA_DIR.pre-pitr-TIMESTAMP) - never deleted; the restore takes its place and starts on
+    the cluster's own port; it replays to the target again and pauses; with O(action=promote)
+    it is resumed, which ends recovery on a new timeline, and the recovery settings are removed.
+    If the restored cluster does not come up there, the rename is undone and the old cluster
+    started again. O(switch=false) leaves the restore running on O(restore_port) with archiving
+    off, the old cluster untouched (drills, inspection)."
+  - Standbys of the old cluster follow the old timeline; re-seed them (the replication role's rejoin).
+  - A second run with the same target finds the marker C(fediflow_pitr.json) the switch wrote in O(data_dir) and
+    changes nothing (the writes made since are not rolled back again); O(force=true) restores again.
+author:
+  - FediFlow SRE (@fediflow)
+extends_documentation_fragment:
+  - fediflow.dr.postgres
+  - fediflow.dr.aws
+  - fediflow.dr.attributes
+  - fediflow.dr.attributes.ALL_SUPPORTED
+options:
+  data_dir:
+    description: Data directory of the cluster to restore (it may be missing after a disaster).
+    type: path
+    required: true
+  target_time:
+    description:
+      - Recover up to this time, ISO 8601 with a time zone (C(2026-11-25T14:03:00Z), C(+02:00)).
+        A bare local time is refused.
+    type: str
+  target_lsn:
+    description: Recover up to this WAL location (C(0/3000148)).
+    type: str
+  target_xid:
+    description: Recover up to this transaction id. When the running cluster answers, an aborted or unfinished one is refused.
+    type: str
+  target_name:
+    description: Recover up to this restore point (C(pg_create_restore_point())).
+    type: str
+  target_latest:
+    description: Recover everything the archive holds.
+    type: bool
+    default: false
+  inclusive:
+    description: Stop just after (V(true)) or just before (V(false)) the target; for O(target_time), O(target_lsn), O(target_xid).
+    type: bool
+    default: true
+  action:
+    description: After the target is reached and verified, open the cluster for writes (V(promote)) or leave it paused, read-only (V(pause)).
+    type: str
+    choices: [ promote, pause ]
+    default: promote
+  timeline:
+    description:
+      - V(auto) follows the newest timeline unless the archive forks with WAL on both sides and the target may be
+        on either (refused); V(latest) always follows the newest; a number follows that timeline.
+    type: str
+    default: auto
+  backup_dest:
+    description: Local ledger directory of physical backups (O(fediflow.dr.pg_backup_verify#module:dest) of mode=physical).
+    type: path
+  s3_bucket:
+    description: Bucket of the S3 ledger (also searched when O(backup_dest) is given; local copies are preferred).
+    type: str
+  s3_prefix:
+    description: Key prefix of the S3 ledger of physical backups.
+    type: str
+    default: ""
+  backup_id:
+    description: Restore this backup instead of choosing one. It must be verified and end before the target.
+    type: str
+  backup_cluster:
+    description: Only consider backups whose ledger manifest names this cluster (C(cluster_name) of pg_backup_verify).
+    type: str
+  wal_config:
+    description: The JSON configuration of C(fediflow_wal.py) (the replication role's C(replication_wal_config_file)).
+    type: path
+    required: true
+  wal_tool:
+    description: Path of C(fediflow_wal.py) on this host (the replication role installs it in C(replication_tools_dir)).
+    type: path
+    required: true
+  wal_python:
+    description: Python that runs O(wal_tool) in C(restore_command).
+    type: path
+    default: /usr/bin/python3
+  wal_segment_size:
+    description: WAL segment size of the cluster in bytes.
+    type: int
+    default: 16777216
+  restore_port:
+    description: Port of the restored cluster while it is verified (and afterwards with O(switch=false)). Default a free port.
+    type: int
+  switch:
+    description: Replace O(data_dir) with the verified restore (see the description), or leave it beside it.
+    type: bool
+    default: true
+  keep_config:
+    description: Copy the running cluster's C(postgresql.conf), C(pg_hba.conf), C(pg_ident.conf), C(postgresql.auto.conf) into the restore.
+    type: bool
+    default: true
+  sentinel_query:
+    description: A query run on the restored cluster before the switch; its first column must be true.
+    type: str
+  amcheck:
+    description: Run C(bt_index_check) on the largest B-tree indexes when the C(amcheck) extension is installed in O(db).
+    type: bool
+    default: true
+  amcheck_max_indexes:
+    description: How many indexes C(amcheck) checks, largest first.
+    type: int
+    default: 10
+  verify_jobs:
+    description: Connections that count tables and run C(amcheck) at once.
+    type: int
+    default: 4
+  keep_failed:
+    description: Keep the new data directory of a failed restore for inspection (it is stopped).
+    type: bool
+    default: false
+  force:
+    description: Restore again although O(data_dir) was already restored to this target.
+    type: bool
+    default: false
+  os_user:
+    description: OS user owning the cluster; PostgreSQL programs run as this user.
+    type: str
+    default: postgres
+  bin_dir:
+    description: Directory of C(pg_ctl). By default C(pg_config --bindir), else the newest C(/usr/lib/postgresql/*/bin).
+    type: path
+  log_file:
+    description: Server log of the cluster after the switch. Default C(DATA_DIR.log) beside O(data_dir).
+    type: path
+  timeout:
+    description: Seconds allowed for each wait - recovery to the target, the restart after the switch, the promotion.
+    type: int
+    default: 3600
+notes:
+  - Connection options (O(login_host), O(login_port) ...) are the cluster's own; the restored cluster is reached at
+    O(login_host) and O(restore_port) while it is verified, with the roles and passwords of the base backup.
+  - An O(target_xid) or O(target_name) whose position is unknown (no commit timestamp) gets the oldest usable backup.
+  - O(target_latest) is the end of the WAL archive when the restore runs; WAL of a still running cluster that is not
+    archived yet (its current segment) is not included. It is meant for a cluster that is gone or down.
+  - After O(switch=true) with O(action=pause), the cluster stays in recovery at the target; C(SELECT
+    pg_wal_replay_resume()) opens it (a new timeline); then remove the C(fediflow.dr pitr_restore) block from its
+    C(postgresql.auto.conf) so the recovery settings cannot apply to a later standby.
+seealso:
+  - module: fediflow.dr.pg_backup_verify
+  - name: Recovery target settings
+    description: PostgreSQL 15 recovery targets.
+    link: https://www.postgresql.org/docs/15/runtime-config-wal.html#RUNTIME-CONFIG-WAL-RECOVERY-TARGET
+"""
+
+EXAMPLES = r"""
+- name: Undo a bad migration - restore the primary to just before it, verified before the switch
+  fediflow.dr.pitr_restore:
+    data_dir: /var/lib/postgresql/15/main
+    target_time: "2026-11-25T14:03:00+00:00"
+    inclusive: false
+    backup_dest: /var/backups/fediflow/physical
+    s3_bucket: fediflow-backups-us-east-1
+    s3_prefix: postgres/us-east-1/physical
+    wal_config: /var/lib/postgresql/15/fediflow-wal.json
+    wal_tool: /usr/local/lib/fediflow-dr/fediflow_wal.py
+    login_password: "{{ vault_pg_superuser_password }}"
+    db: fediflow
+    sentinel_query: SELECT count(*) > 0 FROM accounts
+  register: pitr
+
+- name: Drill - restore to a named point beside the running cluster, paused for inspection
+  fediflow.dr.pitr_restore:
+    data_dir: /var/lib/postgresql/15/main
+    target_name: drill-2026-11-25
+    action: pause
+    switch: false
+    restore_port: 25432
+    backup_dest: /var/backups/fediflow/physical
+    wal_config: /var/lib/postgresql/15/fediflow-wal.json
+    wal_tool: /usr/local/lib/fediflow-dr/fediflow_wal.py
+    login_password: "{{ vault_pg_superuser_password }}"
+"""
+
+RETURN = r"""
+target:
+  description: The target as understood - C(kind), C(value) (time normalized to UTC), C(inclusive), C(action),
+    C(timeline) followed and its C(lineage).
+  returned: always
+  type: dict
+  sample: {kind: time, value: "2026-11-25 14:03:00.000000+00", inclusive: false, action: promote, timeline: 2, lineage: [1, 2]}
+base_backup:
+  description: The base backup chosen - C(id), C(stop_time), C(start_lsn), C(stop_lsn), C(timeline), C(where) (local or s3), C(why).
+  returned: always
+  type: dict
+archive:
+  description: The WAL the restore reads - C(first_segment), C(last_segment), C(segments_available), C(end_lsn),
+    C(newest_archived_at), C(gap_at), C(backend).
+  returned: always
+  type: dict
+recovery_settings:
+  description: The settings written to C(postgresql.auto.conf) for recovery (C(restore_command) holds no secret - only the config path).
+  returned: always
+  type: dict
+marker:
+  description: The marker of the earlier restore (C(target), C(kind), C(base_backup), C(at), C(kept_data_dir)).
+  returned: when state is already_restored
+  type: dict
+cluster_before:
+  description: C(state) (running, stopped, absent) and C(pid) of the cluster in O(data_dir) before the run.
+  returned: always
+  type: dict
+new_data_dir:
+  description: Where the restore was built (after a switch it lives in O(data_dir)).
+  returned: when changed
+  type: str
+kept_data_dir:
+  description: The old data directory, renamed with a timestamp.
+  returned: when switched
+  type: str
+restore_port:
+  description: Port of the restored cluster while it was verified.
+  returned: when changed
+  type: int
+port:
+  description: Port the restored cluster runs on at the end.
+  returned: on success when changed
+  type: int
+switched:
+  description: Whether the restore replaced O(data_dir).
+  returned: always
+  type: bool
+state:
+  description: C(promoted), C(paused) (at the target, read-only) or C(already_restored).
+  returned: on success
+  type: str
+reached:
+  description: Where recovery stopped - C(lsn) (C(pg_last_wal_replay_lsn())), C(time) (last replayed commit), C(timeline).
+  returned: when recovery ran
+  type: dict
+wal_segments_replayed:
+  description: WAL segments from the base backup's start to the reached LSN.
+  returned: when recovery ran
+  type: int
+verification:
+  description: The integrity checks - C(ok), C(row_counts) per table, C(unreadable_tables) (when a count failed),
+    C(amcheck) (C(available), C(indexes)), C(sentinel).
+  returned: when recovery ran
+  type: dict
+config_from_current:
+  description: Configuration files copied from the running cluster into the restore.
+  returned: when changed
+  type: list
+  elements: str
+xid_check:
+  description: For O(target_xid), what the running cluster said about it (C(status), C(commit_time)) or why it could not be asked.
+  returned: when O(target_xid) is given
+  type: dict
+time_to_writable_s:
+  description: Seconds from resuming replay to the first moment the cluster accepted writes.
+  returned: when promoted
+  type: float
+rolled_back:
+  description: The switch failed and was undone (old data directory back in place and started).
+  returned: on a failed switch
+  type: bool
+failed_data_dir:
+  description: The restore's data directory kept after a failure (O(keep_failed), or a failed switch).
+  returned: on failure
+  type: str
+log_file:
+  description: Server log of the failed restore.
+  returned: on failure
+  type: str
+commands:
+  description: The C(pg_ctl) commands run (argv, rc, duration_s).
+  returned: always
+  type: list
+  elements: dict
+msg:
+  description: One line saying what was done.
+  returned: always
+  type: str
+phases:
+  description: Seconds per phase (preflight, download, extract, recovery, verify, switch or open).
+  returned: always
+  type: dict
+duration_s:
+  description: Wall time of the module, in seconds.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fediflow.dr.plugins.module_utils import pitr_run
+from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
+from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
+from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
+
+
+def main():
+    spec = postgres_common_argument_spec()
+    spec.update(aws_common_argument_spec())
+    spec.update(
+        data_dir={"type": "path", "required": True},
+        target_time={"type": "str"},
+        target_lsn={"type": "str"},
+        target_xid={"type": "str"},
+        target_name={"type": "str"},
+        target_latest={"type": "bool", "default": False},
+        inclusive={"type": "bool", "default": True},
+        action={"type": "str", "default": "promote", "choices": ["promote", "pause"]},
+        timeline={"type": "str", "default": "auto"},
+        backup_dest={"type": "path"},
+        s3_bucket={"type": "str"},
+        s3_prefix={"type": "str", "default": ""},
+        backup_id={"type": "str"},
+        backup_cluster={"type": "str"},
+        wal_config={"type": "path", "required": True},
+        wal_tool={"type": "path", "required": True},
+        wal_python={"type": "path", "default": "/usr/bin/python3"},
+        wal_segment_size={"type": "int", "default": 16777216},
+        restore_port={"type": "int"},
+        switch={"type": "bool", "default": True},
+        keep_config={"type": "bool", "default": True},
+        sentinel_query={"type": "str"},
+        amcheck={"type": "bool", "default": True},
+        amcheck_max_indexes={"type": "int", "default": 10},
+        verify_jobs={"type": "int", "default": 4},
+        keep_failed={"type": "bool", "default": False},
+        force={"type": "bool", "default": False},
+        os_user={"type": "str", "default": "postgres"},
+        bin_dir={"type": "path"},
+        log_file={"type": "path"},
+        timeout={"type": "int", "default": 3600},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    run_module(module, pitr_run.ensure, dict(module.params), check_mode=module.check_mode, warn=module.warn)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""pitr_restore against the lab's real setup, read-only for the lab: the us-east-1 primary's
+WAL archive in moto's S3 (written by the replication role's fediflow_wal.py, read through the
+role's own config file) and a base backup of it taken into a private directory. The restore
+runs beside the lab (switch=false, a free port, archiving off) and is removed afterwards; the
+lab's primary and standby keep running untouched (same postmaster pids). Skipped when the lab
+is not up; it never starts or stops the lab."""
+import os
+import shutil
+import socket
+import tempfile
+
+import pytest
+
+from doubles_fixtures import free_port
+from lab_fixtures import inventory, module, pg_connect
+from pair_fixtures import _as_pg, bindir
+
+
+def _listening(port):
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid(hvars):
+    with open(os.path.join(hvars["fediflow_pg_data_dir"], "postmaster.pid"), encoding="utf-8") as handle:
+        return int(handle.readline())
+
+
+@pytest.fixture
+def lab_ro():
+    primary, standby = inventory()
+    if not all(_listening(p) for p in (primary["fediflow_pg_port"], standby["fediflow_pg_port"], 15000)):
+        pytest.skip("the lab is not up (this test never brings it up)")
+    work = tempfile.mkdtemp(prefix="fediflow-pitr-lab-", dir="/var/tmp")
+    shutil.chown(work, "postgres")
+    yield primary, standby, work
+    for name in os.listdir(work):
+        if os.path.isfile(os.path.join(work, name, "postmaster.pid")):
+            _as_pg([os.path.join(bindir(), "pg_ctl"), "stop", "-D", os.path.join(work, name), "-m", "immediate", "-w"],
+                   check=False)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
+    primary, standby, work = lab_ro
+    pids = (_pid(primary), _pid(standby))
+    conn_args = {"login_host": primary["fediflow_pg_host"], "login_port": primary["fediflow_pg_port"],
+                 "login_password": primary["fediflow_pg_superuser_password"], "db": primary["fediflow_app_db"]}
+    backups = os.path.join(work, "backups")
+    backup_args = dict(conn_args, mode="physical", compression="zstd", verify="list", dest=backups,
+                       cluster_name="pitr-lab-test")
+    res = module("fediflow.dr.pg_backup_verify", backup_args)
+    assert res.get("verified") is True, res.get("msg")
+    with pg_connect(primary) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+        target_lsn = cur.fetchone()[0]
+        # a WAL record at/after the target even on an idle lab (a message record: no table, no catalog change)
+        cur.execute("SELECT pg_logical_emit_message(false, 'fediflow-pitr-test', 'target')")
+        cur.execute("SELECT pg_walfile_name(pg_switch_wal())")  # the segment just completed
+        segment = cur.fetchone()[0]
+    from lab_fixtures import poll
+
+    def archived():
+        with pg_connect(primary) as conn, conn.cursor() as cur:
+            cur.execute("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (segment,))
+            return cur.fetchone()[0]
+    assert poll(archived, 60), "segment %s not archived by the lab primary" % segment
+    port = free_port()
+    data_dir = primary["fediflow_pg_data_dir"]
+    res = module("fediflow.dr.pitr_restore", dict(
+        conn_args, data_dir=data_dir, target_lsn=target_lsn, action="pause", switch=False, restore_port=port,
+        backup_dest=backups, wal_config=os.path.join(os.path.dirname(data_dir), "fediflow-wal.json"),
+        wal_tool=os.path.join(primary["fediflow_tools_dir"].replace("{{ fediflow_lab_dir }}", primary["fediflow_lab_dir"]),
+                              "fediflow_wal.py"), timeout=120))
+    try:
+        assert res.get("failed") is not True, res.get("msg")
+        assert res["archive"]["backend"] == "s3" and res["state"] == "paused" and res["verification"]["ok"]
+        assert res["new_data_dir"].startswith(data_dir + ".pitr-")
+        import psycopg2
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                                password=primary["fediflow_pg_superuser_password"])
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state(), "
+                        "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0, current_setting('archive_mode')",
+                        (target_lsn,))
+            assert cur.fetchone() == (True, "paused", True, "off")
+        conn.close()
+    finally:
+        if res.get("new_data_dir") and os.path.isdir(res["new_data_dir"]):
+            _as_pg([os.path.join(bindir(), "pg_ctl"), "stop", "-D", res["new_data_dir"], "-m", "immediate", "-w"],
+                   check=False)
+            shutil.rmtree(res["new_data_dir"], ignore_errors=True)
+        if res.get("new_data_dir") and os.path.exists(res["new_data_dir"] + ".log"):
+            os.unlink(res["new_data_dir"] + ".log")  # the restore's server log (kept by a failed run)
+    assert (_pid(primary), _pid(standby)) == pids  # the lab's clusters were never restarted
+    assert not [n for n in os.listdir(os.path.dirname(data_dir)) if ".pitr-" in n or ".pre-pitr-" in n]
