@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: pitr_restore
 short_description: Point-in-time restore of a PostgreSQL cluster from the backup ledger and the WAL archive
-version_added: 0.1.0
+version_added: 0.3.0
 description:
   - "Preflight, before anything is stopped or written: exactly one target (O(target_time) with a
     time zone, O(target_lsn), O(target_xid), O(target_name) or O(target_latest)); the WAL archive
