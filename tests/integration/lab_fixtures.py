@@ -102,8 +102,8 @@ def poll(predicate, timeout, interval=0.1):
     return value
 
 
-def pg_role(hv):
-    """'primary', 'standby' or None (down)."""
+def _ask(hv, sql):
+    """First column of the first row, or None when the server does not answer or returns no row."""
     import psycopg2  # pylint: disable=import-outside-toplevel
     try:
         conn = pg_connect(hv)
@@ -111,25 +111,21 @@ def pg_role(hv):
         return None
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_is_in_recovery()")
-            return "standby" if cur.fetchone()[0] else "primary"
+            cur.execute(sql)
+            row = cur.fetchone()
+            return row[0] if row else None
     finally:
         conn.close()
+
+
+def pg_role(hv):
+    """'primary', 'standby' or None (down)."""
+    in_recovery = _ask(hv, "SELECT pg_is_in_recovery()")
+    return None if in_recovery is None else ("standby" if in_recovery else "primary")
 
 
 def pg_streaming(hv):
-    import psycopg2  # pylint: disable=import-outside-toplevel
-    try:
-        conn = pg_connect(hv)
-    except psycopg2.OperationalError:
-        return False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT status FROM pg_stat_wal_receiver")
-            row = cur.fetchone()
-            return bool(row) and row[0] == "streaming"
-    finally:
-        conn.close()
+    return _ask(hv, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
 
 
 def lab_is_home(primary, standby):

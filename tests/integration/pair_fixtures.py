@@ -20,6 +20,7 @@ import uuid
 import psycopg2
 
 from doubles_fixtures import free_port
+from lab_fixtures import poll
 
 OS_USER = "postgres"
 SUPERUSER = "postgres"
@@ -48,15 +49,6 @@ def _write(path, text, mode=0o600, append=False):
     ent = pwd.getpwnam(OS_USER)
     os.chown(path, ent.pw_uid, ent.pw_gid)
     os.chmod(path, mode)
-
-
-def _poll(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 class Node:
@@ -94,8 +86,8 @@ class Node:
         conn.autocommit = autocommit
         return conn
 
-    def query(self, sql, args=None):
-        conn = self.connect()
+    def query(self, sql, args=None, db="postgres"):
+        conn = self.connect(db)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
@@ -154,8 +146,8 @@ class PgPair:
                "primary_conninfo = 'host=127.0.0.1 port=%d user=%s passfile=%s application_name=standby'\n"
                % (self.primary.port, REPLICATOR, self.passfile), append=True)
         self.standby.start()
-        streaming = _poll(lambda: self.standby.query(
-            "SELECT status FROM pg_stat_wal_receiver") == [("streaming",)], timeout=30)
+        streaming = poll(lambda: self.standby.query(
+            "SELECT status FROM pg_stat_wal_receiver") == [("streaming",)], timeout=30, interval=0.05)
         assert streaming, "standby on port %d did not start streaming" % self.standby.port
         self.build_s = round(time.monotonic() - t0, 3)
         return self
@@ -163,14 +155,14 @@ class PgPair:
     def wait_replayed(self, timeout=30):
         """Wait until the standby has replayed everything the primary has flushed."""
         target = self.primary.one("SELECT pg_current_wal_flush_lsn()::text")
-        return _poll(lambda: self.standby.one(
-            "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", (target,)), timeout)
+        return poll(lambda: self.standby.one(
+            "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", (target,)), timeout, interval=0.05)
 
     def wait_received(self, timeout=30):
         """Wait until the standby has received (not necessarily replayed) the primary's flushed WAL."""
         target = self.primary.one("SELECT pg_current_wal_flush_lsn()::text")
-        return _poll(lambda: self.standby.one(
-            "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), %s) >= 0", (target,)), timeout)
+        return poll(lambda: self.standby.one(
+            "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), %s) >= 0", (target,)), timeout, interval=0.05)
 
     def module_args(self, **extra):
         """Options of fediflow.dr.pg_promote for this pair (the standby is promoted)."""

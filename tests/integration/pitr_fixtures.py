@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 
 from doubles_fixtures import free_port
-from lab_fixtures import module
-from pair_fixtures import OS_USER, SUPERUSER, Node, _as_pg, _poll, _write, bindir
+from lab_fixtures import module, poll
+from pair_fixtures import OS_USER, SUPERUSER, Node, _as_pg, _write, bindir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,13 +79,7 @@ class ArchivedCluster:
     # -- data
 
     def exec(self, sql, args=None, db="app"):
-        conn = self.node.connect(db)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return cur.fetchall() if cur.description else None
-        finally:
-            conn.close()
+        return self.node.query(sql, args, db=db)
 
     def batch(self, name, rows=5):
         """Insert a batch in one transaction; returns its xid and the commit's end LSN and time."""
@@ -108,7 +102,7 @@ class ArchivedCluster:
         """Switch WAL and wait until the segment is in the archive (polled, no sleep)."""
         # the segment just completed (pg_current_wal_lsn() on a segment boundary names the previous one)
         seg = self.node.one("SELECT pg_walfile_name(pg_switch_wal())")
-        ok = _poll(lambda: self.node.one("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (seg,)), timeout)
+        ok = poll(lambda: self.node.one("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (seg,)), timeout, interval=0.05)
         assert ok, "segment %s was not archived within %ss" % (seg, timeout)
         return seg
 
@@ -156,12 +150,12 @@ class ArchivedCluster:
                % (self.node.port, SUPERUSER, passfile), append=True)
         standby.start()
         flushed = self.node.one("SELECT pg_current_wal_flush_lsn()::text")
-        assert _poll(lambda: standby.one("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", (flushed,)), 30)
+        assert poll(lambda: standby.one("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", (flushed,)), 30, interval=0.05)
         self.node.stop("immediate")
         standby.pg_ctl("promote")
-        assert _poll(lambda: standby.one("SELECT NOT pg_is_in_recovery()"), 30)
+        assert poll(lambda: standby.one("SELECT NOT pg_is_in_recovery()"), 30, interval=0.05)
         self.old_node, self.node, self.data_dir = self.node, standby, standby.data_dir
-        assert _poll(lambda: os.path.exists(os.path.join(self.archive, "00000002.history")), 30)
+        assert poll(lambda: os.path.exists(os.path.join(self.archive, "00000002.history")), 30, interval=0.05)
         return self
 
     def restored(self, port):
@@ -231,5 +225,5 @@ def start_moto():
                 return True
         except OSError:
             return proc.poll() is not None  # died: stop polling, asserted below
-    assert _poll(up, 30) and proc.poll() is None, "moto_server did not start on port %d" % port
+    assert poll(up, 30, interval=0.05) and proc.poll() is None, "moto_server did not start on port %d" % port
     return proc, endpoint
