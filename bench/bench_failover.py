@@ -29,7 +29,7 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+INVENTORY = Path(os.environ.get("FEDIFLOW_LAB_INVENTORY") or ROOT / "inventories" / "lab" / "hosts.yml")
 ANCHOR_PROMOTE_S = 0.14  # BENCH.md: pg_promote(true, 60) then INSERT, measured on this machine kind
 DETECT_INTERVAL_S, DETECT_THRESHOLD = 1.0, 3
 

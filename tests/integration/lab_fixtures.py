@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+INVENTORY = Path(os.environ.get("FEDIFLOW_LAB_INVENTORY") or ROOT / "inventories" / "lab" / "hosts.yml")
 
 
 def ansible_env():

@@ -30,7 +30,7 @@ def _pid(hvars):
 @pytest.fixture
 def lab_ro():
     primary, standby = inventory()
-    if not all(_listening(p) for p in (primary["fediflow_pg_port"], standby["fediflow_pg_port"], 15000)):
+    if not all(_listening(p) for p in (primary["fediflow_pg_port"], standby["fediflow_pg_port"], primary["lab_moto_port"])):
         pytest.skip("the lab is not up (this test never brings it up)")
     work = tempfile.mkdtemp(prefix="fediflow-pitr-lab-", dir="/var/tmp")
     shutil.chown(work, "postgres")
