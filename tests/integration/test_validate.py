@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, pg_connect, playbook, recap
+from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, module, pg_connect, pg_streaming, playbook, poll, recap
 
 EVERY_CHECK = {"db_amcheck", "db_sequences", "db_row_counts", "media_snapshot", "app_database_role", "app_dns_record",
                "pg_hba_trust", "backup_file_modes", "bucket_security", "report_secrets"}
@@ -249,6 +249,25 @@ def test_the_region_comes_from_probing_not_from_stale_inventory_groups(backed_up
     assert "region_primary" in swapped and swapped.index(standby_host) < swapped.index(primary_host)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "passed in %s" % backed_up["primary"]["fediflow_region"] in proc.stdout
+
+
+def test_a_database_host_that_does_not_answer_is_listed_not_failed(backed_up):
+    """The stopped standby (as the old primary after a failover): its checks are listed as not run."""
+    standby = backed_up["standby"]
+    stopped = module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "stopped",
+                                            "os_user": standby["fediflow_pg_os_user"]})
+    assert stopped.get("changed"), stopped
+    try:
+        proc, steps = _validate(backed_up, *_only("pg_hba_trust", "backup_file_modes"))
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        host_step = steps[("pg-" + standby["fediflow_region"], standby["fediflow_region"])]
+        assert host_step["status"] == "skipped" and "did not answer" in host_step["msg"]
+        assert {region for (name, region) in steps if name == "pg_hba_trust"} == {backed_up["primary"]["fediflow_region"]}
+        assert "not checked: pg-%s did not answer" % standby["fediflow_region"] in " ".join(proc.stdout.split())
+    finally:
+        module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "started",
+                                      "os_user": standby["fediflow_pg_os_user"]})
+    assert poll(lambda: pg_streaming(standby), 60)
 
 
 @pytest.mark.parametrize("extra, message", [
