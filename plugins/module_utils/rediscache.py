@@ -292,10 +292,10 @@ def backup(p, check_mode=False):
     result = {"changed": False, "backup_id": None, "pruned": [], "s3_keys": []}
     with timer.phase("connect"):
         client = redisconn.connect(p)
-    s3 = _s3(p)
     try:
-        if s3 is not None:
-            with timer.phase("preflight"):
+        with timer.phase("preflight"):
+            s3 = _s3(p)
+            if s3 is not None:
                 s3.check_bucket()
         role = redisconn.replication(client)["role"]
         with timer.phase("scan"):
@@ -350,7 +350,8 @@ def backup(p, check_mode=False):
         result.update(changed=True, backup_id=backup_id, backup_path=final, keys_saved=written, vanished=vanished,
                       types=types, files=files, size_bytes=manifest["size_bytes"], manifest=manifest,
                       start_time=manifest["start_time"], stop_time=manifest["stop_time"])
-        entries = _ledger(p["dest"], s3)
+        with timer.phase("ledger"):
+            entries = _ledger(p["dest"], s3)
         before_ids = sorted(i for i in entries if i != backup_id)
         if s3 is not None:
             with timer.phase("upload"):
@@ -379,7 +380,16 @@ def backup(p, check_mode=False):
 
 def _load_backup(p, s3, timer):
     """(manifest, records) of the backup to restore; S3 copies are downloaded, checked, removed."""
-    entries = _ledger(p["dest"], s3) if os.path.isdir(p["dest"]) or s3 is not None else {}
+    s3_error = None
+    try:
+        with timer.phase("ledger"):
+            entries = _ledger(p["dest"], s3)
+    except FediflowError as exc:
+        # after a region outage its bucket may be unreachable: a local ledger is enough then
+        entries = _ledger(p["dest"], None)
+        if not any(m.get("kind") == KIND for m, _where in entries.values()):
+            raise
+        s3_error = exc.message
     manifest = newest_backup([m for m, _where in entries.values()], p.get("backup_id"))
     where = entries[manifest["id"]][1]
     local_dir = os.path.join(p["dest"], manifest["id"])
@@ -396,7 +406,7 @@ def _load_backup(p, s3, timer):
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
-    return manifest, records, sorted(where)
+    return manifest, records, sorted(where), s3_error
 
 
 def _current(client, batch, overwrite):
@@ -458,10 +468,11 @@ def restore(p, check_mode=False):
                 "promote_replica=true to make it a writable primary first (REPLICAOF NO ONE), as after a "
                 "region failover" % (redisconn.describe(p), repl["master_host"], repl["master_port"]))
         promote = repl["role"] != "master"
-        s3 = _s3(p)
-        manifest, records, where = _load_backup(p, s3, timer)
+        with timer.phase("preflight"):
+            s3 = _s3(p)
+        manifest, records, where, s3_error = _load_backup(p, s3, timer)
         result.update(backup_id=manifest["id"], backup_stop_time=manifest.get("stop_time"), backup_where=where,
-                      role_before="replica" if promote else "primary")
+                      role_before="replica" if promote else "primary", s3_error=s3_error)
         if promote and not check_mode:
             with timer.phase("promote"):
                 client.replicaof("NO", "ONE")
@@ -489,7 +500,7 @@ def restore(p, check_mode=False):
     result["changed"] = bool(result["changed"] or promote or counts["restored"] or counts["replaced"])
     result.update(duration_s=timer.elapsed(), phases=timer.phases)
     if share > float(p["max_failed_share"]):
-        raise FediflowError("cache restore of %s into %s: %d of %d keys failed (%.1f %% > max_failed_share %s); "
+        raise FediflowError("cache restore of %s into %s: %s of %s keys failed (%.1f %% > max_failed_share %s); "
                             "see keys in the result for each error" % (
                                 manifest["id"], redisconn.describe(p), counts["failed"], counts["total"],
                                 100.0 * share, p["max_failed_share"]), result=result)

@@ -24,13 +24,14 @@ description:
     O(allow_empty_patterns=true). Nothing is written when Redis cannot be reached.
   - V(restore) (cache warm-up) writes the keys of a backup (O(backup_id), else the newest
     verified cache backup in the ledger of O(dest) and O(s3_bucket)) into the Redis server the
-    connection options name, with C(RESTORE), keeping type, value and TTL. A key gets the TTL it
+    connection options name, with C(RESTORE), keeping type, value and TTL. When the S3 ledger
+    cannot be read but the local one has a cache backup, the local ledger is used (RV(s3_error) says why). A key gets the TTL it
     had at backup time minus the time elapsed since it was read; a key whose TTL ran out in
     between is not written and counted as V(expired).
   - A key already present in the target is newer than the backup and kept (V(already_present)),
     unless O(overwrite=true); even then a key whose value equals the backup's is not rewritten,
     so a second restore writes nothing (V(changed=false)).
-  - A target that is a replica is refused (it is read-only), unless O(promote_replica=true):
+  - A target that is a replica is refused (it is read-only), unless O(promote_replica=true);
     then it is made a writable primary first (C(REPLICAOF NO ONE)), as an on-call engineer
     does after a region failover.
   - The result has the count of each outcome and, per key, its outcome (and error) in RV(keys);
@@ -273,6 +274,12 @@ backup_where:
   returned: when O(state=restore)
   type: list
   elements: str
+s3_error:
+  description:
+    - Why the S3 ledger could not be read when the local ledger was used instead (for example the
+      lost region's bucket is unreachable), else null.
+  returned: when O(state=restore)
+  type: str
 phases:
   description: Seconds spent per phase (connect, scan, dump, verify, upload, read, restore ...).
   returned: success

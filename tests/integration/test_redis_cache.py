@@ -342,3 +342,16 @@ def test_backup_role_and_cache_warmup_role_after_a_failover(lab):
         two.replicaof(primary["fediflow_redis_host"], int(primary["fediflow_redis_port"]))
         assert poll(lambda: two.info("replication").get("master_link_status") == "up", 30)
     assert back["counts"]["restored"] == 25
+
+
+def test_unreachable_s3_ledger_falls_back_to_the_local_one(lab, cache_backup, scratch_redis, tmp_path):
+    """After a region outage its bucket may be gone (here: a bucket that does not exist in moto)."""
+    primary = lab["primary"]
+    gone = "no-such-bucket-%s" % uuid.uuid4().hex[:8]
+    args = _restore_args(cache_backup, scratch_redis, s3_bucket=gone, **_aws(primary))
+    done = module(MODULE, args)
+    assert not done.get("failed"), done.get("msg")
+    assert done["backup_where"] == ["local"] and gone in done["s3_error"]
+    assert scratch_redis["client"].dbsize() == done["counts"]["restored"] > 0
+    nothing_local = module(MODULE, dict(args, dest=str(tmp_path / "empty")))
+    assert nothing_local.get("failed") and "s3_bucket '%s'" % gone in nothing_local["msg"]

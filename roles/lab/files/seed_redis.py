@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Seed the lab's primary Redis with a FediFlow-like cache: critical keys of every type with
 TTLs (instance settings, trends, home-timeline heads, sessions) and non-critical noise.
 
@@ -45,7 +44,7 @@ def seed(client, critical, noise, rnd):
         pipe.zadd("feed:home:%d" % i, {str(10 ** 6 + i * 40 + j): 10 ** 6 + i * 40 + j for j in range(20)})
         add("critical")
     for i in range(queues):
-        pipe.rpush("feed:home:%d:pending" % i, *[str(rnd.randint(1, 10 ** 7)) for _ in range(5)])
+        pipe.rpush("feed:home:%d:pending" % i, *[str(rnd.randint(1, 10 ** 7)) for _j in range(5)])
         pipe.expire("feed:home:%d:pending" % i, rnd.randint(86400, 172800))
         add("critical")
     # sessions: strings with days of TTL
