@@ -164,10 +164,11 @@ def failed_share(counts):
 
 
 def restore_diff(keys, promote):
-    """--diff: which keys get written (the first DIFF_KEY_LIMIT of them) and the role change."""
+    """--diff: the counts, which keys get written (the first DIFF_KEY_LIMIT of them), the role change."""
     written = [k["key"] for k in keys if k["outcome"] in ("restored", "replaced")]
     before = {"keys_written": [], "role": "replica" if promote else "unchanged"}
-    after = {"keys_written": written[:DIFF_KEY_LIMIT], "role": "primary" if promote else "unchanged"}
+    after = {"keys_written": written[:DIFF_KEY_LIMIT], "role": "primary" if promote else "unchanged",
+             "counts": summarize([k["outcome"] for k in keys])}
     if len(written) > DIFF_KEY_LIMIT:
         after["keys_written"].append("... and %d more" % (len(written) - DIFF_KEY_LIMIT))
     return {"before": before, "after": after}

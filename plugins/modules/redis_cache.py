@@ -34,6 +34,8 @@ description:
   - A target that is a replica is refused (it is read-only), unless O(promote_replica=true);
     then it is made a writable primary first (C(REPLICAOF NO ONE)), as an on-call engineer
     does after a region failover.
+  - Check mode predicts the counts (nothing is written, a replica is not promoted); C(--diff)
+    shows the counts, the keys that would be written (the first 200) and the role change.
   - The result has the count of each outcome and, per key, its outcome (and error) in RV(keys);
     nothing is logged per key. The step fails when the share of failed keys exceeds
     O(max_failed_share).

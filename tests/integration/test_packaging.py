@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEPS = ROOT / ".build" / "collections" / "ansible_collections"
-PLAYBOOKS = ["backup", "failover", "failback", "dr_drill", "lab_up", "lab_down"]
+PLAYBOOKS = ["backup", "failover", "failback", "dr_drill", "lab_up", "lab_down", "cache_warmup"]
 
 
 def _env(collections):

@@ -111,6 +111,7 @@ def test_diff_lists_written_keys_up_to_a_limit():
     assert diff["before"]["role"] == "replica" and diff["after"]["role"] == "primary"
     assert len(diff["after"]["keys_written"]) == rediscache.DIFF_KEY_LIMIT + 1
     assert diff["after"]["keys_written"][-1] == "... and 5 more" and "kept" not in diff["after"]["keys_written"]
+    assert diff["after"]["counts"]["restored"] == rediscache.DIFF_KEY_LIMIT + 5 and diff["after"]["counts"]["total"] == len(keys)
 
 
 def _m(backup_id, stop, ok=True, kind="cache"):
