@@ -20,13 +20,10 @@ import pytest
 import redis
 
 from lab_fixtures import module, poll
+from redis_fixtures import critical_keys as _critical_keys, redis_client as _client, redis_value as _value
 
 MODULE = "fediflow.dr.redis_cache"
 TTL_TOLERANCE_MS = 5000
-
-
-def _client(host, port, password, **extra):
-    return redis.Redis(host=host, port=int(port), password=password, socket_connect_timeout=5, **extra)
 
 
 def _conn(hv):
@@ -43,29 +40,6 @@ def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _critical_keys(client, patterns):
-    keys = set()
-    for pattern in patterns:
-        keys.update(client.scan_iter(match=pattern, count=1000))
-    return keys
-
-
-def _value(client, key):
-    """Type and value read with type-specific commands (not DUMP), for an independent compare."""
-    kind = client.type(key).decode()
-    if kind == "string":
-        return kind, client.get(key)
-    if kind == "hash":
-        return kind, client.hgetall(key)
-    if kind == "list":
-        return kind, client.lrange(key, 0, -1)
-    if kind == "set":
-        return kind, client.smembers(key)
-    if kind == "zset":
-        return kind, client.zrange(key, 0, -1, withscores=True)
-    return kind, None
 
 
 @pytest.fixture
