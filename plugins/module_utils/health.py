@@ -267,7 +267,6 @@ def probe_postgres(target):
     return {"ok": ok, "status": status, "error": error, "latency_s": round(time.monotonic() - t0, 3)}
 
 
-
 def make_probe(p):
     """The probe function for the targets of ``validate``."""
     timeout = float(p["timeout"])

@@ -121,7 +121,6 @@ def lag_guard(lag, max_bytes=None, max_seconds=None):
     return out
 
 
-
 def old_primary_state(in_recovery, read_only):
     """State of a reachable old primary from pg_is_in_recovery() and default_transaction_read_only."""
     if in_recovery:

@@ -28,7 +28,7 @@ def _objects(url, kind, name):
 
 def test_recovers_the_serving_region_in_the_runbooks_order_then_changes_nothing(lab, tmp_path):
     primary = lab["primary"]
-    proc, result, _ = _run(tmp_path, "-e", "recover_cache=false", "-e", "recover_validate=false")
+    proc, result, _took = _run(tmp_path, "-e", "recover_cache=false", "-e", "recover_validate=false")
     assert result["ok"] and result["region"] == primary["fediflow_region"], result
     assert [s["name"] for s in result["steps"]] == ["infrastructure", "database", "cache", "federation", "application", "integrity"]
     assert all(s["ok"] and s["end"] >= s["start"] for s in result["steps"]), result["steps"]
@@ -39,13 +39,13 @@ def test_recovers_the_serving_region_in_the_runbooks_order_then_changes_nothing(
     report = json.loads(open(result["report"]["json"], encoding="utf-8").read())
     assert [s["name"] for s in report["steps"]] == [s["name"] for s in result["steps"]]
     # the serving region's application was already up: a second run changes nothing at all
-    proc, again, _ = _run(tmp_path, "-e", "recover_cache=false", "-e", "recover_validate=false")
+    proc, again, _took = _run(tmp_path, "-e", "recover_cache=false", "-e", "recover_validate=false")
     assert again["ok"] and again["changed_steps"] == []
     assert all(c["changed"] == 0 for c in recap(proc.stdout).values()), recap(proc.stdout)
 
 
 def test_unknown_region_is_refused_before_anything(lab, tmp_path):
-    proc, result, _ = _run(tmp_path, "-e", "region=mars-north-1", check=False)
+    proc, result, _took = _run(tmp_path, "-e", "region=mars-north-1", check=False)
     assert proc.returncode != 0 and result is None
     assert "recover_region" in proc.stdout and "mars-north-1" in proc.stdout and "Nothing was touched" in proc.stdout
 
@@ -57,12 +57,12 @@ def test_standby_region_serves_read_only_or_stops_when_not_allowed(lab, tmp_path
     assert pg_role(standby) == "standby"
     common = ["-e", "region=%s" % standby["fediflow_region"], "-e", "recover_kubeconfig=%s" % kubeconfig,
               "-e", "recover_cache=false", "-e", "recover_validate=false", "-e", "recover_check_bucket=false"]
-    proc, result, _ = _run(tmp_path, *common, "-e", "recover_allow_replica=false", check=False)
+    proc, result, _took = _run(tmp_path, *common, "-e", "recover_allow_replica=false", check=False)
     assert proc.returncode != 0 and not result["ok"] and result["failed_step"] == "database", result
     assert "recover_allow_replica is false" in result["error"]
     assert _objects(k8s_double.url, "configmap", "app-config")["data"]["DATABASE_ROLE"] == "standby"  # untouched
 
-    proc, result, _ = _run(tmp_path, *common, "-e", '{"recover_k8s_replicas": {"api": 2, "worker": 1}}')
+    proc, result, _took = _run(tmp_path, *common, "-e", '{"recover_k8s_replicas": {"api": 2, "worker": 1}}')
     assert result["ok"] and result["degraded"] and result["database_role"] == "replica", result
     assert "promote it" in result["next"]
     assert _objects(k8s_double.url, "configmap", "app-config")["data"]["DATABASE_ROLE"] == "replica"
