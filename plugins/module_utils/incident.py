@@ -49,6 +49,8 @@ FILE_MODE = 0o600
 MIN_INTERVAL_S = 60
 LEASE_MARGIN_S = 30  # a claim outlives the sends (timeout + grace) by this much
 HISTORY_ON_PAGE = 20
+# never: a failed channel is only a warning (a failover must not stop for a status page)
+FAIL_WHEN = notify.FAIL_WHEN + ("never",)
 
 
 class Conflict(Exception):
@@ -103,8 +105,8 @@ def validate(p, now):
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1:
         raise FediflowError("timeout must be at least 1 second, got %r" % (timeout,))
     fail_when = p.get("fail_when") or "all_failed"
-    if fail_when not in notify.FAIL_WHEN:
-        raise FediflowError("fail_when must be one of %s, got '%s'" % (", ".join(notify.FAIL_WHEN), fail_when))
+    if fail_when not in FAIL_WHEN:
+        raise FediflowError("fail_when must be one of %s, got '%s'" % (", ".join(FAIL_WHEN), fail_when))
     severity = p.get("severity") or "critical"
     if severity not in notify.SEVERITIES:
         raise FediflowError("severity must be one of %s, got '%s'" % (", ".join(notify.SEVERITIES), severity))
@@ -586,7 +588,9 @@ def run(p, check_mode=False, warn=None, now=None, store=None):
                   changed=bool(sent) or not channels, phases=timer.phases)
     result["diff"]["after"] = _dump(final).decode()
     result["duration_s"] = timer.elapsed()
-    failure = notify.decide({c: outcome[c] for c in channels}, cfg["fail_when"]) if channels else None
+    failure = None
+    if channels and cfg["fail_when"] != "never":
+        failure = notify.decide({c: outcome[c] for c in channels}, cfg["fail_when"])
     if failure:
         raise FediflowError(redact([failure + " (the incident record keeps them pending: the next run retries)"],
                                    cfg["secrets"])[0], result=result)

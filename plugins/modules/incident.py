@@ -138,6 +138,7 @@ options:
         not sent again; the other channels are.
     type: list
     elements: str
+    choices: [ slack, email, sms, status_page ]
     default: []
   notified_at:
     description: When the first notification of O(notified_channels) went out (ISO 8601 with a zone).
@@ -168,10 +169,11 @@ options:
     default: status
   fail_when:
     description:
-      - V(all_failed) fails the task only when no channel got the update through; V(any_failed) when any failed.
-        A failed channel stays pending in the record either way and the next run retries it.
+      - V(all_failed) fails the task only when no channel got the update through; V(any_failed) when any failed;
+        V(never) only warns (for a caller that must not stop, such as a failover).
+      - A failed channel stays pending in the record either way and the next run retries it.
     type: str
-    choices: [ any_failed, all_failed ]
+    choices: [ any_failed, all_failed, never ]
     default: all_failed
   timeout:
     description: Seconds each channel may take, retries included.
@@ -348,7 +350,7 @@ def main():
         sms_topic_arn={"type": "str"},
         status_page_bucket={"type": "str"},
         status_page_prefix={"type": "str", "default": "status"},
-        fail_when={"type": "str", "default": "all_failed", "choices": list(notify.FAIL_WHEN)},
+        fail_when={"type": "str", "default": "all_failed", "choices": list(incident.FAIL_WHEN)},
         timeout={"type": "int", "default": 30},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,

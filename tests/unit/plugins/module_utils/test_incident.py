@@ -204,7 +204,7 @@ def test_concurrent_claims_on_one_file_let_one_run_win(tmp_path):
             wins.append(1)
         except incident.Conflict:
             pass
-    threads = [threading.Thread(target=claim) for _ in range(8)]
+    threads = [threading.Thread(target=claim) for _thread in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
