@@ -556,7 +556,7 @@ def run(p, check_mode=False, warn=None, now=None, store=None):
         if "sms" in channels:
             clients["sns"] = notify.sns_client(p)
         if "status_page" in channels:
-            clients["s3"] = aws.client("s3", p, max_attempts=1)
+            clients["s3"] = notify.channel_client("s3", p, "the status page (S3)")
         try:
             with timer.phase("claim"):
                 claimed_version = store.save(plan["record"], version)
@@ -585,7 +585,7 @@ def run(p, check_mode=False, warn=None, now=None, store=None):
     sent = [c for c in channels if outcome.get(c, {}).get("ok")]
     failed = {c: outcome[c]["error"] for c in channels if not outcome[c].get("ok")}
     result.update(_summary(final, datetime.now(timezone.utc), cfg), incident=final, sent=sent, failed_channels=failed,
-                  changed=bool(sent) or not channels, phases=timer.phases)
+                  changed=True, phases=timer.phases)  # the record was written, whatever the channels did
     result["diff"]["after"] = _dump(final).decode()
     result["duration_s"] = timer.elapsed()
     failure = None

@@ -57,6 +57,19 @@ _TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]
 SMS_MAX = 480  # characters of an SMS update (three concatenated parts)
 
 
+MATRIX_OPTIONS = {
+    "after_s": {"type": "int", "required": True},
+    "level": {"type": "str", "required": True},
+    "recipients": {"type": "list", "elements": "str"},
+}
+
+
+def matrix_argument_spec():
+    """The ``escalation_matrix`` option of the modules that escalate (notify, incident)."""
+    return {"type": "list", "elements": "dict", "options": MATRIX_OPTIONS,
+            "default": [dict(entry) for entry in DEFAULT_MATRIX]}
+
+
 # ---------------------------------------------------------------- pure helpers
 
 def parse_started(text, now):
@@ -88,15 +101,20 @@ def _address(text):
     return parseaddr(text)[1]
 
 
-def check_addresses(values, option):
+def check_list(values, option, valid, one, many):
+    """``values`` (None: empty) as a list of strings each ``valid``; refused naming ``option`` and the entry."""
     if values is None:
         return []
     if not isinstance(values, (list, tuple)):
-        raise FediflowError("%s must be a list of email addresses" % option)
+        raise FediflowError("%s must be a list of %s" % (option, many))
     for i, value in enumerate(values):
-        if not isinstance(value, str) or not is_address(value):
-            raise FediflowError("%s[%d] '%s' is not an email address" % (option, i, value))
+        if not isinstance(value, str) or not valid(value):
+            raise FediflowError("%s[%d] '%s' is not %s" % (option, i, value, one))
     return list(values)
+
+
+def check_addresses(values, option):
+    return check_list(values, option, is_address, "an email address", "email addresses")
 
 
 def validate_matrix(matrix):
@@ -370,21 +388,25 @@ def _class_names(exc):
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
-def ses_client(p):
-    """The SES client, made before anything is sent so a bad region or profile refuses the run."""
+def channel_client(service, p, needs_region_for):
+    """An AWS client of a channel, made before anything is sent so a bad region or profile refuses the run."""
     try:
-        return aws.client("ses", p, max_attempts=1)  # the retries are ours, bounded by timeout
+        return aws.client(service, p, max_attempts=1)  # the retries are ours, bounded by timeout
     except FediflowError:
         raise
     except Exception as exc:  # pylint: disable=broad-except
         names = _class_names(exc)
         if "NoRegionError" in names:
-            raise FediflowError("region is needed for SES email (ses_sender): set region or AWS_REGION")
+            raise FediflowError("region is needed for %s: set region or AWS_REGION" % needs_region_for)
         if "ProfileNotFound" in names:
             raise FediflowError("profile '%s' is not in the AWS config files" % p.get("profile"))
         if "BotoCoreError" in names:
-            raise FediflowError("cannot set up the SES client: %s" % exc)
+            raise FediflowError("cannot set up the %s client: %s" % (service.upper(), exc))
         raise
+
+
+def ses_client(p):
+    return channel_client("ses", p, "SES email (ses_sender)")
 
 
 def aws_retrying(call, timeout, refusal, service, sleep=time.sleep):
@@ -458,15 +480,8 @@ def ses_refusal(code, message, sender, region):
 
 def check_phone_numbers(values, option):
     """E.164 numbers (+ and 8-15 digits), as SNS Publish takes them."""
-    if values is None:
-        return []
-    if not isinstance(values, (list, tuple)):
-        raise FediflowError("%s must be a list of E.164 phone numbers, e.g. +15555550100" % option)
-    for i, value in enumerate(values):
-        if not isinstance(value, str) or not _E164.match(value):
-            raise FediflowError("%s[%d] '%s' is not an E.164 phone number (+ and 8 to 15 digits, e.g. +15555550100)"
-                                % (option, i, value))
-    return list(values)
+    return check_list(values, option, _E164.match, "an E.164 phone number (+ and 8 to 15 digits, e.g. +15555550100)",
+                      "E.164 phone numbers, e.g. +15555550100")
 
 
 def check_topic_arn(value, option):
@@ -481,15 +496,7 @@ def sms_text(text):
 
 
 def sns_client(p):
-    """The SNS client (region needed: SMS is regional)."""
-    try:
-        return aws.client("sns", p, max_attempts=1)  # the retries are ours, bounded by timeout
-    except FediflowError:
-        raise
-    except Exception as exc:  # pylint: disable=broad-except
-        if "NoRegionError" in _class_names(exc):
-            raise FediflowError("region is needed for SMS through SNS: set region or AWS_REGION")
-        raise FediflowError("cannot set up the SNS client: %s" % exc)
+    return channel_client("sns", p, "SMS through SNS")
 
 
 def send_sns(client, phone_numbers, topic_arn, subject, text, timeout, sleep=time.sleep):

@@ -316,12 +316,6 @@ from ansible_collections.fediflow.dr.plugins.module_utils import incident, notif
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
-MATRIX_OPTIONS = {
-    "after_s": {"type": "int", "required": True},
-    "level": {"type": "str", "required": True},
-    "recipients": {"type": "list", "elements": "str"},
-}
-
 
 def main():
     spec = aws_common_argument_spec()
@@ -337,8 +331,7 @@ def main():
         severity={"type": "str", "default": "critical", "choices": list(notify.SEVERITIES)},
         outage_started={"type": "str"},
         fields={"type": "dict"},
-        escalation_matrix={"type": "list", "elements": "dict", "options": MATRIX_OPTIONS,
-                           "default": [dict(entry) for entry in notify.DEFAULT_MATRIX]},
+        escalation_matrix=notify.matrix_argument_spec(),
         update_interval_s={"type": "int", "default": 1800},
         notify={"type": "bool", "default": True},
         notified_channels={"type": "list", "elements": "str", "default": [], "choices": list(incident.CHANNELS)},

@@ -249,12 +249,6 @@ from ansible_collections.fediflow.dr.plugins.module_utils import notify
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
-MATRIX_OPTIONS = {
-    "after_s": {"type": "int", "required": True},
-    "level": {"type": "str", "required": True},
-    "recipients": {"type": "list", "elements": "str"},
-}
-
 
 def main():
     spec = aws_common_argument_spec()
@@ -263,8 +257,7 @@ def main():
         msg={"type": "str", "required": True},
         severity={"type": "str", "default": "critical", "choices": list(notify.SEVERITIES)},
         outage_started={"type": "str"},
-        escalation_matrix={"type": "list", "elements": "dict", "options": MATRIX_OPTIONS,
-                           "default": [dict(entry) for entry in notify.DEFAULT_MATRIX]},
+        escalation_matrix=notify.matrix_argument_spec(),
         slack_webhook_url={"type": "str", "no_log": True},
         ses_sender={"type": "str"},
         ses_recipients={"type": "list", "elements": "str"},

@@ -36,6 +36,18 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM and wait (SIGKILL after ``timeout``); the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
+
+
 @dataclass
 class Double:
     proc: subprocess.Popen
@@ -54,14 +66,7 @@ class Double:
 
     def stop(self, timeout=10):
         """SIGTERM and wait; returns the exit code (0 = clean shutdown)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def start_double(kind, workdir, *extra, name=None, deadline=20.0):
@@ -116,13 +121,7 @@ class Moto:
             return json.load(resp)
 
     def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        return stop_process(self.proc, timeout)
 
 
 def start_moto(workdir, deadline=30.0):
