@@ -54,8 +54,9 @@ def moto(tmp_path_factory):
 
 def public_read(bucket):
     """The status page is public: anyone may GET its objects (the record's bucket stays private)."""
-    return {"Version": "2012-10-17", "Statement": [{"Sid": "PublicStatusPage", "Effect": "Allow", "Principal": "*",
-                                                     "Action": "s3:GetObject", "Resource": "arn:aws:s3:::%s/*" % bucket}]}
+    statement = {"Sid": "PublicStatusPage", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                 "Resource": "arn:aws:s3:::%s/*" % bucket}
+    return {"Version": "2012-10-17", "Statement": [statement]}
 
 
 def observed(moto, double, tag):
@@ -186,7 +187,7 @@ def test_concurrent_scheduled_runs_send_one_update(tmp_path, slack_double, moto)
     argv = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", MODULE,
             "-a", json.dumps(dict(a, state="update")), "-e", "ansible_python_interpreter=%s" % (BIN / "python")]
     procs = [subprocess.Popen(argv, cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for _ in range(4)]
+             for _run in range(4)]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     slack, _mails, _sms = observed(moto, slack_double, tag)
@@ -256,18 +257,18 @@ def test_the_scheduled_playbook(tmp_path, slack_double, moto):
              "fediflow_ses_sender": SENDER, "fediflow_status_page_bucket": PAGE_BUCKET,
              "fediflow_incident_path": str(tmp_path / "incident.json")}
     e = ["-e", json.dumps(extra)]
-    proc, _ = playbook("incident_update.yml", *e)
+    proc, _took = playbook("incident_update.yml", *e)
     assert "incident none (none): no open incident" in said(proc), proc.stdout
-    proc, _ = playbook("incident_update.yml", *e, "-e", json.dumps({
+    proc, _took = playbook("incident_update.yml", *e, "-e", json.dumps({
         "incident_state": "open", "comms_subject": "Drill %s" % tag, "comms_msg": "A drill.",
         "comms_outage_started": ago(1)}))
     assert "sent to slack, email, sms, status_page" in said(proc), proc.stdout
-    proc, _ = playbook("incident_update.yml", *e)
+    proc, _took = playbook("incident_update.yml", *e)
     assert "nothing due" in said(proc) and "sent to no channel" in said(proc), said(proc)
-    proc, _ = playbook("incident_update.yml", *e, "-e", "incident_state=status")
+    proc, _took = playbook("incident_update.yml", *e, "-e", "incident_state=status")
     assert "level on-call engineer" in said(proc)
     slack, mails, sms = observed(moto, slack_double, tag)
     assert len(slack) == len(mails) == len(sms) == 1
     assert mails[0]["destinations"]["ToAddresses"] == ["oncall@fediflow-lab.example"]  # the lab's recipients
-    proc, _ = playbook("incident_update.yml", *e, "-e", "incident_state=nonsense", check=False)
+    proc, _took = playbook("incident_update.yml", *e, "-e", "incident_state=nonsense", check=False)
     assert proc.returncode != 0 and "incident_state must be open, update, close or status" in said(proc)
