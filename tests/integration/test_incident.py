@@ -272,3 +272,42 @@ def test_the_scheduled_playbook(tmp_path, slack_double, moto):
     assert mails[0]["destinations"]["ToAddresses"] == ["oncall@fediflow-lab.example"]  # the lab's recipients
     proc, _took = playbook("incident_update.yml", *e, "-e", "incident_state=nonsense", check=False)
     assert proc.returncode != 0 and "incident_state must be open, update, close or status" in said(proc)
+
+
+S3_CAS = r"""
+import json, sys
+import boto3
+from ansible_collections.fediflow.dr.plugins.module_utils import incident
+url, bucket, key = sys.argv[1:4]
+client = boto3.client("s3", region_name="us-east-1", endpoint_url=url,
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+store = incident.S3Store({}, bucket, key, client=client)
+record = {"schema": incident.SCHEMA, "id": "inc-cas", "n": 1}
+out = {}
+def attempt(name, rec, version):
+    try:
+        out[name] = store.save(rec, version)
+    except incident.Conflict:
+        out[name] = "conflict"
+attempt("create", record, None)
+attempt("create_again", record, None)
+attempt("replace", dict(record, n=2), out["create"])
+attempt("replace_stale", dict(record, n=3), out["create"])
+out["stored"] = store.load()[0]["n"]
+print(json.dumps(out))
+"""
+
+
+def test_s3_store_compare_and_swap_on_moto(moto):
+    """The S3 store's conditional writes, driven directly (module_utils from the collection copy, boto3 to
+    the private moto): a create over an existing record and a replace on a stale ETag are conflicts, so a
+    claim that lost the race writes nothing. On AWS these checks are atomic; moto checks then writes."""
+    key = "incidents/cas-%s.json" % uuid.uuid4().hex[:8]
+    env = dict(ansible_env(), PYTHONPATH=str(ROOT / ".build" / "collections"))
+    proc = subprocess.run([str(BIN / "python"), "-c", S3_CAS, moto["url"], RECORD_BUCKET, key], env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["create"].startswith('"') and out["create_again"] == "conflict"
+    assert out["replace"] not in ("conflict", out["create"]) and out["replace_stale"] == "conflict"
+    assert out["stored"] == 2

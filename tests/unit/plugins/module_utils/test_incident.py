@@ -2,9 +2,10 @@
 """incident's decisions as plain data: escalation boundaries through the incident's age, when an
 update is due (interval, level change, nothing), the claim / commit of an update with per-channel
 delivery markers, input refusals naming the option, and the file store (0600, atomic replace,
-compare-and-swap) on the real filesystem. Nothing is faked: no channel is contacted here (the
-runs below have no channel, or fail before sending); sending runs against the Slack double and a
-private moto_server in tests/integration/test_incident.py.
+compare-and-swap) on the real filesystem. No channel is contacted here (the runs below have no
+channel, or fail before sending), except SNS's retry policy, driven by a scripted stand-in client
+(the last test); sending runs against the Slack double and a private moto_server in
+tests/integration/test_incident.py.
 """
 from __future__ import annotations
 
@@ -242,3 +243,33 @@ def test_corrupt_record_is_named(tmp_path):
 
 def test_sms_text_is_cut():
     assert len(notify.sms_text("x" * 2000)) == notify.SMS_MAX
+
+
+class ClientError(Exception):
+    """Shaped like botocore's ClientError (notify matches error classes by name)."""
+
+    def __init__(self, code, status):
+        super().__init__(code)
+        self.response = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+def test_sns_publishes_each_target_retries_throttling_and_names_a_refusal():
+    """A scripted stand-in for the SNS client (the real SNS is moto, in the integration tier): the
+    retry policy and per-target outcome are what is tested here."""
+    calls = []
+
+    class SNS:
+        def publish(self, **kw):
+            calls.append(kw)
+            if len(calls) == 1:
+                raise ClientError("Throttling", 400)
+            if kw.get("PhoneNumber") == "+15555550199":
+                raise ClientError("InvalidParameter", 400)
+            return {"MessageId": "m%d" % len(calls)}
+
+    topic = "arn:aws:sns:us-east-1:123456789012:incidents"
+    res = notify.send_sns(SNS(), ["+15555550100", "+15555550199"], topic, "subj", "x" * 600, 5, sleep=lambda s: None)
+    assert not res["ok"] and set(res["message_ids"]) == {"+15555550100", topic}
+    assert "+15555550199 (InvalidParameter" in res["error"] and res["attempts"] == 4
+    assert len(calls[0]["Message"]) == notify.SMS_MAX and calls[-1]["Subject"] == "subj"
+    assert calls[0]["MessageAttributes"]["AWS.SNS.SMS.SMSType"]["StringValue"] == "Transactional"
