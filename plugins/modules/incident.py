@@ -38,6 +38,7 @@ author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
   - fediflow.dr.aws
+  - fediflow.dr.escalation
   - fediflow.dr.attributes
 attributes:
   check_mode:
@@ -99,28 +100,6 @@ options:
   fields:
     description: "Facts shown as C(name: value) lines in every message, for example the regions."
     type: dict
-  escalation_matrix:
-    description: The escalation levels, as in M(fediflow.dr.notify) (the runbook's matrix by default).
-    type: list
-    elements: dict
-    default:
-      - {after_s: 0, level: on-call}
-      - {after_s: 1800, level: technical lead}
-      - {after_s: 3600, level: engineering manager}
-      - {after_s: 7200, level: executive team}
-    suboptions:
-      after_s:
-        description: Outage age in seconds from which this level applies.
-        type: int
-        required: true
-      level:
-        description: Name of the level.
-        type: str
-        required: true
-      recipients:
-        description: Email addresses this level adds once it is reached.
-        type: list
-        elements: str
   update_interval_s:
     description: Seconds between status updates (the runbook's 30 minutes); at least 60.
     type: int
