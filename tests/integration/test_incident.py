@@ -311,3 +311,20 @@ def test_s3_store_compare_and_swap_on_moto(moto):
     assert out["create"].startswith('"') and out["create_again"] == "conflict"
     assert out["replace"] not in ("conflict", out["create"]) and out["replace_stale"] == "conflict"
     assert out["stored"] == 2
+
+
+def test_never_lets_the_play_go_on_when_the_record_cannot_be_written(tmp_path, slack_double, moto):
+    """comms_fail_when=never (what region_failover and failback.yml pass): a missing record bucket is said, not
+    raised; without it the play fails naming the bucket."""
+    extra = {"fediflow_aws_endpoint_url": moto["url"], "fediflow_aws_access_key": "testing",
+             "fediflow_aws_secret_key": "testing", "fediflow_comms_region": REGION, "fediflow_comms_channels": ["slack"],
+             "fediflow_slack_webhook_url": "%s/services/T0TEST/B0TEST/%s" % (slack_double.url, TOKEN),
+             "fediflow_incident_store": "s3", "fediflow_incident_s3_bucket": "no-such-incident-bucket",
+             "incident_state": "open", "comms_subject": "S", "comms_msg": "M"}
+    proc, _took = playbook("incident_update.yml", "-e", json.dumps(dict(extra, comms_fail_when="never")), check=False)
+    assert proc.returncode == 0 and "the play goes on (comms_fail_when=never)" in said(proc), said(proc)
+    assert "no-such-incident-bucket'' does not exist" in said(proc)  # YAML doubles the quotes
+    proc, _took = playbook("incident_update.yml", "-e", json.dumps(extra), check=False)
+    assert proc.returncode != 0 and "s3_bucket" in said(proc) and "no-such-incident-bucket" in said(proc)
+    assert "does not exist (the incident record" in said(proc)
+    assert [r for r in slack_double.requests() if r["path"].startswith("/services/")] == []
