@@ -18,35 +18,22 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from _common import BIN, PGBIN, ROOT, as_pg, free_port, pg_env
+
 SCALE = int(float(os.environ.get("BENCH_SCALE", "70")))
 BASE = Path(os.environ.get("BENCH_DIR", "/var/tmp/fediflow-bench"))
 PGDATA = BASE / "pgdata"
 OUT = BASE / "out"
 PASSWORD = "bench-only-not-secret"
-PGBIN = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def as_pg(argv, **kw):
-    return subprocess.run(["runuser", "-u", "postgres", "--"] + [str(a) for a in argv], cwd="/", check=True, **kw)
 
 
 def env(port):
-    return dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGUSER="postgres", PGPASSWORD=PASSWORD,
-                PGDATABASE="bench")
+    return pg_env(port, PASSWORD)
 
 
 def cluster():

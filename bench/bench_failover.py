@@ -27,33 +27,15 @@ from pathlib import Path
 import boto3
 import psycopg2
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-INVENTORY = Path(os.environ.get("FEDIFLOW_LAB_INVENTORY") or ROOT / "inventories" / "lab" / "hosts.yml")
+from _common import BIN, INVENTORY, ROOT, ansible_env, lab_hostvars
+
 ANCHOR_PROMOTE_S = 0.14  # BENCH.md: pg_promote(true, 60) then INSERT, measured on this machine kind
 DETECT_INTERVAL_S, DETECT_THRESHOLD = 1.0, 3
 
 
-def env():
-    return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-                ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".build" / "collections"), ANSIBLE_NOCOLOR="1")
-
-
-def hostvars():
-    proc = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"], cwd=ROOT, env=env(),
-                          capture_output=True, text=True, check=True)
-    data = json.loads(proc.stdout)
-    hv = data["_meta"]["hostvars"]
-    for h in hv.values():
-        for key, value in list(h.items()):
-            if isinstance(value, str):
-                h[key] = value.replace("{{ fediflow_lab_dir }}", h["fediflow_lab_dir"])
-    return hv[data["region_primary"]["hosts"][0]], hv[data["region_secondary"]["hosts"][0]]
-
-
 def playbook(name, *extra):
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / name), *extra],
-                          cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
+                          cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False)
     if proc.returncode:
         sys.exit("%s failed:\n%s" % (name, proc.stdout[-4000:]))
     return proc
@@ -164,7 +146,7 @@ def run_failover(primary, standby, out):
                              "-e", "region_failover_detect_threshold=%s" % DETECT_THRESHOLD,
                              "-e", "region_failover_detect_timeout_s=0.5",
                              "-e", "region_failover_result_file=%s" % out],
-                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stdout = proc.communicate()[0]
     t_done = time.monotonic()
     beat.join(30)
@@ -195,7 +177,7 @@ def run_anchor(primary, standby):
 
 
 def main():
-    primary, standby = hostvars()
+    primary, standby = lab_hostvars()
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_failover(primary, standby, os.path.join(tmp, "result.json"))
         playbook("failback.yml", "-e", "switch_back=true")

@@ -20,15 +20,14 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from _common import BIN, PGBIN, ROOT, as_pg, free_port, pg_env, poll
+
 SCALE = int(float(os.environ.get("BENCH_SCALE", "70")))
 WAL_MB = int(float(os.environ.get("BENCH_WAL_MB", "300")))
 BASE = Path(os.environ.get("BENCH_DIR", "/var/tmp/fediflow-bench-pitr"))
@@ -38,36 +37,15 @@ TOOLS = BASE / "tools"
 WAL_CONFIG = BASE / "fediflow-wal.json"
 BACKUPS = BASE / "backups"
 PASSWORD = "bench-only-not-secret"
-PGBIN = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def as_pg(argv, check=True, **kw):
-    return subprocess.run(["runuser", "-u", "postgres", "--"] + [str(a) for a in argv], cwd="/", check=check, **kw)
 
 
 def env(port, db="bench"):
-    return dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGUSER="postgres", PGPASSWORD=PASSWORD,
-                PGDATABASE=db)
+    return pg_env(port, PASSWORD, db)
 
 
 def psql(port, sql):
     out = subprocess.run([PGBIN / "psql", "-XAtq", "-c", sql], env=env(port), capture_output=True, text=True, check=True)
     return out.stdout.strip()
-
-
-def poll(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def chown(path):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import boto3
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from _common import BIN, ROOT, ansible_env, lab_hostvars
+
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 FILES = max(50, int(10000 * SCALE))
 TARGET_BYTES = int(1.04e9 * SCALE)
@@ -38,20 +38,9 @@ BUCKET = "fediflow-bench-snapshot"
 PARALLEL = 10  # awscli's default max_concurrent_requests
 
 
-def env():
-    out = dict(os.environ)
-    out.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
-    out.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".build" / "collections"))
-    out.update(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
-    return out
-
-
 def lab():
     """moto's endpoint and credentials from the lab inventory (the lab must be up)."""
-    proc = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(ROOT / "inventories/lab/hosts.yml"), "--list"],
-                          env=env(), capture_output=True, text=True, check=True)
-    data = json.loads(proc.stdout)
-    hvars = data["_meta"]["hostvars"][data["region_primary"]["hosts"][0]]
+    hvars = lab_hostvars()[0]
     try:
         urllib.request.urlopen(hvars["fediflow_aws_endpoint_url"] + "/moto-api/", timeout=3).close()
     except OSError:
@@ -94,7 +83,7 @@ def ansible_snapshot(conn, prefix, src):
     proc = subprocess.run([str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m",
                            "fediflow.dr.s3_snapshot", "-a", json.dumps(args),
                            "-e", "ansible_python_interpreter=%s" % sys.executable],
-                          cwd=str(ROOT), env=dict(env(), **{k: v for k, v in conn.items() if k.startswith("AWS_")}),
+                          cwd=str(ROOT), env=dict(ansible_env(json_callback=True), **{k: v for k, v in conn.items() if k.startswith("AWS_")}),
                           capture_output=True, text=True, check=False)
     wall = time.monotonic() - t0
     res = next(iter(json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"].values()))

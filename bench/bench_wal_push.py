@@ -19,7 +19,6 @@ import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,20 +27,12 @@ from pathlib import Path
 
 import boto3
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from _common import ROOT, lab_hostvars
+
 SEGMENT_SIZE = 16 * 1024 * 1024
 PGBACKREST_S = 0.12  # BENCH.md: pgBackRest archive-push to S3, per segment, measured on this machine kind
 AWS_VENV = Path(os.environ.get("FEDIFLOW_BENCH_VENV", "/var/tmp/fediflow-bench-venv"))
 AWSCLI_PIN = "awscli==1.45.*"
-
-
-def lab_hostvars():
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-    proc = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(ROOT / "inventories" / "lab" / "hosts.yml"),
-                           "--list"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    data = json.loads(proc.stdout)
-    return data["_meta"]["hostvars"][data["region_primary"]["hosts"][0]]
 
 
 def aws_cli():
@@ -76,7 +67,7 @@ def main():
     parser.add_argument("-n", "--segments", type=int, default=20)
     args = parser.parse_args()
 
-    hv = lab_hostvars()
+    hv = lab_hostvars()[0]
     endpoint, region, bucket = hv["fediflow_aws_endpoint_url"], hv["fediflow_region"], hv["fediflow_backup_bucket"]
     try:
         urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()

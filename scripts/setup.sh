@@ -24,6 +24,8 @@ fi
 for tool in zstd lz4 shellcheck; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# redis-server: the lab runs a Redis per region (Debian's package; its default instance is not used).
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # chromium: the dr_report integration test opens the HTML report in headless Chromium (screenshot, DOM);
 # fonts-dejavu-core so the page has text to render on a minimal machine.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
@@ -40,6 +42,10 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
       pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
     done
+  fi
+  # Debian's redis-server package starts a default instance on 6379 where it can; the lab does not use it.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now redis-server >/dev/null 2>&1 || true
   fi
 fi
 

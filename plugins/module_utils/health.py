@@ -38,10 +38,6 @@ URL_KEYS = ("url", "name", "status")
 REDACTED = "********"
 GRACE_S = 1.0  # a probe still running this long after its own time-out is abandoned
 MAX_LISTED = 5  # failed targets named in a message
-# libpq errors that mean a server answered but would not let us in: a live server that a wrong
-# login_* option makes look down (worth a warning: with expect=down it would pass as "down")
-_LOGIN_REFUSED = ("password authentication failed", "no pg_hba.conf entry", "does not exist",
-                  "permission denied", "authentication failed")
 
 
 def now_iso():
@@ -271,10 +267,6 @@ def probe_postgres(target):
     return {"ok": ok, "status": status, "error": error, "latency_s": round(time.monotonic() - t0, 3)}
 
 
-def login_refused(error):
-    text = (error or "").lower()
-    return any(marker in text for marker in _LOGIN_REFUSED)
-
 
 def make_probe(p):
     """The probe function for the targets of ``validate``."""
@@ -417,7 +409,8 @@ def check(p, check_mode=False, warn=None, probe=None):
     warned = set()
     for rnd in rounds:
         for res in rnd["targets"]:
-            if res["kind"] == "postgres" and login_refused(res["error"]) and res["name"] not in warned:
+            refused = res["kind"] == "postgres" and postgres.classify_connect_error(res["error"]) == "login_refused"
+            if refused and res["name"] not in warned:
                 warned.add(res["name"])
                 text = ("the PostgreSQL server at %s answered but refused the login (%s): it counts as failed here, "
                         "although it may be up - check the login_* options" % (res["name"], res["error"]))

@@ -12,6 +12,31 @@ from __future__ import annotations
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 
 
+# libpq connection errors, classified once for every module (health_check's detection, pg_promote's
+# split-brain guard, the integrity checks), so that they agree on what a message means.
+# Nothing is listening at the address:
+_UNREACHABLE = ("connection refused", "could not translate host name", "no route to host", "network is unreachable",
+                "no such file or directory", "name or service not known", "host is down")
+# A live server that refused our login (a wrong login_* option must not pass for "down"):
+_LOGIN_REFUSED = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied",
+                  "authentication failed")
+
+
+def classify_connect_error(message):
+    """What a libpq connection error means: ``unreachable`` (nothing answers at the address),
+    ``login_refused`` (a server answered and refused the login), ``timeout`` (no answer in time: a
+    network partition looks exactly like this, the server may be alive and taking writes) or
+    ``unknown`` (a server answered: starting up, shutting down, in crash recovery ...)."""
+    text = (message or "").lower()
+    if any(marker in text for marker in _UNREACHABLE):
+        return "unreachable"
+    if any(marker in text for marker in _LOGIN_REFUSED):
+        return "login_refused"
+    if "timeout expired" in text or "timed out" in text:
+        return "timeout"
+    return "unknown"
+
+
 def postgres_common_argument_spec():
     """The argument spec matching ``doc_fragments/postgres.py``."""
     return {

@@ -38,14 +38,6 @@ FENCE_MODES = ("none", "stop", "read_only")
 # safe only when this run was asked to fence that way (fence_old_primary=read_only).
 SAFE_STATES = ("stopped", "unreachable", "in_recovery")
 
-# libpq messages that mean "nothing is listening there" (as opposed to a server that answers
-# but refuses us, or one that is starting up / shutting down / in crash recovery).
-# "timeout expired" is NOT here: a network partition looks exactly like that, and a partitioned
-# old primary may still be taking writes. It is classed "unknown" and blocks unless fenced/forced.
-_UNREACHABLE = ("connection refused", "could not translate host name",
-                "no route to host", "network is unreachable", "no such file or directory",
-                "name or service not known", "host is down")
-
 
 def validate(p):
     """Refuse bad input before anything is touched; messages name the option."""
@@ -128,12 +120,6 @@ def lag_guard(lag, max_bytes=None, max_seconds=None):
         out.update(status="within_bounds", detail="replay lag within the bounds")
     return out
 
-
-def classify_connect_error(message):
-    """'unreachable' when nothing answers at the address, else 'unknown' (a server answered
-    but we could not log in, or it is starting up / shutting down / in crash recovery)."""
-    text = (message or "").lower()
-    return "unreachable" if any(marker in text for marker in _UNREACHABLE) else "unknown"
 
 
 def old_primary_state(in_recovery, read_only):
@@ -292,7 +278,9 @@ def probe_old_primary(p, target, connect_timeout):
     try:
         conn = postgres.connect(params)
     except FediflowError as exc:
-        probe.update(status=classify_connect_error(exc.message), error=exc.message.rsplit(": ", 1)[-1].strip())
+        # only "nothing listens there" is safe: a time-out may be a partition with a live primary behind it
+        unreachable = postgres.classify_connect_error(exc.message) == "unreachable"
+        probe.update(status="unreachable" if unreachable else "unknown", error=exc.message.rsplit(": ", 1)[-1].strip())
         if probe["status"] == "unreachable" and probe.get("pg_ctl_state") == "running":
             # pg_ctl says it runs here: not answering at that address does not make it down
             probe.update(status="unknown", error="running (pg_ctl status) but no answer at %s: %s"

@@ -1,8 +1,10 @@
 """The collection as users get it: `ansible-galaxy collection build` makes a clean tarball,
 `ansible-galaxy collection install` puts it into an empty path, and the playbooks, roles and
 modules resolve from that installed copy (not from this checkout). No lab needed: playbooks are
-syntax-checked (every module and role must resolve), modules render with ansible-doc."""
+syntax-checked (every module and role must resolve), modules render with ansible-doc. One playbook, fediflow.dr.backup, really runs from the
+installed copy against the lab (its modules, module_utils and roles all from the tarball)."""
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -10,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from lab_fixtures import INVENTORY, recap
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEPS = ROOT / ".build" / "collections" / "ansible_collections"
-PLAYBOOKS = ["backup", "failover", "failback", "dr_drill", "lab_up", "lab_down"]
+PLAYBOOKS = sorted(p.stem for p in (ROOT / "playbooks").glob("*.yml"))
 
 
 def _env(collections):
@@ -77,3 +81,18 @@ def test_modules_document_from_the_installed_collection(installed):
     modules = set(__import__("json").loads(proc.stdout))
     assert {"fediflow.dr.pg_promote", "fediflow.dr.route53_failover", "fediflow.dr.k8s_failover", "fediflow.dr.notify",
             "fediflow.dr.health_check", "fediflow.dr.dr_report", "fediflow.dr.pg_backup_verify"} <= modules
+
+
+def test_backup_runs_from_the_installed_collection(installed, lab):
+    """`ansible-playbook fediflow.dr.backup` with only the tarball's copy on the collections path."""
+    coll = installed["collections"]
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "-vv", "fediflow.dr.backup",
+                           "-e", "ansible_python_interpreter=%s" % sys.executable],
+                          capture_output=True, text=True, check=False, env=_env(coll), cwd=installed["work"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    counters = recap(proc.stdout)
+    assert counters and all(c["failed"] == 0 for c in counters.values()), counters
+    # -vv prints every task's path: all of them are in the installed copy, none in this checkout
+    paths = re.findall(r"^task path: (\S+):\d+$", proc.stdout, re.M)
+    dest = str(coll / "ansible_collections" / "fediflow" / "dr") + "/"
+    assert paths and all(p.startswith(dest) for p in paths), sorted(set(p for p in paths if not p.startswith(dest)))[:5]

@@ -1,4 +1,4 @@
-"""lab_down stops everything the lab started and removes only the lab's own directory;
+"""lab_down stops everything the lab started (PostgreSQL, Redis, moto, doubles) and removes only the lab's own directory;
 lab_up then rebuilds the lab from nothing. Marked restarts_lab: conftest runs it last."""
 import os
 import socket
@@ -22,7 +22,8 @@ def test_lab_down_then_up_from_nothing(lab, tmp_path):
     os.makedirs(neighbour)
     try:
         ports = [primary["fediflow_pg_port"], standby["fediflow_pg_port"], primary["lab_moto_port"],
-                 primary["lab_slack_port"]] + [h["fediflow_k8s_api_url"].rsplit(":", 1)[1] for h in (primary, standby)]
+                 primary["lab_slack_port"], primary["fediflow_redis_port"], standby["fediflow_redis_port"]]
+        ports += [h["fediflow_k8s_api_url"].rsplit(":", 1)[1] for h in (primary, standby)]
         assert all(_port_open(p) for p in ports)
         playbook("lab_down.yml")
         assert not os.path.exists(lab_dir)

@@ -3,6 +3,9 @@
 -- never exists. No modulo operator: psycopg2 reserves the percent sign for its named parameters.
 BEGIN;
 
+-- amcheck (contrib): the integrity validation checks the B-tree indexes with bt_index_check.
+CREATE EXTENSION IF NOT EXISTS amcheck;
+
 CREATE TABLE accounts (
     id           bigserial PRIMARY KEY,
     username     text NOT NULL,

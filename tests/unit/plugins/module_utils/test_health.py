@@ -217,11 +217,13 @@ def test_describe_error(exc, text):
 
 
 def test_login_refused_is_told_apart_from_down():
-    assert health.login_refused('FATAL:  password authentication failed for user "monitor"')
-    assert health.login_refused('database "app" does not exist')
-    assert not health.login_refused("Connection refused")
-    assert not health.login_refused("timeout expired")
-    assert not health.login_refused(None)
+    def refused(message):
+        return postgres.classify_connect_error(message) == "login_refused"
+    assert refused('FATAL:  password authentication failed for user "monitor"')
+    assert refused('database "app" does not exist')
+    assert not refused("Connection refused")
+    assert not refused("timeout expired")
+    assert not refused(None)
 
 
 def test_check_result_warning_and_failure_carry_the_rounds():

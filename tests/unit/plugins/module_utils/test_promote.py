@@ -97,16 +97,16 @@ def test_lag_guard_refuses_what_it_cannot_measure():
 
 @pytest.mark.parametrize("message, kind", [
     ('connection to server at "127.0.0.1", port 15432 failed: Connection refused', "unreachable"),
-    ("timeout expired", "unknown"),  # a partition looks like this: never "safe"
+    ("timeout expired", "timeout"),  # a partition looks like this: never "safe"
     ('could not translate host name "db.gone" to address: Name or service not known', "unreachable"),
     ('connection to server on socket "/run/pg/.s.PGSQL.5432" failed: No such file or directory', "unreachable"),
-    ('failed: FATAL:  password authentication failed for user "postgres"', "unknown"),
-    ("failed: FATAL:  no pg_hba.conf entry for host", "unknown"),
+    ('failed: FATAL:  password authentication failed for user "postgres"', "login_refused"),
+    ("failed: FATAL:  no pg_hba.conf entry for host", "login_refused"),
     ("failed: FATAL:  the database system is shutting down", "unknown"),
     ("failed: FATAL:  the database system is in recovery mode", "unknown"),
 ])
 def test_connect_errors_classified(message, kind):
-    assert promote.classify_connect_error(message) == kind
+    assert postgres.classify_connect_error(message) == kind
 
 
 @pytest.mark.parametrize("in_recovery, read_only, state", [
