@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: fediflow.dr contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Incident notifications to a Slack incoming webhook and to email through SES (``notify``).
+"""Incident notifications to a Slack incoming webhook, to email through SES (``notify``) and,
+for the comms role's incident updates (``incident``), to SMS through SNS.
 
 The escalation level comes from the outage's age and the runbook's matrix (``escalation``,
 a pure function the comms role's scheduled status updates reuse). Everything that decides
@@ -9,8 +10,8 @@ what is sent (validation, level, recipients, the rendered text, the retry policy
 data and unit-tested without a network; the sending itself runs against the Slack double
 and moto in the integration tier.
 
-Each channel has its own deadline (``timeout``, retries included) and both are sent at the
-same time, so a notification never holds a failover up for longer than ``timeout``. The
+Each channel has its own deadline (``timeout``, retries included) and all are sent at the
+same time (``run_channels``), so a notification never holds a failover up for longer than ``timeout``. The
 webhook URL is the secret: it never appears in the result, an error or a warning.
 """
 
@@ -51,6 +52,22 @@ SES_RETRY_BOTOCORE = frozenset({
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
     "ProxyConnectionError"})
 _ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+$")
+_E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
+_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+SMS_MAX = 480  # characters of an SMS update (three concatenated parts)
+
+
+MATRIX_OPTIONS = {
+    "after_s": {"type": "int", "required": True},
+    "level": {"type": "str", "required": True},
+    "recipients": {"type": "list", "elements": "str"},
+}
+
+
+def matrix_argument_spec():
+    """The ``escalation_matrix`` option of the modules that escalate (notify, incident)."""
+    return {"type": "list", "elements": "dict", "options": MATRIX_OPTIONS,
+            "default": [dict(entry) for entry in DEFAULT_MATRIX]}
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -84,15 +101,20 @@ def _address(text):
     return parseaddr(text)[1]
 
 
-def check_addresses(values, option):
+def check_list(values, option, valid, one, many):
+    """``values`` (None: empty) as a list of strings each ``valid``; refused naming ``option`` and the entry."""
     if values is None:
         return []
     if not isinstance(values, (list, tuple)):
-        raise FediflowError("%s must be a list of email addresses" % option)
+        raise FediflowError("%s must be a list of %s" % (option, many))
     for i, value in enumerate(values):
-        if not isinstance(value, str) or not is_address(value):
-            raise FediflowError("%s[%d] '%s' is not an email address" % (option, i, value))
+        if not isinstance(value, str) or not valid(value):
+            raise FediflowError("%s[%d] '%s' is not %s" % (option, i, value, one))
     return list(values)
+
+
+def check_addresses(values, option):
+    return check_list(values, option, is_address, "an email address", "email addresses")
 
 
 def validate_matrix(matrix):
@@ -226,6 +248,14 @@ def retry_delay(status, retry_after, attempt):
     return backoff
 
 
+def check_webhook_url(url):
+    """The webhook URL looks like one (its value is never shown: it is a secret)."""
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise FediflowError("slack_webhook_url must be an https:// URL (the value is not shown: it is a secret)")
+    return url
+
+
 def validate(p, now):
     """Refuse bad input before anything is sent; a normalized plan back."""
     if not str(p.get("subject") or "").strip():
@@ -243,9 +273,7 @@ def validate(p, now):
         raise FediflowError("timeout must be at least 1 second, got %r" % (timeout,))
     url = p.get("slack_webhook_url")
     if url is not None:
-        parts = urlsplit(str(url))
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise FediflowError("slack_webhook_url must be an https:// URL (the value is not shown: it is a secret)")
+        check_webhook_url(url)
     sender = p.get("ses_sender")
     if sender is not None and not is_address(sender):
         raise FediflowError("ses_sender '%s' is not an email address" % sender)
@@ -360,37 +388,37 @@ def _class_names(exc):
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
-def ses_client(p):
-    """The SES client, made before anything is sent so a bad region or profile refuses the run."""
+def channel_client(service, p, needs_region_for):
+    """An AWS client of a channel, made before anything is sent so a bad region or profile refuses the run."""
     try:
-        return aws.client("ses", p, max_attempts=1)  # the retries are ours, bounded by timeout
+        return aws.client(service, p, max_attempts=1)  # the retries are ours, bounded by timeout
     except FediflowError:
         raise
     except Exception as exc:  # pylint: disable=broad-except
         names = _class_names(exc)
         if "NoRegionError" in names:
-            raise FediflowError("region is needed for SES email (ses_sender): set region or AWS_REGION")
+            raise FediflowError("region is needed for %s: set region or AWS_REGION" % needs_region_for)
         if "ProfileNotFound" in names:
             raise FediflowError("profile '%s' is not in the AWS config files" % p.get("profile"))
         if "BotoCoreError" in names:
-            raise FediflowError("cannot set up the SES client: %s" % exc)
+            raise FediflowError("cannot set up the %s client: %s" % (service.upper(), exc))
         raise
 
 
-def send_ses(client, sender, recipients, subject, text, timeout, region, sleep=time.sleep):
-    """SendEmail with our own retries (throttling, 5xx, no answer) until ``timeout``. {ok, message_id,
-    attempts, error}."""
+def ses_client(p):
+    return channel_client("ses", p, "SES email (ses_sender)")
+
+
+def aws_retrying(call, timeout, refusal, service, sleep=time.sleep):
+    """``call()`` (one AWS request) with our own retries (throttling, 5xx, no answer) until ``timeout``
+    seconds pass; ``refusal(code, message)`` words a final refusal. {ok, answer, attempts, error}."""
     deadline = time.monotonic() + timeout
-    res = {"ok": False, "message_id": None, "attempts": 0, "error": None}
+    res = {"ok": False, "answer": None, "attempts": 0, "error": None}
     last = "no answer"
     while time.monotonic() < deadline:
         res["attempts"] += 1
         try:
-            answer = client.send_email(
-                Source=sender, Destination={"ToAddresses": list(recipients)},
-                Message={"Subject": {"Data": subject, "Charset": "UTF-8"},
-                         "Body": {"Text": {"Data": text, "Charset": "UTF-8"}}})
-            res.update(ok=True, message_id=answer.get("MessageId"))
+            res.update(ok=True, answer=call())
             return res
         except Exception as exc:  # pylint: disable=broad-except
             names = _class_names(exc)
@@ -399,16 +427,16 @@ def send_ses(client, sender, recipients, subject, text, timeout, region, sleep=t
                 last = "%s: %s" % (code, message)
                 retry = (code in SES_RETRY_CODES or (status or 0) >= 500) and "quota" not in message.lower()
                 if not retry:
-                    res["error"] = ses_refusal(code, message, sender, region)
+                    res["error"] = refusal(code, message)
                     return res
             elif names & SES_RETRY_BOTOCORE:
                 last = "no answer (%s)" % exc
             elif "NoCredentialsError" in names or "PartialCredentialsError" in names:
-                res["error"] = ("no AWS credentials for SES: set access_key and secret_key, profile, or "
-                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+                res["error"] = ("no AWS credentials for %s: set access_key and secret_key, profile, or "
+                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY" % service)
                 return res
             elif "BotoCoreError" in names:
-                res["error"] = "SES call failed: %s" % exc
+                res["error"] = "%s call failed: %s" % (service, exc)
                 return res
             else:
                 raise
@@ -416,8 +444,22 @@ def send_ses(client, sender, recipients, subject, text, timeout, region, sleep=t
         if time.monotonic() + delay >= deadline:
             break
         sleep(delay)
-    res["error"] = "SES did not take the message within timeout=%ss (%d attempts); last: %s" % (
-        timeout, res["attempts"], last)
+    res["error"] = "%s did not take the message within timeout=%ss (%d attempts); last: %s" % (
+        service, timeout, res["attempts"], last)
+    return res
+
+
+def send_ses(client, sender, recipients, subject, text, timeout, region, sleep=time.sleep):
+    """SendEmail with our own retries (throttling, 5xx, no answer) until ``timeout``. {ok, message_id,
+    attempts, error}."""
+    res = aws_retrying(
+        lambda: client.send_email(
+            Source=sender, Destination={"ToAddresses": list(recipients)},
+            Message={"Subject": {"Data": subject, "Charset": "UTF-8"},
+                     "Body": {"Text": {"Data": text, "Charset": "UTF-8"}}}),
+        timeout, lambda code, message: ses_refusal(code, message, sender, region), "SES", sleep=sleep)
+    answer = res.pop("answer") or {}
+    res["message_id"] = answer.get("MessageId") if res["ok"] else None
     return res
 
 
@@ -432,6 +474,78 @@ def ses_refusal(code, message, sender, region):
         return "SES refused the credentials (%s: %s): check access_key / secret_key / profile and ses:SendEmail" % (
             code, message)
     return "SES refused the message (%s: %s)" % (code, message)
+
+
+# ---------------------------------------------------------------- SMS (SNS)
+
+def check_phone_numbers(values, option):
+    """E.164 numbers (+ and 8-15 digits), as SNS Publish takes them."""
+    return check_list(values, option, _E164.match, "an E.164 phone number (+ and 8 to 15 digits, e.g. +15555550100)",
+                      "E.164 phone numbers, e.g. +15555550100")
+
+
+def check_topic_arn(value, option):
+    if value and not _TOPIC_ARN.match(str(value)):
+        raise FediflowError("%s '%s' is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)" % (option, value))
+    return value or None
+
+
+def sms_text(text):
+    """An SMS is short: the text cut to SMS_MAX characters (SNS takes 1600 bytes; carriers split at 160)."""
+    return text if len(text) <= SMS_MAX else text[:SMS_MAX - 1] + "\u2026"
+
+
+def sns_client(p):
+    return channel_client("sns", p, "SMS through SNS")
+
+
+def send_sns(client, phone_numbers, topic_arn, subject, text, timeout, sleep=time.sleep):
+    """SNS Publish to each phone number (SMS) and to the topic, with our retries, all within ``timeout``.
+    {ok (every target took it), message_ids {target: id}, attempts, error}."""
+    deadline = time.monotonic() + timeout
+    res = {"ok": True, "message_ids": {}, "attempts": 0, "error": None}
+    errors = []
+    targets = [("PhoneNumber", number) for number in phone_numbers or []]
+    if topic_arn:
+        targets.append(("TopicArn", topic_arn))
+    for kind, target in targets:
+        kwargs = {kind: target, "Message": sms_text(text)}
+        if kind == "TopicArn":
+            kwargs["Subject"] = subject[:100]  # email subscribers of the topic see it; SNS takes <= 100
+        else:
+            kwargs["MessageAttributes"] = {"AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}}
+        one = aws_retrying(lambda kw=kwargs: client.publish(**kw), max(0.1, deadline - time.monotonic()),
+                           lambda code, message: "SNS refused the message to %s (%s: %s)" % (target, code, message),
+                           "SNS", sleep=sleep)
+        res["attempts"] += one["attempts"]
+        if one["ok"]:
+            res["message_ids"][target] = (one["answer"] or {}).get("MessageId")
+        else:
+            errors.append(one["error"])
+    if errors:
+        res.update(ok=False, error="; ".join(errors))
+    return res
+
+
+def run_channels(jobs, timeout, secrets=()):
+    """Run the channel jobs {name: callable -> {ok, error, ...}} at the same time, each bounded by
+    ``timeout`` (+ GRACE_S); a job still running then is reported failed, not waited for.
+    ({name: outcome with error redacted}, {name: seconds})."""
+    outcome, spent, threads = {}, {}, {}
+    start = time.monotonic()
+    for name, job in jobs.items():
+        threads[name] = threading.Thread(target=_run_channel, args=(job, outcome, name, spent), daemon=True)
+        threads[name].start()
+    grace = start + timeout + GRACE_S
+    for name, thread in threads.items():
+        thread.join(max(0.0, grace - time.monotonic()))
+        if thread.is_alive() or name not in outcome:
+            outcome[name] = {"ok": False, "error": "%s did not answer within timeout=%ss; the message may still "
+                                                   "be delivered" % (name, timeout)}
+        spent.setdefault(name, round(time.monotonic() - start, 3))
+        if outcome[name].get("error"):
+            outcome[name] = dict(outcome[name], error=redact([outcome[name]["error"]], secrets)[0])
+    return outcome, spent
 
 
 # ---------------------------------------------------------------- the module's entry point
@@ -493,19 +607,11 @@ def send(p, check_mode=False, warn=None, now=None, ses=None):
 
     # both channels at once, each bounded by its own deadline; a call that hangs past it
     # (an SES read can block longer than timeout) is reported, not waited for
-    outcome, spent, threads = {}, {}, {}
-    for name, job in jobs.items():
-        threads[name] = threading.Thread(target=_run_channel, args=(job, outcome, name, spent), daemon=True)
-        threads[name].start()
-    grace = time.monotonic() + plan["timeout"] + GRACE_S
-    for name, thread in threads.items():
-        thread.join(max(0.0, grace - time.monotonic()))
-        if thread.is_alive() or name not in outcome:
-            outcome[name] = {"ok": False, "error": "%s did not answer within timeout=%ss; the message may still "
-                                                   "be delivered" % (name, plan["timeout"])}
-        timer.phases[name] = spent.get(name, round(time.monotonic() - timer.start, 3))
+    outcome, spent = run_channels(jobs, plan["timeout"], plan["secrets"])
+    for name in jobs:
+        timer.phases[name] = spent[name]
         res = dict(result["channels"][name], **outcome[name])
-        res["error"] = redact([res["error"]], plan["secrets"])[0] if res.get("error") else None
+        res["error"] = res.get("error") or None
         result["channels"][name] = res
 
     channels = result["channels"]

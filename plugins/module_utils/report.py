@@ -50,6 +50,8 @@ DEFAULT_OBJECTIVES = {
     "rpo_file_storage_s": (900, "RPO file storage (snapshot frequency)"),
     "rpo_configuration_s": (3600, "RPO configuration (versioned backups)"),
     "data_loss_tolerance_critical_s": (60, "data-loss tolerance, critical data"),
+    # the communication plan: outage start -> first notification delivered (fediflow.dr.incident)
+    "first_notification_s": (900, "time to first notification (communication plan)"),
 }
 
 # a details key with one of these words (snake_case, kebab-case or camelCase) is masked

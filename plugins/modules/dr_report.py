@@ -135,7 +135,9 @@ options:
       - Recovery objectives, key -> target seconds, or key -> dict with C(target_s) and C(label). Merged over the
         runbook's table (C(rto_critical_s) 900, C(rto_standard_s) 3600, C(rto_non_critical_s) 14400,
         C(rto_full_system_s) 86400, C(rpo_database_s) 300, C(rpo_file_storage_s) 900, C(rpo_configuration_s) 3600,
-        C(data_loss_tolerance_critical_s) 60), so the inventory's C(fediflow_objectives) fits as it is. Every
+        C(data_loss_tolerance_critical_s) 60, and the communication plan's C(first_notification_s) 900 - outage start to
+        the first notification delivered, as M(fediflow.dr.incident) returns it), so the inventory's
+        C(fediflow_objectives) fits as it is. Every
         objective is reported, measured or not.
       - Keys starting with C(rto) are RTO targets, drawn on the timeline.
     type: dict

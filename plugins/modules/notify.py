@@ -37,6 +37,7 @@ author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
   - fediflow.dr.aws
+  - fediflow.dr.escalation
   - fediflow.dr.attributes
 attributes:
   check_mode:
@@ -68,30 +69,6 @@ options:
       - A time more than 5 minutes in the future is refused; less is taken as clock skew (age 0).
       - When omitted, now (age 0, the first level).
     type: str
-  escalation_matrix:
-    description:
-      - The escalation levels, sorted by O(escalation_matrix[].after_s) ascending, the first at 0.
-      - The default is the runbook's matrix, without recipients.
-    type: list
-    elements: dict
-    default:
-      - {after_s: 0, level: on-call}
-      - {after_s: 1800, level: technical lead}
-      - {after_s: 3600, level: engineering manager}
-      - {after_s: 7200, level: executive team}
-    suboptions:
-      after_s:
-        description: Outage age in seconds from which this level applies.
-        type: int
-        required: true
-      level:
-        description: Name of the level, for example C(technical lead).
-        type: str
-        required: true
-      recipients:
-        description: Email addresses this level adds once it is reached (with O(ses_sender)).
-        type: list
-        elements: str
   slack_webhook_url:
     description:
       - URL of the Slack incoming webhook. It is the secret that lets anyone post to the channel.
@@ -249,12 +226,6 @@ from ansible_collections.fediflow.dr.plugins.module_utils import notify
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
-MATRIX_OPTIONS = {
-    "after_s": {"type": "int", "required": True},
-    "level": {"type": "str", "required": True},
-    "recipients": {"type": "list", "elements": "str"},
-}
-
 
 def main():
     spec = aws_common_argument_spec()
@@ -263,8 +234,7 @@ def main():
         msg={"type": "str", "required": True},
         severity={"type": "str", "default": "critical", "choices": list(notify.SEVERITIES)},
         outage_started={"type": "str"},
-        escalation_matrix={"type": "list", "elements": "dict", "options": MATRIX_OPTIONS,
-                           "default": [dict(entry) for entry in notify.DEFAULT_MATRIX]},
+        escalation_matrix=notify.matrix_argument_spec(),
         slack_webhook_url={"type": "str", "no_log": True},
         ses_sender={"type": "str"},
         ses_recipients={"type": "list", "elements": "str"},

@@ -36,6 +36,18 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM and wait (SIGKILL after ``timeout``); the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
+
+
 @dataclass
 class Double:
     proc: subprocess.Popen
@@ -54,14 +66,7 @@ class Double:
 
     def stop(self, timeout=10):
         """SIGTERM and wait; returns the exit code (0 = clean shutdown)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
 
 def start_double(kind, workdir, *extra, name=None, deadline=20.0):
@@ -101,3 +106,43 @@ def write_kubeconfig(path, server, token=None):
     }
     Path(path).write_text(json.dumps(config, indent=2))  # JSON is valid YAML
     return Path(path)
+
+
+@dataclass
+class Moto:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def data(self):
+        """moto's backend models as JSON (GET /moto-api/data.json): what a test can observe over HTTP
+        (SES messages, SNS SMS and topic notifications, ...)."""
+        with urllib.request.urlopen(self.url + "/moto-api/data.json", timeout=10) as resp:
+            return json.load(resp)
+
+    def stop(self, timeout=10):
+        return stop_process(self.proc, timeout)
+
+
+def start_moto(workdir, deadline=30.0):
+    """A private moto_server (the venv's) on a free loopback port, polled on /moto-api/ until it answers."""
+    log = Path(workdir) / "moto.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    moto_server = Path(sys.executable).parent / "moto_server"
+    for _attempt in range(3):  # another process may take the port between probe and bind
+        port = free_port()
+        url = "http://127.0.0.1:%d" % port
+        with open(log, "ab") as err:
+            proc = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+                                    stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        moto = Moto(proc, url, log)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(url + "/moto-api/", timeout=1) as resp:
+                    if resp.status == 200:
+                        return moto
+            except OSError:
+                time.sleep(0.1)  # poll interval inside the deadline
+        moto.stop()
+    raise RuntimeError("moto_server did not answer:\n%s" % log.read_text())

@@ -161,16 +161,17 @@ def test_reports_written_parsed_back_and_rendered_by_chromium(tmp_path):
     assert verdicts[("rpo_database_s", "WAL archive")] == (300, 61.5, True)
     assert verdicts[("data_loss_tolerance_critical_s", None)] == (60, None, None)
     assert verdicts[("rpo_file_storage_s", None)] == (900, None, None)  # in the inventory, not measured
+    assert verdicts[("first_notification_s", None)] == (900, None, None)  # the runbook's table, not measured
     assert [s["status"] for s in doc["steps"]] == ["ok", "ok", "failed", "ok", "skipped"]
     assert doc["steps"][2]["start"] == "2026-05-01T12:01:40Z" and doc["steps"][3]["duration_s"] == 930
 
     suite = ET.parse(str(dest / "latest.junit.xml")).getroot().find("testsuite")
     cases = suite.findall("testcase")
-    assert len(cases) == 9 + 5 + 1 and suite.get("tests") == "15" and suite.get("failures") == "2"
+    assert len(cases) == 10 + 5 + 1 and suite.get("tests") == "16" and suite.get("failures") == "2"
     failures = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
     assert failures == {"RTO critical services": "measured 1110 s > target 900 s",
                         "file-restore": "checksum mismatch on media/a.png"}
-    assert suite.get("skipped") == str(5 + 1 + 1)  # objectives not measured, a step, pitr
+    assert suite.get("skipped") == str(6 + 1 + 1)  # objectives not measured, a step, pitr
 
     for path in dest.iterdir():
         assert SECRET not in path.read_text(), "the secret is in %s" % path.name

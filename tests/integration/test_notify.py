@@ -8,18 +8,15 @@ moto's SES backend holds (GET /moto-api/data.json, ses -> Message).
 """
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import boto3
 import pytest
 
-from doubles_fixtures import free_port
+from doubles_fixtures import start_moto
 from lab_fixtures import module
 
 MODULE = "fediflow.dr.notify"
@@ -35,34 +32,12 @@ MATRIX = [{"after_s": 0, "level": "on-call", "recipients": ["oncall@fediflow.exa
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     """A private moto_server on a free loopback port (not the lab's), the sender verified in SES."""
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    moto_server = Path(sys.executable).parent / "moto_server"
-    for _attempt in range(3):  # another process may take the port between probe and bind
-        port = free_port()
-        url = "http://127.0.0.1:%d" % port
-        with open(log, "ab") as err:
-            proc = subprocess.Popen([str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-                                    stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        end = time.monotonic() + 30
-        while time.monotonic() < end and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(url + "/moto-api/", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)  # poll interval inside the deadline
-        else:
-            proc.terminate()
-            proc.wait(10)
-            continue
-        ses = boto3.client("ses", region_name=REGION, endpoint_url=url,
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        ses.verify_email_identity(EmailAddress=SENDER)
-        yield {"url": url, "ses": ses}
-        proc.terminate()
-        proc.wait(10)
-        return
-    raise RuntimeError("moto_server did not answer:\n%s" % log.read_text())
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    ses = boto3.client("ses", region_name=REGION, endpoint_url=server.url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ses.verify_email_identity(EmailAddress=SENDER)
+    yield {"url": server.url, "ses": ses}
+    server.stop()
 
 
 def sent_mail(moto, subject_part):

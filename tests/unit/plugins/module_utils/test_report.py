@@ -78,7 +78,8 @@ def test_objectives_merge_over_the_runbook_table():
     objectives = rp.normalize_objectives({"rto_critical_s": 600, "custom": {"target_s": 5.0, "label": "C"}})
     assert objectives["rto_critical_s"] == {"target_s": 600, "label": "RTO critical services"}
     assert objectives["rpo_database_s"]["target_s"] == 300 and objectives["custom"] == {"target_s": 5, "label": "C"}
-    assert list(objectives)[:8] == list(rp.DEFAULT_OBJECTIVES)
+    assert list(objectives)[:9] == list(rp.DEFAULT_OBJECTIVES)
+    assert objectives["first_notification_s"]["target_s"] == 900  # the runbook's 15 minutes
     assert rp.normalize_objectives(None)["data_loss_tolerance_critical_s"]["target_s"] == 60
 
 
@@ -105,7 +106,7 @@ def test_verdicts_boundary_not_run_and_two_rows_for_one_objective(tmp_path):
     assert by[("rpo_database_s", "archive")]["pass"] is True  # measured == target passes
     assert by[("rto_full_system_s", None)]["measured_s"] is None and by[("rto_full_system_s", None)]["pass"] is None
     assert by[("rto_full_system_s", None)]["result"] == "NOT RUN"
-    assert len(rows) == 9  # 8 objectives, one measured twice
+    assert len(rows) == 10  # 9 objectives, one measured twice
 
 
 def test_steps_times_status_and_masking(tmp_path):
@@ -177,13 +178,13 @@ def test_junit_parses_back(tmp_path):
     root = ET.fromstring(rp.render_junit(_report(tmp_path)).encode())
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
-    assert root.tag == "testsuites" and len(cases) == 9 + 4 + 1 == int(suite.get("tests"))
+    assert root.tag == "testsuites" and len(cases) == 10 + 4 + 1 == int(suite.get("tests"))
     failed = {c.get("name"): c.find("failure") for c in cases if c.find("failure") is not None}
     assert set(failed) == {"RTO critical services: failover", "dns"} and suite.get("failures") == "2"
     assert failed["RTO critical services: failover"].get("message") == "measured 1200 s > target 900 s"
     assert failed["dns"].get("message") == "Route53 said no"
     skipped = [c for c in cases if c.find("skipped") is not None]
-    assert len(skipped) == 6 + 1 + 1 == int(suite.get("skipped"))  # 6 objectives not measured, a step, pitr
+    assert len(skipped) == 7 + 1 + 1 == int(suite.get("skipped"))  # 7 objectives not measured, a step, pitr
     assert any(c.get("classname") == "not_run" and "NOT RUN: not implemented <yet>" in c.find("skipped").get("message")
                for c in skipped)
 
