@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Write a copy of the lab inventory that runs a second, independent lab beside the first.
 
 Every loopback port of the lab (PostgreSQL, moto, Kubernetes doubles, Slack receiver,

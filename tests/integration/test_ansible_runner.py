@@ -11,7 +11,7 @@ import ansible_runner
 import pytest
 import yaml
 
-from lab_fixtures import ROOT, ansible_env, lab_is_home, rebuild_lab_unless_home
+from lab_fixtures import INVENTORY, ROOT, ansible_env, lab_is_home, rebuild_lab_unless_home
 
 TEMPLATES = {t["name"]: t for t in yaml.safe_load((ROOT / "awx" / "fediflow-dr.awx.yml").read_text())["job_templates"]}
 CREDENTIAL_TYPES = {c["name"]: c for c in yaml.safe_load((ROOT / "awx" / "fediflow-dr.awx.yml").read_text())["credential_types"]}
@@ -49,7 +49,7 @@ def _run(template_name, lab, tmp_path):
     private = tmp_path / "runner"
     private.mkdir()
     result = ansible_runner.run(private_data_dir=str(private), project_dir=str(ROOT), playbook=template["playbook"],
-                                inventory=str(ROOT / "inventories" / "lab" / "hosts.yml"), extravars=extravars,
+                                inventory=str(INVENTORY), extravars=extravars,
                                 envvars=env, quiet=True, ident="job")
     artifacts = private / "artifacts" / "job"
     return result, artifacts, extravars
