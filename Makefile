@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INVENTORY ?= inventories/lab/hosts.yml
 COLL_DIR := .build/collections/ansible_collections/fediflow/dr
 
-.PHONY: setup test test-unit test-sanity test-lint test-integration drill bench lab-up lab-down clean
+.PHONY: setup test test-unit test-sanity test-lint test-molecule test-integration molecule-drill drill bench lab-up lab-down clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,8 +26,15 @@ test-sanity: setup
 test-lint: setup
 	@bash scripts/test.sh lint
 
+test-molecule: setup
+	@bash scripts/test.sh molecule
+
 test-integration: setup
 	@bash scripts/test.sh integration
+
+# The full DR drill as a Molecule scenario (lab up, backups, drill, testinfra verify).
+molecule-drill: setup
+	@FEDIFLOW_LAB_INVENTORY=$${FEDIFLOW_LAB_INVENTORY:-$(abspath $(INVENTORY))} bash scripts/test.sh molecule-drill
 
 lab-up: setup
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml

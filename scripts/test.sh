@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Test tiers of `make test`: unit (ansible-test units), sanity (ansible-test sanity),
-# lint (ansible-lint --profile production), integration (pytest against the real lab).
-# Usage: scripts/test.sh all|unit|sanity|lint|integration   (run after scripts/setup.sh)
+# lint (ansible-lint --profile production), molecule (the `default` Molecule scenario end to end:
+# lab up, backups, testinfra verify), integration (pytest against the real lab).
+# molecule-drill (the full drill scenario) is not part of `all`: `make molecule-drill`.
+# Usage: scripts/test.sh all|unit|sanity|lint|molecule|molecule-drill|integration   (run after scripts/setup.sh)
+# Order: molecule runs before integration. It leaves the lab up and in its home roles, which is
+# what the integration tier starts from (its session fixture runs lab_up, idempotent); the
+# integration tier ends with test_zz_lab_down. Both use FEDIFLOW_LAB_INVENTORY (default the lab).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +41,15 @@ sanity() { (cd "$COLL" && ansible-test sanity --local --python "$PY_VER" --color
 # shellcheck disable=SC2317
 lint() { (cd "$ROOT" && ansible-lint --profile production --offline --nocolor); }
 # shellcheck disable=SC2317
+molecule_scenario() {
+  (cd "$ROOT" && FEDIFLOW_LAB_INVENTORY="${FEDIFLOW_LAB_INVENTORY:-$ROOT/inventories/lab/hosts.yml}" \
+     molecule test --scenario-name "$1")
+}
+# shellcheck disable=SC2317
+molecule_default() { molecule_scenario default; }
+# shellcheck disable=SC2317
+molecule_drill() { molecule_scenario drill; }
+# shellcheck disable=SC2317
 integration() {
   (cd "$ROOT" && python -m pytest tests/integration -p no:cacheprovider -q -rs \
      --junitxml="$ROOT/tests/output/junit/integration.xml")
@@ -43,9 +57,11 @@ integration() {
 
 what="${1:-all}"
 case "$what" in
-  all) tier unit unit; tier sanity sanity; tier lint lint; tier integration integration ;;
+  all) tier unit unit; tier sanity sanity; tier lint lint; tier molecule molecule_default; tier integration integration ;;
   unit|sanity|lint|integration) tier "$what" "$what" ;;
-  *) echo "usage: $0 all|unit|sanity|lint|integration" >&2; exit 2 ;;
+  molecule) tier molecule molecule_default ;;
+  molecule-drill) tier molecule-drill molecule_drill ;;
+  *) echo "usage: $0 all|unit|sanity|lint|molecule|molecule-drill|integration" >&2; exit 2 ;;
 esac
 
 failed=0

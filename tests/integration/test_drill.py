@@ -1,17 +1,25 @@
-"""`make drill`'s playbook against the real lab: every scenario that exists is run and measured
-(a failover that really kills the primary included), the report says what it did not run, and
-the lab ends in its home roles.
+"""`make drill`'s playbook (role fediflow.dr.dr_drill) against the real lab: every scenario of the
+inventory's fediflow_drill_scenarios is run in order and measured (a failover that really kills
+the primary, a point-in-time restore after a real DROP TABLE), the measurements are re-checked
+independently with psycopg2 against the heartbeat rows in the database, and the lab ends in its
+home roles - also when a scenario fails.
 
 The Kubernetes API and Slack of the failover scenario are the lab's local HTTP doubles (no API
-server can run here); moto answers Route53 changes INSYNC at once.
+server can run here); moto answers Route53 changes INSYNC at once and stores the S3 backups.
 """
+import hashlib
 import json
 import os
+import socket
 import xml.etree.ElementTree as ET
 
 import pytest
+import yaml
 
-from lab_fixtures import ROOT, lab_is_home, pg_connect, playbook, rebuild_lab_unless_home
+from lab_fixtures import ROOT, INVENTORY, lab_is_home, pg_connect, playbook, rebuild_lab_unless_home
+
+SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "file-restore", "failback"]
+PROBE = "dr_drill_pitr_probe"
 
 
 @pytest.fixture
@@ -32,44 +40,132 @@ def _rows(report, objective):
     return [r for r in report["objectives"] if r["objective"] == objective]
 
 
+def _one(rows, source):
+    found = [r for r in rows if r["source"] == source]
+    assert len(found) == 1, rows
+    return found[0]
+
+
+def _probe_digest(rows=1000):
+    """What the drill table holds: payload md5(id) for id 1..rows, digest over them in id order."""
+    payloads = [hashlib.md5(str(i).encode()).hexdigest() for i in range(1, rows + 1)]
+    return rows, hashlib.md5(",".join(payloads).encode()).hexdigest()
+
+
+def _probe(node):
+    with pg_connect(node, "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM %s" % PROBE)
+        return tuple(cur.fetchone())
+
+
+def _listening(port):
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", int(port))) == 0
+
+
+def test_the_lab_inventory_lists_every_scenario_in_order():
+    drill_vars = yaml.safe_load((INVENTORY.parent / "group_vars" / "all" / "drill.yml").read_text())
+    assert drill_vars["fediflow_drill_scenarios"] == SCENARIOS
+
+
 @pytest.mark.restarts_lab
 def test_full_drill_measures_every_scenario_and_comes_home(home, tmp_path):
     lab = home
-    playbook("backup.yml")  # the scheduled backups a drill finds (media snapshot included)
+    primary, standby = lab["primary"], lab["standby"]
+    playbook("backup.yml")  # the scheduled backups a drill finds (media, configuration, physical base)
     summary = tmp_path / "summary.txt"
     proc, _took = playbook("dr_drill.yml", "-e", "drill_summary_file=%s" % summary)
     report_dir, report = _latest(lab)
     assert report["ok"] is True, proc.stdout[-3000:]
     text = summary.read_text()
-    assert "NOT RUN: pitr" in text and "report: " in text
-    # nothing is reported as measured for a scenario that does not exist yet
-    assert [s["scenario"] for s in report["not_run"]] == ["pitr"]
-    steps = {s["name"]: s for s in report["steps"]}
-    assert set(steps) == {"replication-rpo", "backup-restore", "file-restore", "region-failover", "failback"}
-    assert all(s["status"] == "ok" for s in steps.values())
-    # the database RPO is measured three ways, the failover's from heartbeats actually lost
-    sources = {r["source"]: r for r in _rows(report, "rpo_database_s")}
-    assert set(sources) == {"replication-rpo", "wal-archive", "region-failover"}
-    assert all(r["pass"] is True for r in sources.values())
-    assert 60 <= sources["wal-archive"]["measured_s"] < 300  # archive_timeout (60 s in the lab) + latency
+    assert "NOT RUN" not in text and "report: " in text and "overall: PASS" in text
+    assert report["not_run"] == []
+    # one step per scenario, in the inventory's order, plus nothing else (no lab-home repair needed)
+    steps = sorted(report["steps"], key=lambda s: s["start"])
+    assert [s["name"] for s in steps] == SCENARIOS
+    assert all(s["status"] == "ok" for s in steps)
+    # progress lines: a start and a finish line per scenario, in order
+    for index, name in enumerate(SCENARIOS, 1):
+        assert "drill [%d/6] %s: start" % (index, name) in proc.stdout
+        assert "drill [%d/6] %s: ok in " % (index, name) in proc.stdout
+    steps = {s["name"]: s for s in steps}
+    # every objective measured, every one passes
+    assert all(r["measured_s"] is not None and r["pass"] is True for r in report["objectives"]), report["objectives"]
+    rpo_db = _rows(report, "rpo_database_s")
+    assert {r["source"] for r in rpo_db} == {"replication-rpo", "wal-archive", "pitr", "region-failover"}
+    assert 60 <= _one(rpo_db, "wal-archive")["measured_s"] < 300  # archive_timeout (60 s in the lab) + latency
     rto = _rows(report, "rto_critical_s")[0]
-    # kill -> service in region 2 includes the detection window (3 checks 1 s apart) and stays well inside 15 min
-    assert rto["source"] == "region-failover" and 2.0 <= rto["measured_s"] < 90 and rto["pass"] is True
+    # kill -> service in region 2 includes the detection window (3 checks 1 s apart)
+    assert rto["source"] == "region-failover" and 2.0 <= rto["measured_s"] < 90
+    full = _rows(report, "rto_full_system_s")[0]
+    assert full["source"] == "region-failover" and rto["measured_s"] <= full["measured_s"] < 180
     assert _rows(report, "data_loss_tolerance_critical_s")[0]["measured_s"] is not None
-    restore = _rows(report, "rto_standard_s")[0]
-    assert 0 < restore["measured_s"] <= steps["backup-restore"]["duration_s"] + 1
-    assert _rows(report, "rpo_file_storage_s")[0]["measured_s"] is not None
+    backup_rto = _one(_rows(report, "rto_standard_s"), "backup-restore")
+    assert 0 < backup_rto["measured_s"] <= steps["backup-restore"]["duration_s"] + 1
+    assert 0 < _rows(report, "rto_non_critical_s")[0]["measured_s"] <= steps["file-restore"]["duration_s"] + 1
+    # backup.yml ran just before: the configuration backup is minutes old at most
+    assert 0 <= _rows(report, "rpo_configuration_s")[0]["measured_s"] < 600
     failover = steps["region-failover"]["details"]
     assert [s["step"] for s in failover["steps"]][:5] == ["inspect", "detect", "promote", "dns", "kubernetes"]
+    _check_pitr(lab, report, steps["pitr"])
     # the heartbeats the drill wrote before the kill are in the region that took over, then back home
-    assert lab_is_home(lab["primary"], lab["standby"])
-    with pg_connect(lab["primary"], "fediflow") as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM dr_heartbeat")
+    assert lab_is_home(primary, standby)
+    with pg_connect(primary, "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM dr_heartbeat WHERE id <= %s", (failover["present_last_id"],))
         assert cur.fetchone()[0] >= 10
     # CI-readable: the JUnit file has no failures, the HTML exists
     junit = ET.parse(os.path.join(report_dir, "latest.junit.xml")).getroot()
-    assert junit.get("failures") == "0" and int(junit.get("tests")) >= 10
+    assert junit.get("failures") == "0" and int(junit.get("tests")) >= 15
     assert os.path.getsize(os.path.join(report_dir, "latest.html")) > 1000
+
+
+def _check_pitr(lab, report, step):
+    """The pitr numbers re-derived from the heartbeat rows in the live primary (they were never lost there)."""
+    primary, standby = lab["primary"], lab["standby"]
+    det = step["details"]
+    # the dropped drill table is back in production, with its content, and replicated
+    assert _probe(primary) == _probe_digest() and _probe(standby) == _probe_digest()
+    with pg_connect(primary, "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("SELECT extract(epoch FROM at)::float8 FROM dr_heartbeat WHERE id = %s", (det["recovered_last_id"],))
+        recovered_at = cur.fetchone()[0]
+        # the next heartbeat after the last one the restore had was written around the drop, not before
+        cur.execute("SELECT min(id), extract(epoch FROM min(at))::float8 FROM dr_heartbeat WHERE id > %s",
+                    (det["recovered_last_id"],))
+        next_id, next_at = cur.fetchone()
+    assert abs(recovered_at - det["recovered_last_at"]) < 0.002  # the restore held exactly that row
+    assert next_id is not None and next_at > det["dropped_at"] - 0.2  # nothing well before the drop was missing
+    rpo = _one(_rows(report, "rpo_database_s"), "pitr")
+    assert abs(rpo["measured_s"] - (det["dropped_at"] - recovered_at)) < 0.01
+    assert 0 <= rpo["measured_s"] < 1.0  # a heartbeat every 0.1 s, restore point in the drop's transaction
+    rto = _one(_rows(report, "rto_standard_s"), "pitr")
+    assert abs(rto["measured_s"] - (det["service_at"] - det["dropped_at"])) < 0.01 and 0 < rto["measured_s"] < 300
+    assert det["reached"]["lsn"] and det["wal_segments_replayed"] >= 1 and det["base_backup"]
+    # the restore beside the primary is gone: port closed, no data directory left
+    assert not _listening(det["restore_port"])
+    parent = os.path.dirname(primary["fediflow_pg_data_dir"])
+    assert not [n for n in os.listdir(parent) if ".pitr-" in n]
+
+
+def test_a_failed_scenario_is_reported_and_the_lab_still_comes_home(home, tmp_path):
+    """pitr with a WAL archive configuration that does not exist must fail; the drill goes on, reports it, leaves the lab home
+    and no heartbeat writer or restore behind."""
+    lab = home
+    scenarios = json.dumps(["pitr", "backup-restore"])
+    proc, _took = playbook("dr_drill.yml", "-e", "drill_failover=false", "-e", '{"fediflow_drill_scenarios": %s}' % scenarios,
+                           "-e", "dr_drill_pitr_wal_config=%s" % (tmp_path / "no-such-wal.json"), check=False)
+    assert proc.returncode != 0
+    _dir, report = _latest(lab)
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["pitr"]["status"] != "ok" and "restore beside the primary" in steps["pitr"]["msg"]
+    assert steps["backup-restore"]["status"] == "ok"  # the next scenario still ran
+    assert report["failed_steps"] == ["pitr"] and report["ok"] is False
+    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "file-restore", "failback"}
+    assert "drill [1/2] pitr: FAILED in" in proc.stdout and "drill [2/2] backup-restore: ok in" in proc.stdout
+    assert lab_is_home(lab["primary"], lab["standby"])
+    with open(os.path.join(lab["primary"]["fediflow_lab_dir"], "reports", "drill-heartbeat.json"), encoding="utf-8") as fh:
+        assert json.load(fh).get("stopped") is True
+    assert not [n for n in os.listdir(os.path.dirname(lab["primary"]["fediflow_pg_data_dir"])) if ".pitr-" in n]
 
 
 def test_file_storage_rpo_counts_changes_not_yet_in_a_snapshot(home):
@@ -85,5 +181,7 @@ def test_file_storage_rpo_counts_changes_not_yet_in_a_snapshot(home):
         assert _rows(report, "rpo_file_storage_s")[0]["measured_s"] > 0
         assert "region-failover" not in {s["name"] for s in report["steps"]}
         assert _rows(report, "rto_critical_s")[0]["measured_s"] is None  # not run, never invented
+        assert _rows(report, "rto_full_system_s")[0]["measured_s"] is None
+        assert {s["scenario"] for s in report["not_run"]} == {"region-failover", "failback"}
     finally:
         os.unlink(extra)

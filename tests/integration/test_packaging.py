@@ -54,7 +54,7 @@ def test_tarball_is_clean(installed):
     for bad in (".venv/", ".build/", ".git/", "tests/output/", "__pycache__", ".pytest_cache"):
         assert not [n for n in names if bad in n + "/"], bad
     for needed in ("MANIFEST.json", "meta/runtime.yml", "plugins/modules/pg_promote.py", "roles/region_failover/tasks/main.yml",
-                   "playbooks/failover.yml", "playbooks/files/drill_heartbeat.py", "inventories/lab/hosts.yml"):
+                   "playbooks/failover.yml", "roles/dr_drill/files/drill_heartbeat.py", "inventories/lab/hosts.yml"):
         assert needed in names, needed
 
 

@@ -1,9 +1,10 @@
 """DR drill heartbeat writer: commit a row to the primary every PERIOD seconds and record each
 acknowledged row (id, commit time) in STATE (JSON, replaced atomically), until the primary
 stops answering or MAX_S pass. What the drill then finds in the surviving region, compared with
-the last acknowledged row, is the data a failover really lost (RPO).
+the last acknowledged row, is the data a failover really lost (RPO). With --stop-file the writer
+also ends (exit 0) when that file appears: the pitr scenario stops it once the restore is done.
 
-    drill_heartbeat.py --host H --port P --db DB --user U --state FILE [--period 0.1] [--max-s 300]
+    drill_heartbeat.py --host H --port P --db DB --user U --state FILE [--period 0.1] [--max-s 300] [--stop-file F]
 
 The password comes from PGPASSWORD (never argv). Table: dr_heartbeat (id bigserial, at timestamptz).
 """
@@ -31,6 +32,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--period", type=float, default=0.1)
     ap.add_argument("--max-s", type=float, default=300)
+    ap.add_argument("--stop-file", default="")
     args = ap.parse_args()
     conn = psycopg2.connect(host=args.host, port=args.port, dbname=args.db, user=args.user, connect_timeout=5)
     conn.autocommit = True
@@ -41,6 +43,10 @@ def main():
     end = time.monotonic() + args.max_s
     while time.monotonic() < end:
         tick = time.monotonic()
+        if args.stop_file and os.path.exists(args.stop_file):
+            state["stopped"] = True
+            save(args.state, state)
+            return 0
         try:
             with conn.cursor() as cur:
                 cur.execute("INSERT INTO dr_heartbeat DEFAULT VALUES RETURNING id, extract(epoch FROM at)::float8")

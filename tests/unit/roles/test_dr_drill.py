@@ -1,0 +1,58 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The dr_drill role's scenario table is consistent: every known scenario has its task file, the
+default order and the inventories' fediflow_drill_scenarios name only known scenarios, and the
+playbook's drill_failover=false skips exactly the two scenarios that move production."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+COLLECTION_ROOT = Path(__file__).resolve().parents[3]
+ROLE = COLLECTION_ROOT / "roles" / "dr_drill"
+
+
+def _yaml(path):
+    with path.open(encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _known():
+    return _yaml(ROLE / "vars" / "main.yml")["_dr_drill_known"]
+
+
+def _default_order():
+    text = _yaml(ROLE / "defaults" / "main.yml")["dr_drill_scenarios"]
+    match = re.search(r"default\((\[.*?\])\)", text)
+    assert match, text
+    return yaml.safe_load(match.group(1))
+
+
+def test_every_known_scenario_has_its_task_file():
+    for name in _known():
+        assert (ROLE / "tasks" / ("%s.yml" % name.replace("-", "_"))).is_file(), name
+
+
+def test_default_order_is_every_scenario_once():
+    order = _default_order()
+    assert sorted(order) == sorted(_known()) and len(set(order)) == len(order)
+    assert order.index("pitr") < order.index("region-failover") < order.index("failback")
+
+
+@pytest.mark.parametrize("inventory", ["lab", "production.example"])
+def test_inventory_scenarios_are_known_and_in_the_default_order(inventory):
+    path = COLLECTION_ROOT / "inventories" / inventory / "group_vars" / "all" / "drill.yml"
+    if not path.is_file():
+        pytest.skip("%s not in this copy" % path)
+    scenarios = _yaml(path)["fediflow_drill_scenarios"]
+    assert scenarios == _default_order()
+
+
+def test_drill_failover_false_skips_the_scenarios_that_move_production():
+    play = _yaml(COLLECTION_ROOT / "playbooks" / "dr_drill.yml")[0]
+    skip = play["tasks"][0]["vars"]["dr_drill_skip"]
+    assert "['region-failover', 'failback']" in skip and set(["region-failover", "failback"]) <= set(_known())
