@@ -39,7 +39,9 @@ unit() { (cd "$COLL" && ansible-test units --local --python "$PY_VER" --color no
 # shellcheck disable=SC2317
 sanity() { (cd "$COLL" && ansible-test sanity --local --python "$PY_VER" --color no); }
 # shellcheck disable=SC2317
-lint() { (cd "$ROOT" && ansible-lint --profile production --offline --nocolor); }
+# ANSIBLE_HOME of its own: a copy of fediflow.dr that some tool left in ~/.ansible/collections
+# (same version, older code) would otherwise shadow .build/collections and fail the lint.
+lint() { (cd "$ROOT" && ANSIBLE_HOME="$ROOT/.build/ansible-home" ansible-lint --profile production --offline --nocolor); }
 # shellcheck disable=SC2317
 molecule_scenario() {
   (cd "$ROOT" && FEDIFLOW_LAB_INVENTORY="${FEDIFLOW_LAB_INVENTORY:-$ROOT/inventories/lab/hosts.yml}" \
