@@ -9,13 +9,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 INVENTORY ?= inventories/lab/hosts.yml
 COLL_DIR := .build/collections/ansible_collections/fediflow/dr
 
-.PHONY: setup test test-unit test-sanity test-lint test-molecule test-integration molecule-drill drill bench lab-up lab-down clean
+.PHONY: setup test test-quick test-unit test-sanity test-lint test-molecule test-integration molecule-drill drill bench lab-up lab-down clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup
 	@bash scripts/test.sh all
+
+# The developers' inner loop (under 5 minutes): unit tests and the integration tests that neither
+# move production nor are marked slow. CI runs the full `make test`.
+test-quick: setup
+	@bash scripts/test.sh quick
 
 test-unit: setup
 	@bash scripts/test.sh unit

@@ -3,7 +3,7 @@
 # lint (ansible-lint --profile production), molecule (the `default` Molecule scenario end to end:
 # lab up, backups, testinfra verify), integration (pytest against the real lab).
 # molecule-drill (the full drill scenario) is not part of `all`: `make molecule-drill`.
-# Usage: scripts/test.sh all|unit|sanity|lint|molecule|molecule-drill|integration   (run after scripts/setup.sh)
+# Usage: scripts/test.sh all|quick|unit|sanity|lint|molecule|molecule-drill|integration   (run after scripts/setup.sh)
 # Order: molecule runs before integration. It leaves the lab up and in its home roles, which is
 # what the integration tier starts from (its session fixture runs lab_up, idempotent); the
 # integration tier ends with test_zz_lab_down. Both use FEDIFLOW_LAB_INVENTORY (default the lab).
@@ -52,18 +52,33 @@ molecule_default() { molecule_scenario default; }
 # shellcheck disable=SC2317
 molecule_drill() { molecule_scenario drill; }
 # shellcheck disable=SC2317
+# Two pytest-xdist workers by default (FEDIFLOW_TEST_WORKERS=0 runs them in one process): each worker
+# has a lab of its own (tests/integration/conftest.py), so a test that fails production over only
+# moves its own worker's lab. A run with FEDIFLOW_LAB_INVENTORY set (one named lab) is serial.
+WORKERS="${FEDIFLOW_TEST_WORKERS:-2}"
+[ -n "${FEDIFLOW_LAB_INVENTORY:-}" ] && WORKERS=0
+xdist_args() { if [ "$WORKERS" -gt 0 ] 2>/dev/null; then echo "-n $WORKERS --dist load"; else echo "-p no:xdist"; fi; }
+# shellcheck disable=SC2317
 integration() {
-  (cd "$ROOT" && python -m pytest tests/integration -p no:cacheprovider -q -rs \
-     --junitxml="$ROOT/tests/output/junit/integration.xml")
+  mkdir -p "$ROOT/tests/output"
+  # shellcheck disable=SC2046
+  (cd "$ROOT" && python -m pytest tests/integration -p no:cacheprovider -q -rs $(xdist_args) "$@" \
+     --junitxml="$ROOT/tests/output/junit/integration.xml" 2>&1 | tee "$ROOT/tests/output/integration.log"
+   exit "${PIPESTATUS[0]}")
 }
+# The developers' inner loop: the integration tests that keep the lab steady and are not marked
+# slow (failover, drill, lab rebuilds and the long role runs stay in `make test`).
+# shellcheck disable=SC2317
+integration_quick() { integration -m "not restarts_lab and not slow"; }
 
 what="${1:-all}"
 case "$what" in
-  all) tier unit unit; tier sanity sanity; tier lint lint; tier molecule molecule_default; tier integration integration ;;
+  all) rm -f "$ROOT"/tests/output/junit/*.xml; tier unit unit; tier sanity sanity; tier lint lint; tier molecule molecule_default; tier integration integration ;;
+  quick) rm -f "$ROOT"/tests/output/junit/*.xml; tier unit unit; tier integration-quick integration_quick ;;
   unit|sanity|lint|integration) tier "$what" "$what" ;;
   molecule) tier molecule molecule_default ;;
   molecule-drill) tier molecule-drill molecule_drill ;;
-  *) echo "usage: $0 all|unit|sanity|lint|molecule|molecule-drill|integration" >&2; exit 2 ;;
+  *) echo "usage: $0 all|quick|unit|sanity|lint|molecule|molecule-drill|integration" >&2; exit 2 ;;
 esac
 
 failed=0
@@ -72,4 +87,5 @@ for name in "${ORDER[@]}"; do
   if [ "${RESULT[$name]}" -eq 0 ]; then res=pass; else res="FAIL(${RESULT[$name]})"; failed=1; fi
   printf '%-12s %-6s %s\n' "$name" "$res" "${TOOK[$name]}"
 done
+python "$ROOT/scripts/slowest.py" 10 "$ROOT/tests/output/junit"
 exit $failed

@@ -5,11 +5,33 @@ server can run on this machine. Lab fixtures (the real PostgreSQL/moto lab) live
 lab_fixtures.py.
 """
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from doubles_fixtures import SEED, start_double, write_kubeconfig
-from lab_fixtures import inventory, playbook
+# pytest-xdist: every worker after the first gets a lab of its own (every lab port shifted, its own
+# state directory), written by scripts/lab_inventory.py before lab_fixtures reads the inventory, so
+# two workers never share a cluster, a port or a file. Tests that move production (failover, drill)
+# then only ever move their own worker's lab. Worker gw0 (or a run without xdist) uses
+# FEDIFLOW_LAB_INVENTORY, else inventories/lab.
+_ROOT = Path(__file__).resolve().parents[2]
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_LAB_OFFSET = 3000  # gw1's ports are 18xxx: clear of the shared lab (15xxx) and the helpers' 16xxx/17xxx labs
+if _WORKER and _WORKER != "gw0":
+    if os.environ.get("FEDIFLOW_LAB_INVENTORY"):
+        raise pytest.UsageError("FEDIFLOW_LAB_INVENTORY names one lab: run it without -n (xdist gives each worker its own lab)")
+    _INDEX = int(_WORKER[2:])
+    _OUT = _ROOT / "tests" / "output" / "labs" / _WORKER
+    subprocess.run([sys.executable, str(_ROOT / "scripts" / "lab_inventory.py"), "--offset", str(WORKER_LAB_OFFSET * _INDEX),
+                    "--lab-dir", "/var/tmp/fediflow-lab-%s" % _WORKER, "--out", str(_OUT)],
+                   check=True, capture_output=True, text=True)
+    os.environ["FEDIFLOW_LAB_INVENTORY"] = str(_OUT / "hosts.yml")
+
+from doubles_fixtures import SEED, start_double, write_kubeconfig  # noqa: E402  pylint: disable=wrong-import-position
+from lab_fixtures import inventory, lab_is_home, playbook  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture
@@ -40,6 +62,7 @@ def kubeconfig(tmp_path, k8s_double):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "restarts_lab: tears the shared lab down and up again; runs last")
+    config.addinivalue_line("markers", "slow: a long role or playbook run; left out of `make test-quick`")
 
 
 def pytest_collection_modifyitems(items):
@@ -49,7 +72,14 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def lab():
-    """The real lab, brought up with playbooks/lab_up.yml (idempotent) once per session."""
-    proc, took = playbook("lab_up.yml")
+    """The real lab, brought up with playbooks/lab_up.yml (idempotent) once per session.
+
+    ``was_up``: the lab was already in its home roles before this run (e.g. the Molecule tier left it
+    so), which makes this run a second lab_up whose recap test_lab checks. A worker's own lab
+    (xdist gw1 and later) is taken down again at the end of the session."""
     primary, standby = inventory()
-    return {"primary": primary, "standby": standby, "up_s": took, "stdout": proc.stdout}
+    was_up = lab_is_home(primary, standby)
+    proc, took = playbook("lab_up.yml")
+    yield {"primary": primary, "standby": standby, "up_s": took, "stdout": proc.stdout, "was_up": was_up}
+    if _WORKER and _WORKER != "gw0":
+        playbook("lab_down.yml")

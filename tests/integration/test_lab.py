@@ -138,8 +138,13 @@ def test_each_region_has_a_kubernetes_api_double_that_scales(lab):
 
 
 def test_second_lab_up_changes_nothing(lab):
-    proc, took = playbook("lab_up.yml")
-    counters = recap(proc.stdout)
+    """A lab_up on a lab that is up changes nothing. When the session's own lab_up found the lab up
+    (in its home roles before it ran), that run is the second one and is judged; else run it again."""
+    if lab["was_up"]:
+        took, counters = lab["up_s"], recap(lab["stdout"])
+    else:
+        proc, took = playbook("lab_up.yml")
+        counters = recap(proc.stdout)
     assert set(counters) == {"pg-us-east-1", "pg-eu-west-1"}
     assert all(c["changed"] == 0 and c["failed"] == 0 for c in counters.values()), counters
     print("lab_up: first run %.1fs, second run %.1fs" % (lab["up_s"], took))
