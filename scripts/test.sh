@@ -56,7 +56,8 @@ molecule_drill() { molecule_scenario drill; }
 # has a lab of its own (tests/integration/conftest.py), so a test that fails production over only
 # moves its own worker's lab. A run with FEDIFLOW_LAB_INVENTORY set (one named lab) is serial.
 WORKERS="${FEDIFLOW_TEST_WORKERS:-2}"
-[ -n "${FEDIFLOW_LAB_INVENTORY:-}" ] && WORKERS=0
+if [ -n "${FEDIFLOW_LAB_INVENTORY:-}" ]; then WORKERS=0; fi
+# shellcheck disable=SC2317
 xdist_args() { if [ "$WORKERS" -gt 0 ] 2>/dev/null; then echo "-n $WORKERS --dist load"; else echo "-p no:xdist"; fi; }
 # shellcheck disable=SC2317
 integration() {

@@ -350,12 +350,18 @@ def fence_read_only(p, target, deadline, actions):
     return {"mode": "read_only", "changed": True, "terminated_sessions": terminated}
 
 
+# What the standby holds of its upstream's WAL: streamed (receive) or already replayed. A standby
+# that restarted replays what its pg_wal holds, while its WAL receiver reports only the segment
+# start it streams from until new WAL arrives - and a primary fenced read-only may write none.
+HELD_LSN_SQL = "SELECT GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"
+
+
 def wait_received(conn, target_lsn, deadline):
-    """Poll the standby until it has received ``target_lsn`` (after a read-only fence)."""
+    """Poll the standby until it holds ``target_lsn`` (received or replayed; after a read-only fence)."""
     target = lsn_to_int(target_lsn)
 
     def received():
-        got = _one(conn, "SELECT pg_last_wal_receive_lsn()::text")[0]
+        got = _one(conn, HELD_LSN_SQL)[0]
         return got is not None and lsn_to_int(got) >= target
     return wait_until(received, max(0.0, deadline - time.monotonic()), interval=0.02, max_interval=0.2)
 
@@ -492,7 +498,7 @@ def _check_guards(p, conn, before, check_mode, deadline, timer, result, warn):  
                 "the standby had not received the read-only old primary's WAL up to %s within timeout: the "
                 "difference (lag.unreceived_bytes) is lost on the new timeline" % probe["flush_lsn"])
     if probe.get("flush_lsn"):
-        received = _one(conn, "SELECT pg_last_wal_receive_lsn()::text")[0]
+        received = _one(conn, HELD_LSN_SQL)[0]
         if received:
             lag["unreceived_bytes"] = max(0, lsn_to_int(probe["flush_lsn"]) - lsn_to_int(received))
     guards["split_brain"] = split_brain_guard(probe, would_fence, read_only_fence=(fence == "read_only"))

@@ -212,7 +212,8 @@ lag:
       type: bool
     unreceived_bytes:
       description:
-        - WAL the old primary had flushed that the standby had not received - the data-loss window.
+        - WAL the old primary had flushed that the standby did not hold (neither received nor
+          replayed from its own C(pg_wal) or the archive) - the data-loss window.
           Null when the old primary could not be asked (it is then unknown).
       type: int
 guards:

@@ -183,6 +183,29 @@ def test_fence_read_only_then_promote(pair):
     pair.standby.query("INSERT INTO dr_probe (v) VALUES ('new primary')")
 
 
+def test_fence_read_only_when_the_standby_replayed_more_than_it_streamed(pair):
+    """A standby that restarted after the primary's last write has replayed that WAL from its own
+    pg_wal, but its WAL receiver reports only the segment start it streams from: nothing new comes
+    while the old primary is fenced read-only. Caught up is 'holds the old primary's WAL' (received
+    or replayed), not 'streamed it': the failback of test_failover waited out its whole timeout on
+    this and failed the promotion (a failure seen in a full run)."""
+    rows = _seed(pair, 300)
+    pair.primary.query("CHECKPOINT")  # its running-xacts record last: an idle primary logs nothing more
+    assert pair.wait_replayed()
+    pair.standby.stop("fast")
+    pair.standby.start()
+    flushed = pair.primary.one("SELECT pg_current_wal_flush_lsn()::text")
+    assert pair.standby.one("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (flushed,))
+    streaming_from = pair.standby.one("SELECT pg_last_wal_receive_lsn()::text")
+    assert streaming_from is None or pair.standby.one("SELECT %s::pg_lsn < %s::pg_lsn", (streaming_from, flushed))
+    res = module(MODULE, pair.module_args(fence_old_primary="read_only", timeout=10))
+    assert res["changed"] is True and res["promoted"] is True, res.get("msg")
+    assert res["fence"]["caught_up"] is True, res["fence"]
+    assert res["lag"]["unreceived_bytes"] == 0
+    assert pair.standby.one("SELECT count(*) FROM dr_probe") == rows
+    pair.standby.query("INSERT INTO dr_probe (v) VALUES ('new primary')")
+
+
 def test_bad_input_refused_before_touching_anything(pair):
     pair.primary.stop("immediate")  # a promotion would be allowed: only the input stops it
     for extra, message in [
