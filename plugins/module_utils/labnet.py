@@ -29,6 +29,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -248,7 +249,7 @@ def _plan_isolation(current, want):
         isolated = bool((cur_nodes.get(name) or {}).get("isolated"))
         if MEANING[node["state"]]["isolated"] and not isolated:
             gain.append(_cmd("isolate %s (nftables drop of all but loopback)" % name,
-                             ["ip", "netns", "exec", node["netns"], "nft", "-f", "-"], input=NFT_RULESET))
+                             ["ip", "netns", "exec", node["netns"], "nft", "-f", "/dev/stdin"], input=NFT_RULESET))
     blackholed = {n["address"] for n in nodes.values() if MEANING[n["state"]]["blackholed"]}
     # blackholes in the root namespace (None) and in each node's namespace (never to itself)
     places = [(None, "the root namespace", set(current.get("root_blackholes") or []), None)]
@@ -351,6 +352,21 @@ def conflicts(current, layout):
 # observe (reads the machine, changes nothing)
 
 
+def nft_program():
+    """Path of ``nft`` (Debian's nftables, in /usr/sbin, which a non-login PATH may lack)."""
+    return shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin") or "nft"
+
+
+def _resolve(argv):
+    """``argv`` with ``ip`` (and ``nft`` run through ``ip netns exec``) as full paths."""
+    argv = list(argv)
+    if argv[0] == "ip":
+        argv[0] = ip_program()
+        if argv[1:3] == ["netns", "exec"] and argv[4:5] == ["nft"]:
+            argv[4] = nft_program()
+    return argv
+
+
 def _ip_json(*args):
     result = run([ip_program()] + ["-j"] + list(args), timeout=30)
     if result.rc != 0:
@@ -398,7 +414,7 @@ def _blackholes(netns, subnet):
 
 
 def _isolated(netns):
-    result = run([ip_program(), "netns", "exec", netns, "nft", "-j", "list", "tables"], timeout=30)
+    result = run([ip_program(), "netns", "exec", netns, nft_program(), "-j", "list", "tables"], timeout=30)
     if result.rc != 0:
         raise FediflowError("cannot list the nftables tables of namespace %s: %s (is Debian's nftables installed?)"
                             % (netns, result.stderr.strip() or result.stdout.strip()))
@@ -512,8 +528,7 @@ def apply(steps, stop_timeout):
             continue
         if step.get("missing_ok") and not _link_exists(step["argv"][-1]):
             continue  # went with its namespace
-        argv = [ip_program()] + step["argv"][1:] if step["argv"][0] == "ip" else step["argv"]
-        result = run(argv, input_text=step.get("input"), timeout=60)
+        result = run(_resolve(step["argv"]), input_text=step.get("input"), timeout=60)
         commands.append(step["argv"])
         if result.rc != 0:
             raise FediflowError("%s failed: %s: %s" % (step["what"], " ".join(step["argv"]),
@@ -566,7 +581,9 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
                             % (", ".join(sorted(layout["nodes"])), state, region))
     if stop_timeout <= 0:
         raise FediflowError("stop_timeout must be greater than 0, got %s" % stop_timeout)
-    records = {name: entry for name, entry in read_states(state_file).items() if name in layout["nodes"]}
+    # absent needs no record (and must clean up even beside an unreadable state file)
+    records = {} if state == "absent" else {
+        name: entry for name, entry in read_states(state_file).items() if name in layout["nodes"]}
     states = {name: entry["state"] for name, entry in records.items()}
     with timer.phase("observe"):
         current = observe(layout)
@@ -594,7 +611,7 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
                 result["restart_required"] = True
                 result["stopped_processes"] = records[region].get("stopped_processes") or []
         steps = plan(current, wanted(layout, states))
-        new_records = _records(records, states, layout)
+        new_records = recorded_states(records, states, layout)
         after = {name: states.get(name, "up") for name in layout["nodes"]}
     result["changed"] = bool(steps) or (new_records != records if new_records is not None
                                         else os.path.exists(state_file))
@@ -630,14 +647,14 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
         if state == "down" and stopped:
             # what a later `up` must restart: what was stopped now, beside what was stopped before
             old = records.get(region, {}).get("stopped_processes") or []
-            new_records[region] = dict(new_records[region], stopped_processes=_merge(old, result["stopped_processes"]))
+            new_records[region] = dict(new_records[region], stopped_processes=merge_stopped(old, result["stopped_processes"]))
         write_states(state_file, lab_index, new_records)
     result["phases"] = timer.phases
     result["duration_s"] = timer.elapsed()
     return result
 
 
-def _merge(old, new):
+def merge_stopped(old, new):
     seen, out = set(), []
     for proc in list(old) + list(new):
         key = tuple(proc.get("argv") or [str(proc.get("pid"))])
@@ -647,7 +664,7 @@ def _merge(old, new):
     return out
 
 
-def _records(records, states, layout):
+def recorded_states(records, states, layout):
     """The state file's new content: every node's state; a node that stays in its state keeps its record."""
     out = {}
     for name in layout["nodes"]:

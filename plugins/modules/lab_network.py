@@ -67,8 +67,8 @@ options:
     required: true
   regions:
     description:
-      - Each region's name and the address of its host, inside the lab subnet (for example
-        C({us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12})).
+      - "Each region's name and the address of its host, inside the lab subnet (for example
+        C({us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12}))."
       - Names are lower-case letters, digits and C(-), at most 32 characters, not C(global).
     type: dict
     required: true

@@ -62,13 +62,27 @@ def ip_json(*args, netns=None):
 
 
 def route_type(address, netns=None):
-    """The route lookup for ``address`` (root namespace or ``netns``): 'blackhole', 'unicast', ... or the error."""
+    """How ``address`` is routed in the root namespace or ``netns``: the type of the most specific route
+    that covers it ('blackhole', 'unicast dev fdlab250', ...), or 'none' when no route does."""
+    def prefixlen(route):
+        dst = route.get("dst", "")
+        return 0 if dst == "default" else int(dst.partition("/")[2] or 32)
+
+    routes = ip_json("route", "show", "match", address, netns=netns)
+    if not routes:
+        return "none"
+    best = max(routes, key=prefixlen)
+    return best.get("type", "unicast") + (" dev %s" % best["dev"] if best.get("dev") else "")
+
+
+def kernel_route(address, netns=None):
+    """The kernel's own lookup (`ip route get`): 'dev IFNAME' or 'error: <why it refused>'."""
     argv = [IP] + (["-n", netns] if netns else []) + ["-j", "route", "get", address]
     proc = run(argv, check=False)
     if proc.returncode != 0:
         return "error: " + proc.stderr.strip()
     route = json.loads(proc.stdout)[0]
-    return route.get("type", "unicast") + (" dev %s" % route["dev"] if route.get("dev") else "")
+    return "%s dev %s" % (route.get("type", "unicast"), route.get("dev"))
 
 
 def probe(address, port, netns=None, timeout=2.0):

@@ -5,12 +5,14 @@ removed, and each step is checked on the machine itself: namespaces and links wi
 lookup (a blackhole proves no SYN leaves), real TCP connections from the controller and from other
 namespaces, the processes in a namespace, and a list of everything before and after."""
 import json
+import os
+import sys
 
 import pytest
 
-from lab_fixtures import module
-from netns_fixtures import (Listener, netns_pids, probe, require_lab_tools, route_type, run, snapshot, ip_json,
-                            IP)
+from lab_fixtures import module, poll
+from netns_fixtures import (IP, LISTENER, Listener, ip_json, kernel_route, netns_pids, probe, require_lab_tools, route_type,
+                            run, snapshot)
 
 INDEX = 250
 PORT = 7777
@@ -25,8 +27,9 @@ def net(tmp_path_factory):
     state_file = str(tmp_path_factory.mktemp("labnet") / "network.json")
     args = {"lab_index": INDEX, "bridge_address": "198.18.250.1/24", "global_address": GLOBAL,
             "regions": REGIONS, "state_file": state_file, "stop_timeout": 5}
+    module("fediflow.dr.lab_network", dict(args, state="absent"))  # what an interrupted earlier run left
     before = snapshot(INDEX)
-    assert not before["netns"] and not before["links"], "lab %d is left over from an earlier run: %s" % (INDEX, before)
+    assert not before["netns"] and not before["links"] and not before["routes"], before
     made = module("fediflow.dr.lab_network", dict(args, state="present"))
     assert made.get("changed") and not made.get("failed"), made
     yield {"args": args, "made": made, "before": before, "state_file": state_file}
@@ -56,7 +59,8 @@ def test_every_region_is_a_namespace_with_its_address_and_no_default_route(net):
         assert "default" not in routes and "198.18.250.0/24 dev eth0" in routes, routes
         assert "UP" in ip_json("link", "show", "dev", "lo", netns=netns)[0]["flags"]
         # anything outside the lab subnet is unreachable from a namespace: no route to leave by
-        assert route_type("192.0.2.1", netns=netns).startswith("error")
+        assert route_type("192.0.2.1", netns=netns) == "none"
+        assert kernel_route("192.0.2.1", netns=netns).startswith("error"), kernel_route("192.0.2.1", netns=netns)
     bridge = ip_json("addr", "show", "dev", "fdlab250")[0]
     assert "198.18.250.1" in [a["local"] for a in bridge["addr_info"]]
     assert route_type("198.19.255.254").startswith("blackhole"), "the lab range must be blackholed in the root namespace"
@@ -86,6 +90,7 @@ def test_partitioned_region_keeps_running_but_nothing_crosses(net, listener):
         for where in (None, NS["global"], NS["eu-west-1"]):
             assert probe(REGIONS["us-east-1"], PORT, netns=where).startswith("error"), where
             assert route_type(REGIONS["us-east-1"], netns=where).startswith("blackhole"), where
+            assert kernel_route(REGIONS["us-east-1"], netns=where).startswith("error"), where
         # it still runs, and answers on its own loopback
         assert listener.proc.poll() is None
         assert probe("127.0.0.1", PORT, netns=NS["us-east-1"]) == "ok hello from us-east-1"
@@ -132,6 +137,30 @@ def test_down_stops_every_process_in_the_region_and_up_says_what_to_restart(net,
         assert probe(REGIONS["us-east-1"], PORT + 1) == "ok hello from us-east-1 again"
     finally:
         restarted.stop()
+
+
+def test_lab_service_runs_a_service_inside_a_regions_namespace(net, tmp_path):
+    args = {"name": "probe", "argv": [sys.executable, "-c", LISTENER, str(PORT + 2), "svc"],
+            "netns": NS["eu-west-1"], "pid_file": str(tmp_path / "svc.pid"), "timeout": 10}
+    started = module("fediflow.dr.lab_service", args)
+    try:
+        assert started["changed"] and _netns_of(started["pid"]) == _netns_inode(NS["eu-west-1"]), started
+        assert poll(lambda: probe(REGIONS["eu-west-1"], PORT + 2, netns=NS["global"]).startswith("ok"), 10)
+        assert not module("fediflow.dr.lab_service", args)["changed"]
+        # the same service wanted in another namespace: the running one is not it
+        moved = module("fediflow.dr.lab_service", dict(args, netns=NS["us-east-1"]))
+        assert moved["actions"] == ["stop", "start"] and _netns_of(moved["pid"]) == _netns_inode(NS["us-east-1"])
+    finally:
+        stopped = module("fediflow.dr.lab_service", dict(args, state="stopped"))
+    assert stopped["changed"] and not os.path.exists(args["pid_file"])
+
+
+def _netns_of(pid):
+    return os.stat("/proc/%d/ns/net" % pid).st_ino
+
+
+def _netns_inode(netns):
+    return os.stat("/run/netns/%s" % netns).st_ino
 
 
 def test_region_operations_refuse_an_unknown_region(net):

@@ -72,10 +72,11 @@ def lab(tmp_path_factory):
     subprocess.run([sys.executable, str(ROOT / "scripts" / "lab_inventory.py"), "--offset", "45000", "--lab-index",
                     str(INDEX), "--lab-dir", str(lab_dir), "--out", str(work / "inventory")], check=True,
                    capture_output=True)
-    before = snapshot(INDEX)
-    assert not before["netns"] and not user_exists(USER), "lab %d is left over from an earlier run" % INDEX
     info = {"inventory": str(work / "inventory" / "hosts.yml"), "key": str(lab_dir / "ssh" / "id_ed25519"),
-            "known_hosts": str(lab_dir / "ssh" / "known_hosts"), "lab_dir": lab_dir, "before": before}
+            "known_hosts": str(lab_dir / "ssh" / "known_hosts"), "lab_dir": lab_dir}
+    _play(info, "lab_network.yml", "-e", "state=absent")  # what an interrupted earlier run left
+    info["before"] = snapshot(INDEX)
+    assert not info["before"]["netns"] and not user_exists(USER), info["before"]
     info["made"] = _play(info, "lab_network.yml")
     yield info
     _play(info, "lab_network.yml", "-e", "state=absent", check=False)

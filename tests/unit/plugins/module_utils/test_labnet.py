@@ -109,7 +109,7 @@ def test_partition_isolates_inside_and_blackholes_from_everywhere_else_and_keeps
     layout = _layout()
     steps = labnet.plan(_machine(layout), labnet.wanted(layout, {"us-east-1": "partitioned"}))
     argvs = _argvs(steps)
-    assert argvs[0] == ["ip", "netns", "exec", "fdl0-us-east-1", "nft", "-f", "-"]
+    assert argvs[0] == ["ip", "netns", "exec", "fdl0-us-east-1", "nft", "-f", "/dev/stdin"]
     assert steps[0]["input"] == labnet.NFT_RULESET and 'iifname "lo" accept' in labnet.NFT_RULESET
     assert ["ip", "route", "add", "blackhole", "198.18.0.11/32", "proto", labnet.ROUTE_PROTO] in argvs
     for other in ("fdl0-global", "fdl0-eu-west-1"):
@@ -228,8 +228,8 @@ def test_the_state_file_round_trips_and_refuses_garbage(tmp_path):
 def test_records_keep_the_since_of_a_node_whose_state_did_not_change():
     layout = _layout()
     old = {"us-east-1": {"state": "down", "since": "then", "stopped_processes": []}}
-    new = labnet._records(old, {"us-east-1": "down", "eu-west-1": "partitioned"}, layout)
+    new = labnet.recorded_states(old, {"us-east-1": "down", "eu-west-1": "partitioned"}, layout)
     assert new["us-east-1"] is old["us-east-1"]
     assert new["eu-west-1"]["state"] == "partitioned" and new["global"]["state"] == "up"
-    assert labnet._merge([{"pid": 1, "argv": ["a"]}], [{"pid": 2, "argv": ["a"]}, {"pid": 3, "argv": ["b"]}]) == [
+    assert labnet.merge_stopped([{"pid": 1, "argv": ["a"]}], [{"pid": 2, "argv": ["a"]}, {"pid": 3, "argv": ["b"]}]) == [
         {"pid": 1, "argv": ["a"]}, {"pid": 3, "argv": ["b"]}]
