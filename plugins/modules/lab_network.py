@@ -94,43 +94,38 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Make the lab's hosts (a namespace per region, one for the global services)
-  fediflow.dr.lab_network:
-    lab_index: 0
-    bridge_address: 198.18.0.1/24
-    global_address: 198.18.0.10
-    regions: {us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12}
-    state_file: /var/tmp/fediflow-lab/run/network.json
+- name: The lab network of lab 0, and a partition of us-east-1
+  module_defaults:
+    fediflow.dr.lab_network:
+      lab_index: 0
+      bridge_address: 198.18.0.1/24
+      global_address: 198.18.0.10
+      regions: {us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12}
+      state_file: /var/tmp/fediflow-lab/run/network.json
+  block:
+    - name: Make the lab's hosts (a namespace per region, one for the global services)
+      fediflow.dr.lab_network:
+        state: present
 
-- name: Cut us-east-1 off (its processes keep running)
-  fediflow.dr.lab_network:
-    state: partitioned
-    region: us-east-1
-    lab_index: 0
-    bridge_address: 198.18.0.1/24
-    global_address: 198.18.0.10
-    regions: {us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12}
-    state_file: /var/tmp/fediflow-lab/run/network.json
+    - name: Cut us-east-1 off (its processes keep running)
+      fediflow.dr.lab_network:
+        state: partitioned
+        region: us-east-1
 
-- name: Bring it back
-  fediflow.dr.lab_network:
-    state: up
-    region: us-east-1
-    lab_index: 0
-    bridge_address: 198.18.0.1/24
-    global_address: 198.18.0.10
-    regions: {us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12}
-    state_file: /var/tmp/fediflow-lab/run/network.json
-  register: back
+    - name: Take eu-west-1 down (every process in it stopped, its link down)
+      fediflow.dr.lab_network:
+        state: down
+        region: eu-west-1
 
-- name: Remove everything the lab network made
-  fediflow.dr.lab_network:
-    state: absent
-    lab_index: 0
-    bridge_address: 198.18.0.1/24
-    global_address: 198.18.0.10
-    regions: {us-east-1: 198.18.0.11, eu-west-1: 198.18.0.12}
-    state_file: /var/tmp/fediflow-lab/run/network.json
+    - name: Bring eu-west-1 back; back.restart_required says its services must be started again
+      fediflow.dr.lab_network:
+        state: up
+        region: eu-west-1
+      register: back
+
+    - name: Remove everything the lab network made
+      fediflow.dr.lab_network:
+        state: absent
 """
 
 RETURN = r"""
