@@ -407,9 +407,12 @@ def _blackholes(netns, subnet):
     args = ([] if netns is None else ["-n", netns]) + ["route", "show", "type", "blackhole", "proto", ROUTE_PROTO]
     out = []
     for route in _ip_json(*args) or []:
-        dst = route.get("dst", "")
-        if "/" not in dst and ipaddress.ip_address(dst) in subnet:
-            out.append(dst)
+        try:
+            address = ipaddress.ip_address(route.get("dst", ""))  # a /32 is shown without its prefix
+        except ValueError:
+            continue
+        if address in subnet:
+            out.append(str(address))
     return out
 
 
@@ -492,6 +495,8 @@ def stop_processes(netns, timeout):
     signals = []
 
     def send(sig, pids):
+        if not pids:
+            return
         signals.append(["kill", "-%s" % sig.name[3:]] + [str(pid) for pid in pids])
         for pid in pids:
             try:
