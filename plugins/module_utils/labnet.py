@@ -642,7 +642,11 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
         result["stopped_processes"] = [proc for entry in stopped for proc in entry["processes"]]
     if state == "absent":
         with timer.phase("verify"):
-            left = _leftovers(observe(layout))
+            # the kernel removes a deleted namespace's links a moment later (asynchronously)
+            if not wait_until(lambda: not _leftovers(observe(layout)), 15.0)[0]:
+                left = _leftovers(observe(layout))
+            else:
+                left = []
         if left:
             raise FediflowError("lab network %d not fully removed: %s" % (lab_index, "; ".join(left)), result=result)
         if os.path.exists(state_file):
