@@ -536,9 +536,8 @@ def apply(steps, stop_timeout):
         result = run(_resolve(step["argv"]), input_text=step.get("input"), timeout=60)
         commands.append(step["argv"])
         if result.rc != 0:
-            raise FediflowError("%s failed: %s: %s" % (step["what"], " ".join(step["argv"]),
-                                                      (result.stderr or result.stdout).strip()),
-                                commands=commands)
+            why = (result.stderr or result.stdout).strip()
+            raise FediflowError("%s failed: %s: %s" % (step["what"], " ".join(step["argv"]), why), commands=commands)
     return commands, stopped
 
 
