@@ -1,8 +1,11 @@
 """Write a copy of the lab inventory that runs a second, independent lab beside the first.
 
 Every loopback port of the lab (PostgreSQL, moto, Kubernetes doubles, Slack receiver,
-federation peers; the 15000-15999 range in inventories/lab) is shifted by --offset and the
-lab's state directory becomes --lab-dir, so two labs never share a port, a process or a file.
+federation peers; the 15000-15999 range in inventories/lab) is shifted by --offset, the
+lab's state directory becomes --lab-dir, and the lab index becomes --lab-index (default
+offset / 1000): its subnet 198.18.0.0/24 moves to 198.18.<index>.0/24, the names of its
+namespaces, bridge and links follow the index, and its SSH user gets the index as a suffix.
+So two labs never share a port, a process, a file, an address, a namespace or a user.
 Used by developers working in parallel (and by anyone who wants a scratch lab):
 
     python scripts/lab_inventory.py --offset 1000 --lab-dir /var/tmp/fediflow-lab-b --out /tmp/inv-b
@@ -19,10 +22,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "inventories" / "lab"
 PORT = re.compile(r"(?<![\d.])(15\d{3})(?!\d)")
 LAB_DIR = re.compile(r"^(fediflow_lab_dir:\s*).*$", re.M)
+# the lab subnet (198.18.0.0/24 in inventories/lab) and the settings named after the lab index
+ADDRESS = re.compile(r"(?<![\d.])198\.18\.0\.(\d{1,3})(?![\d])")
+LAB_INDEX = re.compile(r"^(lab_net_index:\s*)0\s*$", re.M)
+SSH_USER = re.compile(r"^(lab_ssh_user:\s*)(\w+)\s*$", re.M)
 
 
-def shift(text, offset):
-    return PORT.sub(lambda m: str(int(m.group(1)) + offset), text)
+def shift(text, offset, lab_index=None):
+    text = PORT.sub(lambda m: str(int(m.group(1)) + offset), text)
+    if lab_index is not None:
+        text = ADDRESS.sub(lambda m: "198.18.%d.%s" % (lab_index, m.group(1)), text)
+    return text
+
+
+def _replace_once(pattern, repl, text, what, src):
+    text, count = pattern.subn(repl, text)
+    if count != 1:
+        sys.exit("%s not found once in %s" % (what, src))
+    return text
 
 
 def main(argv=None):
@@ -30,7 +47,13 @@ def main(argv=None):
     parser.add_argument("--offset", type=int, required=True, help="added to every lab port (e.g. 1000)")
     parser.add_argument("--lab-dir", required=True, help="the second lab's state directory (postgres must traverse it)")
     parser.add_argument("--out", required=True, help="directory to write the inventory into (replaced)")
+    parser.add_argument("--lab-index", type=int,
+                        help="the second lab's index, 1-255: its subnet 198.18.<index>.0/24 and names (default offset / 1000)")
     args = parser.parse_args(argv)
+    if args.lab_index is None:
+        args.lab_index = args.offset // 1000
+    if not 1 <= args.lab_index <= 255:
+        parser.error("--lab-index must be 1-255 (0 is the embedded lab's); give it when --offset / 1000 is not")
     if args.offset == 0 or not (0 < 15000 + args.offset and 15999 + args.offset < 65536):
         parser.error("--offset must move every port (15000-15999) inside 1-65535 and not be 0")
     if not args.lab_dir.startswith("/") or args.lab_dir.startswith("/root"):
@@ -44,11 +67,13 @@ def main(argv=None):
             dst.mkdir(parents=True, exist_ok=True)
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        text = shift(src.read_text(encoding="utf-8"), args.offset)
+        text = shift(src.read_text(encoding="utf-8"), args.offset, args.lab_index)
         if src.name == "main.yml" and src.parent.name == "all":
-            text, count = LAB_DIR.subn(lambda m: m.group(1) + args.lab_dir, text)
-            if count != 1:
-                sys.exit("fediflow_lab_dir not found once in %s" % src)
+            text = _replace_once(LAB_DIR, lambda m: m.group(1) + args.lab_dir, text, "fediflow_lab_dir", src)
+        if src.name == "lab.yml" and src.parent.name == "all":
+            text = _replace_once(LAB_INDEX, lambda m: "%s%d\n" % (m.group(1), args.lab_index), text, "lab_net_index: 0", src)
+            text = _replace_once(SSH_USER, lambda m: "%s%s%d\n" % (m.group(1), m.group(2), args.lab_index), text,
+                                 "lab_ssh_user", src)
         dst.write_text(text, encoding="utf-8")
     print(out / "hosts.yml")
     return 0

@@ -10,7 +10,7 @@ VENV="${FEDIFLOW_VENV:-$ROOT/.venv}"
 BUILD="$ROOT/.build"
 COLL="$BUILD/collections/ansible_collections"
 PYTHON_BOOT="${FEDIFLOW_PYTHON:-python3}"
-DEP_COLLECTIONS="amazon.aws community.aws community.postgresql kubernetes.core community.general"
+DEP_COLLECTIONS="amazon.aws community.aws community.postgresql kubernetes.core community.general community.crypto"
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -29,6 +29,12 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # chromium: the dr_report integration test opens the HTML report in headless Chromium (screenshot, DOM);
 # fonts-dejavu-core so the page has text to render on a minimal machine.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
+# The lab's region hosts (bindep profile "lab"): network namespaces (ip), partitions (nft), an sshd per
+# region (Debian's openssh-server; its own system instance is not used) and sudo for `become`.
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
+[ -x /usr/sbin/nft ] || need_apt+=(nftables)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+[ -x /usr/bin/sudo ] || need_apt+=(sudo)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run as root or install them)"; exit 1
@@ -36,7 +42,17 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing system packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No package may start its system service while installing (sshd on every address, a default
+  # PostgreSQL cluster, Redis): policy-rc.d says no, for this install only.
+  policy_rc=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy_rc=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# fediflow.dr scripts/setup.sh: no service starts while it installs packages\nexit 101\n' > "$policy_rc"
+    chmod 0755 "$policy_rc"
+    trap 'rm -f "$policy_rc"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  if [ -n "$policy_rc" ]; then rm -f "$policy_rc"; trap - EXIT; fi
   # Debian's package creates and starts a default cluster on 5432; the lab does not use it.
   if command -v pg_lsclusters >/dev/null 2>&1; then
     pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
@@ -44,8 +60,12 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     done
   fi
   # Debian's redis-server package starts a default instance on 6379 where it can; the lab does not use it.
+  # Nor its sshd (the lab runs one per region, inside the region's namespace).
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now redis-server >/dev/null 2>&1 || true
+    if [[ " ${need_apt[*]} " == *" openssh-server "* ]]; then
+      systemctl disable --now ssh.socket ssh.service >/dev/null 2>&1 || true
+    fi
   fi
 fi
 

@@ -11,6 +11,7 @@ fixed sleep); a process that dies while starting is reported with the tail of it
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 
@@ -18,6 +19,34 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, wait_until)
+
+
+def ip_program():
+    """Path of iproute2's ``ip`` (in /usr/sbin or /sbin, which a non-login PATH may lack)."""
+    return shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin") or "ip"
+
+
+def netns_argv(netns):
+    """The prefix that runs a program inside network namespace ``netns`` ([] for none).
+
+    ``ip netns exec`` execs the program, so the started pid is the program's own."""
+    return [ip_program(), "netns", "exec", netns] if netns else []
+
+
+def netns_inode(netns):
+    """Inode of the named network namespace (/run/netns/NAME), or None when it does not exist."""
+    try:
+        return os.stat(os.path.join("/run/netns", netns)).st_ino
+    except OSError:
+        return None
+
+
+def pid_netns_inode(pid):
+    """Inode of the network namespace ``pid`` lives in, or None when it is gone."""
+    try:
+        return os.stat("/proc/%d/ns/net" % pid).st_ino
+    except OSError:
+        return None
 
 
 def start_ticks(pid):
@@ -69,17 +98,20 @@ def healthy(url, timeout=1.0):
         return False
 
 
-def status(argv, pid_file, health_url=None, match_argv=True):
+def status(argv, pid_file, health_url=None, match_argv=True, netns=None):
     """Current state as plain data: ``{'state': 'started'|'stopped', 'pid', 'argv_matches', 'healthy'}``.
 
     With ``match_argv=False`` a live, healthy process from the pid file counts whatever its
-    command line (for a stateful service that another checkout of the lab started)."""
+    command line (for a stateful service that another checkout of the lab started). With
+    ``netns``, a process outside that network namespace never matches."""
     pid = read_pid(pid_file)
     running_argv = process_argv(pid) if pid else None
     if running_argv is None:
         return {"state": "stopped", "pid": None, "argv_matches": False, "healthy": False}
     # a script started through its shebang shows up as [interpreter, script, args...]
     matches = running_argv == list(argv) or running_argv[1:] == list(argv) or not match_argv
+    if netns and pid_netns_inode(pid) != netns_inode(netns):
+        matches = False
     return {"state": "started", "pid": pid, "argv_matches": matches,
             "healthy": matches and healthy(health_url)}
 
@@ -102,7 +134,10 @@ def _write_pid(pid_file, pid):
     os.replace(tmp, pid_file)
 
 
-def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chdir=None):
+def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chdir=None, netns=None):
+    if netns and netns_inode(netns) is None:
+        raise FediflowError("network namespace %s does not exist (make the lab network first: "
+                            "fediflow.dr.lab_network state=present)" % netns)
     for path in (pid_file, log_file):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     run_env = dict(os.environ)
@@ -110,7 +145,7 @@ def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chd
     with open(log_file, "ab") as log:
         try:
             proc = subprocess.Popen(  # pylint: disable=consider-using-with
-                list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                netns_argv(netns) + list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=run_env, cwd=chdir or "/", start_new_session=True, close_fds=True)
         except OSError as exc:
             raise FediflowError("cannot start %s: %s" % (argv[0], exc))
@@ -171,12 +206,12 @@ def _remove(path):
 
 
 def ensure(name, argv, pid_file, log_file, state="started", health_url=None, timeout=30.0,
-           env=None, chdir=None, check_mode=False, match_argv=True):
+           env=None, chdir=None, check_mode=False, match_argv=True, netns=None):
     """Bring service ``name`` to ``state``; returns the module result as a plain dict."""
     timer = Timer()
     if not argv:
         raise FediflowError("argv must name the program to run for service '%s'" % name)
-    before = status(argv, pid_file, health_url, match_argv)
+    before = status(argv, pid_file, health_url, match_argv, netns)
     actions = plan(before, state)
     result = {
         "changed": bool(actions), "name": name, "actions": actions, "pid": before["pid"],
@@ -195,7 +230,7 @@ def ensure(name, argv, pid_file, log_file, state="started", health_url=None, tim
     if "start" in actions:
         with timer.phase("start"):
             try:
-                pid, waited = start(argv, pid_file, log_file, health_url, timeout, env, chdir)
+                pid, waited = start(argv, pid_file, log_file, health_url, timeout, env, chdir, netns)
             except FediflowError as exc:
                 raise FediflowError("service '%s': %s" % (name, exc.message))
         result["pid"] = pid

@@ -67,6 +67,14 @@ options:
     description: Working directory of the program.
     type: path
     default: /
+  netns:
+    description:
+      - LAB ONLY. Run the program inside this network namespace (C(ip netns exec NETNS ARGV...)),
+        as the lab does for the services of a region's host (see M(fediflow.dr.lab_network)).
+      - A running process outside that namespace does not count as the service and is restarted.
+      - The namespace must exist.
+    type: str
+    version_added: 0.3.0
   match_argv:
     description:
       - Restart a running service whose command line differs from O(argv).
@@ -85,6 +93,14 @@ EXAMPLES = r"""
     argv: ["{{ ansible_playbook_python | dirname }}/moto_server", -H, 127.0.0.1, -p, "5000"]
     pid_file: /var/tmp/fediflow-lab/run/moto.pid
     health_url: http://127.0.0.1:5000/moto-api/
+
+- name: Start the sshd of region us-east-1 inside its network namespace
+  fediflow.dr.lab_service:
+    name: sshd-us-east-1
+    argv: [/usr/sbin/sshd, -D, -e, -f, /var/tmp/fediflow-lab/ssh/us-east-1/sshd_config]
+    netns: fdl0-us-east-1
+    pid_file: /var/tmp/fediflow-lab/run/sshd-us-east-1.pid
+    match_argv: false   # sshd rewrites its process title
 
 - name: Stop it
   fediflow.dr.lab_service:
@@ -144,6 +160,7 @@ def main():
             "environment": {"type": "dict", "default": {}, "no_log": True},
             "chdir": {"type": "path", "default": "/"},
             "match_argv": {"type": "bool", "default": True},
+            "netns": {"type": "str"},
         },
         required_if=[("state", "started", ("argv",))],
         supports_check_mode=True,
@@ -156,7 +173,7 @@ def main():
     run_module(module, process.ensure, params["name"], argv, params["pid_file"], log_file,
                state=params["state"], health_url=params["health_url"], timeout=params["timeout"],
                env={k: str(v) for k, v in params["environment"].items()}, chdir=params["chdir"],
-               check_mode=module.check_mode, match_argv=params["match_argv"])
+               check_mode=module.check_mode, match_argv=params["match_argv"], netns=params["netns"])
 
 
 if __name__ == "__main__":
