@@ -13,6 +13,8 @@ import yaml
 
 from lab_fixtures import INVENTORY, ROOT, ansible_env, lab_is_home, rebuild_lab_unless_home
 
+pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
+
 TEMPLATES = {t["name"]: t for t in yaml.safe_load((ROOT / "awx" / "fediflow-dr.awx.yml").read_text())["job_templates"]}
 CREDENTIAL_TYPES = {c["name"]: c for c in yaml.safe_load((ROOT / "awx" / "fediflow-dr.awx.yml").read_text())["credential_types"]}
 

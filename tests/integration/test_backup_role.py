@@ -1,7 +1,10 @@
 """playbooks/backup.yml (the backup role) against the real lab, checked with boto3 and psycopg2."""
 import boto3
+import pytest
 
 from lab_fixtures import pg_connect, playbook, recap
+
+pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
 
 def _manifests(lab):

@@ -159,6 +159,7 @@ def test_snapshot_of_the_export_holds_no_plaintext_in_s3(k8s, keypair, repo, tmp
     assert base64.b64decode(secret["data"]["password"]) == plain
 
 
+@pytest.mark.slow
 def test_backup_role_exports_and_snapshots_the_configuration(lab, k8s, keypair, tmp_path):
     """playbooks/backup.yml with only the configuration backup on (inventory values given as
     extra vars): the snapshot lands under config/<region>/ and holds the secret encrypted only."""

@@ -18,6 +18,8 @@ import yaml
 
 from lab_fixtures import ROOT, INVENTORY, lab_is_home, pg_connect, playbook, rebuild_lab_unless_home
 
+pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
+
 SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "file-restore", "failback"]
 PROBE = "dr_drill_pitr_probe"
 

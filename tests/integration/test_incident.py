@@ -247,6 +247,7 @@ def said(proc):
     return " ".join(proc.stdout.split())
 
 
+@pytest.mark.slow
 def test_the_scheduled_playbook(tmp_path, slack_double, moto):
     """playbooks/incident_update.yml with the lab inventory's comms variables, pointed by -e at the
     private moto, the Slack double and a record under tmp_path."""

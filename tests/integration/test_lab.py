@@ -11,6 +11,7 @@ import uuid
 
 import boto3
 import kubernetes
+import pytest
 from botocore.exceptions import ClientError
 
 from lab_fixtures import module, pg_connect, playbook, poll, recap
@@ -137,6 +138,7 @@ def test_each_region_has_a_kubernetes_api_double_that_scales(lab):
         assert apps.read_namespaced_deployment_scale("worker", ns).spec.replicas == before
 
 
+@pytest.mark.slow
 def test_second_lab_up_changes_nothing(lab):
     """A lab_up on a lab that is up changes nothing. When the session's own lab_up found the lab up
     (in its home roles before it ran), that run is the second one and is judged; else run it again."""

@@ -83,6 +83,7 @@ def test_modules_document_from_the_installed_collection(installed):
             "fediflow.dr.health_check", "fediflow.dr.dr_report", "fediflow.dr.pg_backup_verify"} <= modules
 
 
+@pytest.mark.slow
 def test_backup_runs_from_the_installed_collection(installed, lab):
     """`ansible-playbook fediflow.dr.backup` with only the tarball's copy on the collections path."""
     coll = installed["collections"]

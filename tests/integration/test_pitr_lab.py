@@ -15,6 +15,8 @@ from doubles_fixtures import free_port
 from lab_fixtures import inventory, module, pg_connect
 from pair_fixtures import _as_pg, bindir
 
+pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
+
 
 def _listening(port):
     with socket.socket() as sock:

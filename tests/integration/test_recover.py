@@ -12,6 +12,8 @@ import pytest
 from lab_fixtures import ROOT, pg_role, playbook, rebuild_lab_unless_home, recap
 from redis_fixtures import critical_keys, redis_value, region_redis
 
+pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
+
 
 def _run(tmp_path, *extra, check=True):
     result = tmp_path / "recover.json"

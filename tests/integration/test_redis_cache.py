@@ -217,6 +217,7 @@ def test_restore_from_s3_when_the_local_ledger_is_gone(lab, cache_backup, scratc
     assert not os.listdir(tmp_path / "empty")  # the downloaded copy is removed
 
 
+@pytest.mark.slow
 def test_failover_warm_up_promotes_region_2_and_restores_after_a_flush(lab, cache_backup):
     """Region 2 is a replica: refused without promote_replica; with it, made writable, flushed,
     restored; then put back as a replica of region 1 so the lab stays home."""
@@ -280,6 +281,7 @@ def test_allow_empty_patterns_reports_them(lab, tmp_path):
     shutil.rmtree(tmp_path / "dest")
 
 
+@pytest.mark.slow
 def test_backup_role_and_cache_warmup_role_after_a_failover(lab):
     """The roles as users run them: playbooks/backup.yml --tags backup_cache on the primary
     region, then playbooks/cache_warmup.yml on region 2 (still a replica: promoted first).

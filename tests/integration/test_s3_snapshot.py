@@ -5,6 +5,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from lab_fixtures import ROOT, ansible_env, poll
 from snapshot_fixtures import ansible_argv, kill_9, make_tree, repo, run_json, tree_state  # noqa: F401 pylint: disable=unused-import
 
@@ -159,6 +161,7 @@ def test_restore_before_picks_the_newest_snapshot_that_finished_earlier(repo, tm
     assert res.get("failed") and "no snapshot in" in res["msg"] and not (tmp_path / "f").exists()
 
 
+@pytest.mark.slow
 def test_retention_removes_manifests_then_only_unshared_objects(repo, tmp_path):
     src = tmp_path / "src"
     shared = make_tree(src, {"shared.txt": b"in every snapshot\n"})["shared.txt"]

@@ -19,6 +19,8 @@ import pytest
 
 from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, module, pg_connect, pg_streaming, playbook, poll, recap
 
+pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
+
 EVERY_CHECK = {"db_amcheck", "db_sequences", "db_row_counts", "media_snapshot", "app_database_role", "app_dns_record",
                "pg_hba_trust", "backup_file_modes", "bucket_security", "report_secrets"}
 

@@ -112,6 +112,7 @@ def wal(tools, cfg, *args, env=None):
     return proc
 
 
+@pytest.mark.slow
 def test_push_archives_a_real_sized_segment(tools, conn, s3, prefix):
     data = os.urandom(SEGMENT_SIZE)
     proc = wal(tools, config(tools, conn, prefix), "push", segment(tools, data), SEG)
