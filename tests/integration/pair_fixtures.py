@@ -100,9 +100,11 @@ class Node:
 
 
 class PgPair:
-    """`primary` streams to `standby` through the physical slot `standby`."""
+    """`primary` streams to `standby` through the physical slot `standby`. ``extra_settings``
+    (postgresql.conf lines) go to the primary before the standby is cloned: both get them."""
 
-    def __init__(self):
+    def __init__(self, extra_settings=""):
+        self.extra_settings = extra_settings
         self.bindir = bindir()
         self.base = tempfile.mkdtemp(prefix="fediflow-pair-", dir="/var/tmp")
         ent = pwd.getpwnam(OS_USER)
@@ -129,7 +131,8 @@ class PgPair:
                     "--auth-local=peer", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"])
         finally:
             os.unlink(pwfile)
-        _write(os.path.join(self.primary.data_dir, "postgresql.conf"), self.primary.settings(), append=True)
+        _write(os.path.join(self.primary.data_dir, "postgresql.conf"), self.primary.settings() + self.extra_settings,
+               append=True)
         self.primary.start()
         with self.primary.connect() as conn, conn.cursor() as cur:
             cur.execute("CREATE ROLE %s LOGIN REPLICATION PASSWORD %%s" % REPLICATOR, (self.repl_password,))
@@ -178,8 +181,8 @@ class PgPair:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def make_pair():
-    pair = PgPair()
+def make_pair(extra_settings=""):
+    pair = PgPair(extra_settings)
     try:
         return pair.build()
     except BaseException:
