@@ -55,10 +55,12 @@ molecule_drill() { molecule_scenario drill; }
 # Two pytest-xdist workers by default (FEDIFLOW_TEST_WORKERS=0 runs them in one process): each worker
 # has a lab of its own (tests/integration/conftest.py), so a test that fails production over only
 # moves its own worker's lab. A run with FEDIFLOW_LAB_INVENTORY set (one named lab) is serial.
+# --dist loadfile: a test file runs whole on one worker, in its order, so a module-scoped fixture (a
+# backup taken for the file's tests, a PITR history) is built once and no file depends on chance.
 WORKERS="${FEDIFLOW_TEST_WORKERS:-2}"
 if [ -n "${FEDIFLOW_LAB_INVENTORY:-}" ]; then WORKERS=0; fi
 # shellcheck disable=SC2317
-xdist_args() { if [ "$WORKERS" -gt 0 ] 2>/dev/null; then echo "-n $WORKERS --dist load"; else echo "-p no:xdist"; fi; }
+xdist_args() { if [ "$WORKERS" -gt 0 ] 2>/dev/null; then echo "-n $WORKERS --dist loadfile"; else echo "-p no:xdist"; fi; }
 # shellcheck disable=SC2317
 integration() {
   mkdir -p "$ROOT/tests/output"

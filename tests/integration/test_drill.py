@@ -141,7 +141,8 @@ def _check_config_rpo(primary, report, step):
     measured = _rows(report, "rpo_configuration_s")[0]["measured_s"]
     # the drill starts (its preflight) before its first scenario: the age at the first scenario's start
     # is the measured age plus that preflight, never less (whole seconds in the ISO times)
-    at_first_step = min(s["start"] for s in report["steps"]) - stop.timestamp()
+    first_start = min(datetime.datetime.fromisoformat(s["start"].replace("Z", "+00:00")) for s in report["steps"])
+    at_first_step = (first_start - stop).total_seconds()
     assert measured >= 0 and -2 <= at_first_step - measured < 120, (measured, at_first_step)
 
 
