@@ -8,29 +8,29 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from doubles_fixtures import ROOT, SEED, start_double, write_kubeconfig
 
 # pytest-xdist: every worker after the first gets a lab of its own (every lab port shifted, its own
 # state directory), written by scripts/lab_inventory.py before lab_fixtures reads the inventory, so
 # two workers never share a cluster, a port or a file. Tests that move production (failover, drill)
 # then only ever move their own worker's lab. Worker gw0 (or a run without xdist) uses
 # FEDIFLOW_LAB_INVENTORY, else inventories/lab.
-_ROOT = Path(__file__).resolve().parents[2]
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_OWN_LAB = _WORKER not in ("", "gw0")  # this worker made its lab and takes it down
 WORKER_LAB_OFFSET = 3000  # gw1's ports are 18xxx: clear of the shared lab (15xxx) and the helpers' 16xxx/17xxx labs
-if _WORKER and _WORKER != "gw0":
+if _OWN_LAB:
     if os.environ.get("FEDIFLOW_LAB_INVENTORY"):
         raise pytest.UsageError("FEDIFLOW_LAB_INVENTORY names one lab: run it without -n (xdist gives each worker its own lab)")
     _INDEX = int(_WORKER[2:])
-    _OUT = _ROOT / "tests" / "output" / "labs" / _WORKER
-    subprocess.run([sys.executable, str(_ROOT / "scripts" / "lab_inventory.py"), "--offset", str(WORKER_LAB_OFFSET * _INDEX),
+    _OUT = ROOT / "tests" / "output" / "labs" / _WORKER
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "lab_inventory.py"), "--offset", str(WORKER_LAB_OFFSET * _INDEX),
                     "--lab-dir", "/var/tmp/fediflow-lab-%s" % _WORKER, "--out", str(_OUT)],
                    check=True, capture_output=True, text=True)
     os.environ["FEDIFLOW_LAB_INVENTORY"] = str(_OUT / "hosts.yml")
 
-from doubles_fixtures import SEED, start_double, write_kubeconfig  # noqa: E402  pylint: disable=wrong-import-position
 from lab_fixtures import inventory, lab_is_home, playbook  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -81,5 +81,5 @@ def lab():
     was_up = lab_is_home(primary, standby)
     proc, took = playbook("lab_up.yml")
     yield {"primary": primary, "standby": standby, "up_s": took, "stdout": proc.stdout, "was_up": was_up}
-    if _WORKER and _WORKER != "gw0":
+    if _OWN_LAB:
         playbook("lab_down.yml")

@@ -15,13 +15,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+COLLECTIONS = ROOT / ".build" / "collections"
 INVENTORY = Path(os.environ.get("FEDIFLOW_LAB_INVENTORY") or ROOT / "inventories" / "lab" / "hosts.yml")
 
 
 def ansible_env():
     env = dict(os.environ)
     env.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".build" / "collections"))
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS))
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"
     return env
@@ -72,7 +73,6 @@ def recap(stdout):
 # Every capability keeps at least one end-to-end ansible-playbook run for the wiring (roles,
 # module_defaults, action groups); FEDIFLOW_TEST_MODULES=ansible runs the whole tier the slow way.
 MODULES_VIA = os.environ.get("FEDIFLOW_TEST_MODULES", "direct")
-COLLECTIONS = ROOT / ".build" / "collections"
 
 
 def module(name, args, check_mode=False, diff=False, via=None, timeout=900):
