@@ -52,6 +52,25 @@ options:
       - Seconds to wait for a connection before failing.
     type: int
     default: 10
+  ssl_mode:
+    description:
+      - Whether and how strictly the connection uses TLS, as libpq's C(sslmode) (E(PGSSLMODE) for the
+        PostgreSQL programs a module runs).
+      - V(verify-full) checks the server's certificate against O(ca_cert) and that it names O(login_host):
+        what a connection across regions should use. V(prefer) (libpq's default) encrypts when the server
+        offers TLS but verifies nothing.
+    type: str
+    default: prefer
+    choices: [ allow, disable, prefer, require, verify-ca, verify-full ]
+  ca_cert:
+    description:
+      - File of the certificate authorities that may sign the server's certificate (libpq's C(sslrootcert),
+        E(PGSSLROOTCERT)). Checked when O(ssl_mode) is V(verify-ca) or V(verify-full); when omitted libpq
+        reads C(~/.postgresql/root.crt) of the user the module runs as.
+      - A path that is not a readable file is refused before anything connects.
+    type: path
+    default: ''
+    aliases: [ ssl_rootcert ]
 requirements:
   - psycopg2 (psycopg2-binary) on the managed node.
 """

@@ -141,8 +141,7 @@ def pg_target(p):
         return None
     postgres.validate_conn(p)
     name = "%s:%s/%s" % (host, p.get("login_port") or 5432, p.get("db") or "postgres")
-    params = {k: p.get(k) for k in ("login_host", "login_port", "login_user", "login_password",
-                                    "login_unix_socket", "db", "connect_timeout")}
+    params = {k: p.get(k) for k in postgres.postgres_common_argument_spec()}  # TLS options included
     return {"kind": "postgres", "name": name, "params": params, "check": p.get("pg_check") or "primary",
             "timeout": float(p.get("connect_timeout") or 10)}
 

@@ -19,6 +19,7 @@ def run_module(module, func, *args, **kwargs):
         partial = dict(exc.details.get("result") or {})
         changed = bool(partial.pop("changed", False))
         partial.pop("diff", None)
+        partial.pop("msg", None)  # the failure's own message is the one said (a result may carry a msg too)
         partial.setdefault("duration_s", 0.0)
         module.fail_json(msg=exc.message, exception=traceback.format_exc(), changed=changed, **partial)
     except Exception as exc:  # pylint: disable=broad-except

@@ -9,6 +9,8 @@ keyword arguments, never through a command line.
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 
 
@@ -17,9 +19,11 @@ from ansible_collections.fediflow.dr.plugins.module_utils.common import Fediflow
 # Nothing is listening at the address:
 _UNREACHABLE = ("connection refused", "could not translate host name", "no route to host", "network is unreachable",
                 "no such file or directory", "name or service not known", "host is down")
-# A live server that refused our login (a wrong login_* option must not pass for "down"):
+# A live server that refused our login, or whose certificate we refused (a wrong login_*, ssl_mode or
+# ca_cert option must not pass for "down": a server answered):
 _LOGIN_REFUSED = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied",
-                  "authentication failed")
+                  "authentication failed", "certificate verify failed", "does not match host name", "ssl error",
+                  "does not support ssl")
 
 
 def classify_connect_error(message):
@@ -37,6 +41,10 @@ def classify_connect_error(message):
     return "unknown"
 
 
+# libpq's sslmode values (community.postgresql's ssl_mode choices).
+SSL_MODES = ("allow", "disable", "prefer", "require", "verify-ca", "verify-full")
+
+
 def postgres_common_argument_spec():
     """The argument spec matching ``doc_fragments/postgres.py``."""
     return {
@@ -47,6 +55,8 @@ def postgres_common_argument_spec():
         "login_unix_socket": {"type": "str", "default": "", "aliases": ["unix_socket"]},
         "db": {"type": "str", "default": "postgres", "aliases": ["login_db"]},
         "connect_timeout": {"type": "int", "default": 10},
+        "ssl_mode": {"type": "str", "default": "prefer", "choices": list(SSL_MODES)},
+        "ca_cert": {"type": "path", "default": "", "aliases": ["ssl_rootcert"]},
     }
 
 
@@ -56,6 +66,17 @@ def validate_conn(params):
         raise FediflowError("login_port must be between 1 and 65535, got %s" % port)
     if params.get("connect_timeout") is not None and int(params["connect_timeout"]) < 1:
         raise FediflowError("connect_timeout must be at least 1 second")
+    mode = params.get("ssl_mode") or "prefer"
+    if mode not in SSL_MODES:
+        raise FediflowError("ssl_mode must be one of %s, got %s" % (", ".join(SSL_MODES), mode))
+    ca_cert = params.get("ca_cert")
+    if ca_cert and not (os.path.isfile(ca_cert) and os.access(ca_cert, os.R_OK)):
+        raise FediflowError("ca_cert %s is not a readable file" % ca_cert)
+
+
+def _tls(params):
+    """(sslmode, sslrootcert or None) of the connection options."""
+    return params.get("ssl_mode") or "prefer", params.get("ca_cert") or None
 
 
 def libpq_env(params):
@@ -73,6 +94,9 @@ def libpq_env(params):
         env["PGHOST"] = host
     if params.get("login_password"):
         env["PGPASSWORD"] = params["login_password"]
+    env["PGSSLMODE"], root = _tls(params)
+    if root:
+        env["PGSSLROOTCERT"] = root
     return env
 
 
@@ -91,6 +115,9 @@ def connect_kwargs(params):
         kwargs["host"] = host
     if params.get("login_password"):
         kwargs["password"] = params["login_password"]
+    kwargs["sslmode"], root = _tls(params)
+    if root:
+        kwargs["sslrootcert"] = root
     return kwargs
 
 

@@ -66,8 +66,20 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that restart the shared lab run after every other test, whatever their file names."""
-    items.sort(key=lambda item: item.get_closest_marker("restarts_lab") is not None)
+    """One lab (no xdist): tests that restart it run after every other test, whatever their file names.
+
+    xdist workers (--dist loadfile, a lab per worker): the files that hold such tests go first, then the
+    files with slow tests, each file kept whole and in its own order. xdist hands files out in this order,
+    so the longest ones start first and the short ones fill the gaps at the end (instead of one worker
+    finishing a long failover file alone while the other has nothing left)."""
+    if not _WORKER:
+        items.sort(key=lambda item: item.get_closest_marker("restarts_lab") is not None)
+        return
+    weight = {}
+    for item in items:
+        here = 0 if item.get_closest_marker("restarts_lab") else 1 if item.get_closest_marker("slow") else 2
+        weight[item.fspath] = min(weight.get(item.fspath, 2), here)
+    items.sort(key=lambda item: weight[item.fspath])
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from lab_fixtures import ROOT, INVENTORY, lab_is_home, pg_connect, playbook, rebuild_lab_unless_home
+from runner_fixtures import run_template, secrets_absent
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
@@ -24,12 +25,34 @@ SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "fi
 PROBE = "dr_drill_pitr_probe"
 
 
-@pytest.fixture
-def home(lab):
+@pytest.fixture(scope="module")
+def backed_up(lab):
+    """The scheduled backups a drill finds (media, configuration, physical base): once for the file."""
+    playbook("backup.yml")
+    return lab
+
+
+@pytest.fixture(scope="module")
+def full_drill(backed_up, tmp_path_factory):
+    """The file's one full drill (every scenario, failover included), launched as AWX launches the
+    "fediflow.dr DR drill" job template: ansible-runner, the survey's defaults, the credentials
+    injected as their types say, drill_summary_file given at launch. `make drill` runs the same
+    playbook with ansible-playbook (test_a_failed_scenario... below runs it that way). The lab's
+    state right after the drill is recorded before the lab is rebuilt (when the drill left it
+    elsewhere), so the tests judge the drill and later files still start from a home lab."""
+    lab = backed_up
     primary, standby = lab["primary"], lab["standby"]
     assert lab_is_home(primary, standby), "the lab must start in its home roles"
-    yield lab
+    work = tmp_path_factory.mktemp("full-drill")
+    summary = work / "summary.txt"
+    result, artifacts, extravars, took = run_template("fediflow.dr DR drill", lab, work / "runner",
+                                                      {"drill_summary_file": str(summary)})
+    came_home = lab_is_home(primary, standby)
+    report_dir, report = _latest(lab)
     rebuild_lab_unless_home(primary, standby, ROOT / "tests" / "output" / "drill-logs")
+    return {"lab": lab, "result": result, "artifacts": artifacts, "extravars": extravars, "seconds": took,
+            "stdout": (artifacts / "stdout").read_text(), "summary": summary, "came_home": came_home,
+            "report_dir": report_dir, "report": report}
 
 
 def _latest(lab):
@@ -72,15 +95,11 @@ def test_the_lab_inventory_lists_every_scenario_in_order():
 
 
 @pytest.mark.restarts_lab
-def test_full_drill_measures_every_scenario_and_comes_home(home, tmp_path):
-    lab = home
+def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
+    lab, stdout, report_dir, report = full_drill["lab"], full_drill["stdout"], full_drill["report_dir"], full_drill["report"]
     primary, standby = lab["primary"], lab["standby"]
-    playbook("backup.yml")  # the scheduled backups a drill finds (media, configuration, physical base)
-    summary = tmp_path / "summary.txt"
-    proc, _took = playbook("dr_drill.yml", "-e", "drill_summary_file=%s" % summary)
-    report_dir, report = _latest(lab)
-    assert report["ok"] is True, proc.stdout[-3000:]
-    text = summary.read_text()
+    assert report["ok"] is True, stdout[-3000:]
+    text = full_drill["summary"].read_text()
     assert "NOT RUN" not in text and "report: " in text and "overall: PASS" in text
     assert report["not_run"] == []
     # one step per scenario, in the inventory's order, plus nothing else (no lab-home repair needed)
@@ -89,8 +108,8 @@ def test_full_drill_measures_every_scenario_and_comes_home(home, tmp_path):
     assert all(s["status"] == "ok" for s in steps)
     # progress lines: a start and a finish line per scenario, in order
     for index, name in enumerate(SCENARIOS, 1):
-        assert "drill [%d/6] %s: start" % (index, name) in proc.stdout
-        assert "drill [%d/6] %s: ok in " % (index, name) in proc.stdout
+        assert "drill [%d/6] %s: start" % (index, name) in stdout
+        assert "drill [%d/6] %s: ok in " % (index, name) in stdout
     steps = {s["name"]: s for s in steps}
     # every objective measured, every one passes
     assert all(r["measured_s"] is not None and r["pass"] is True for r in report["objectives"]), report["objectives"]
@@ -117,7 +136,7 @@ def test_full_drill_measures_every_scenario_and_comes_home(home, tmp_path):
     assert [s["step"] for s in failover["steps"]][:5] == ["inspect", "detect", "promote", "dns", "kubernetes"]
     _check_pitr(lab, report, steps["pitr"])
     # the heartbeats the drill wrote before the kill are in the region that took over, then back home
-    assert lab_is_home(primary, standby)
+    assert full_drill["came_home"]
     with pg_connect(primary, "fediflow") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM dr_heartbeat WHERE id <= %s", (failover["present_last_id"],))
         assert cur.fetchone()[0] >= 10
@@ -126,6 +145,21 @@ def test_full_drill_measures_every_scenario_and_comes_home(home, tmp_path):
     assert junit.get("failures") == "0" and int(junit.get("tests")) >= 15
     assert os.path.getsize(os.path.join(report_dir, "latest.html")) > 1000
 
+
+
+@pytest.mark.restarts_lab
+def test_drill_template_under_ansible_runner(full_drill):
+    """The AWX "fediflow.dr DR drill" template under ansible-runner (moved here from
+    test_ansible_runner.py: it is the same full drill, run once for both tests)."""
+    result, artifacts, extravars = full_drill["result"], full_drill["artifacts"], full_drill["extravars"]
+    assert result.status == "successful" and result.rc == 0, full_drill["stdout"][-3000:]
+    assert extravars["drill_failover"] == "true"  # the survey default: the full drill
+    assert (artifacts / "job_events").is_dir() and any((artifacts / "job_events").iterdir())
+    assert not result.stats["failures"] and not result.stats["dark"]
+    report = full_drill["report"]
+    assert report["ok"] and {"region-failover", "failback"} <= {s["name"] for s in report["steps"]}
+    assert full_drill["came_home"]
+    secrets_absent(artifacts, extravars)
 
 def _check_config_rpo(primary, report, step):
     import datetime  # pylint: disable=import-outside-toplevel
@@ -173,41 +207,60 @@ def _check_pitr(lab, report, step):
     assert not [n for n in os.listdir(parent) if ".pitr-" in n]
 
 
-def test_a_failed_scenario_is_reported_and_the_lab_still_comes_home(home, tmp_path):
+MEDIA_ONLY = ["-e", "backup_logical=false", "-e", "backup_physical=false", "-e", "backup_cache=false",
+              "-e", "backup_config=false", "-e", "backup_wal_check=false"]
+
+
+@pytest.fixture(scope="module")
+def partial_drill(backed_up, tmp_path_factory):
+    """One drill run with the failover off, for the next two tests: pitr given a WAL archive
+    configuration that does not exist (it must fail; the drill goes on), then backup-restore and
+    file-restore, with a media file written after the newest snapshot (exposure the file-restore
+    scenario must count). A fresh media snapshot is taken first, so that file is the only change
+    not in a snapshot. Run with ansible-playbook, as `make drill` runs the drill."""
+    lab = backed_up
+    primary, standby = lab["primary"], lab["standby"]
+    assert lab_is_home(primary, standby), "the lab must start in its home roles"
+    playbook("backup.yml", *MEDIA_ONLY)
+    extra = os.path.join(primary["fediflow_media_dir"], "zz-drill-probe.jpg")
+    with open(extra, "wb") as handle:
+        handle.write(os.urandom(1024))
+    work = tmp_path_factory.mktemp("partial-drill")
+    try:
+        scenarios = json.dumps(["pitr", "backup-restore", "file-restore"])
+        proc, _took = playbook("dr_drill.yml", "-e", "drill_failover=false", "-e", '{"fediflow_drill_scenarios": %s}' % scenarios,
+                               "-e", "dr_drill_pitr_wal_config=%s" % (work / "no-such-wal.json"), check=False)
+        came_home = lab_is_home(primary, standby)
+        _dir, report = _latest(lab)
+    finally:
+        os.unlink(extra)
+        rebuild_lab_unless_home(primary, standby, ROOT / "tests" / "output" / "drill-logs")
+    return {"lab": lab, "proc": proc, "report": report, "came_home": came_home}
+
+
+def test_a_failed_scenario_is_reported_and_the_lab_still_comes_home(partial_drill):
     """pitr with a WAL archive configuration that does not exist must fail; the drill goes on, reports it, leaves the lab home
     and no heartbeat writer or restore behind."""
-    lab = home
-    scenarios = json.dumps(["pitr", "backup-restore"])
-    proc, _took = playbook("dr_drill.yml", "-e", "drill_failover=false", "-e", '{"fediflow_drill_scenarios": %s}' % scenarios,
-                           "-e", "dr_drill_pitr_wal_config=%s" % (tmp_path / "no-such-wal.json"), check=False)
+    lab, proc, report = partial_drill["lab"], partial_drill["proc"], partial_drill["report"]
     assert proc.returncode != 0
-    _dir, report = _latest(lab)
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["pitr"]["status"] != "ok" and "restore beside the primary" in steps["pitr"]["msg"]
-    assert steps["backup-restore"]["status"] == "ok"  # the next scenario still ran
+    assert steps["backup-restore"]["status"] == "ok" and steps["file-restore"]["status"] == "ok"  # the next scenarios still ran
     assert report["failed_steps"] == ["pitr"] and report["ok"] is False
-    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "file-restore", "failback"}
-    assert "drill [1/2] pitr: FAILED in" in proc.stdout and "drill [2/2] backup-restore: ok in" in proc.stdout
-    assert lab_is_home(lab["primary"], lab["standby"])
+    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "failback"}
+    assert "drill [1/3] pitr: FAILED in" in proc.stdout and "drill [2/3] backup-restore: ok in" in proc.stdout
+    assert "drill [3/3] file-restore: ok in" in proc.stdout
+    assert partial_drill["came_home"]
     with open(os.path.join(lab["primary"]["fediflow_lab_dir"], "reports", "drill-heartbeat.json"), encoding="utf-8") as fh:
         assert json.load(fh).get("stopped") is True
     assert not [n for n in os.listdir(os.path.dirname(lab["primary"]["fediflow_pg_data_dir"])) if ".pitr-" in n]
 
 
-def test_file_storage_rpo_counts_changes_not_yet_in_a_snapshot(home):
+def test_file_storage_rpo_counts_changes_not_yet_in_a_snapshot(partial_drill):
     """A media file written after the last snapshot is exposure: the drill must say so (failover skipped)."""
-    lab = home
-    playbook("backup.yml")
-    extra = os.path.join(lab["primary"]["fediflow_media_dir"], "zz-drill-probe.jpg")
-    with open(extra, "wb") as handle:
-        handle.write(os.urandom(1024))
-    try:
-        playbook("dr_drill.yml", "-e", "drill_failover=false", check=False)
-        _dir, report = _latest(lab)
-        assert _rows(report, "rpo_file_storage_s")[0]["measured_s"] > 0
-        assert "region-failover" not in {s["name"] for s in report["steps"]}
-        assert _rows(report, "rto_critical_s")[0]["measured_s"] is None  # not run, never invented
-        assert _rows(report, "rto_full_system_s")[0]["measured_s"] is None
-        assert {s["scenario"] for s in report["not_run"]} == {"region-failover", "failback"}
-    finally:
-        os.unlink(extra)
+    report = partial_drill["report"]
+    assert _rows(report, "rpo_file_storage_s")[0]["measured_s"] > 0
+    assert "region-failover" not in {s["name"] for s in report["steps"]}
+    assert _rows(report, "rto_critical_s")[0]["measured_s"] is None  # not run, never invented
+    assert _rows(report, "rto_full_system_s")[0]["measured_s"] is None
+    assert {"region-failover", "failback"} <= {s["scenario"] for s in report["not_run"]}

@@ -17,7 +17,9 @@ import urllib.request
 import boto3
 import pytest
 
-from lab_fixtures import ROOT, lab_is_home, pg_connect, pg_role, pg_streaming, playbook, poll, rebuild_lab_unless_home, recap
+from lab_fixtures import (ROOT, lab_is_home, pg_connect, pg_role, pg_streaming, playbook, playbook_result, poll,
+                          rebuild_lab_unless_home, recap)
+from redis_fixtures import critical_keys, redis_value, region_redis
 
 pytestmark = pytest.mark.restarts_lab
 
@@ -74,14 +76,10 @@ def _slack_texts(hv):
     return [json.dumps(r.get("body")) for r in reqs if r["path"].startswith("/services/")]
 
 
-def _result(path):
-    return json.loads(path.read_text())
-
-
 def _failover(tmp_path, *extra, check=True):
-    out = tmp_path / "failover-result.json"
-    proc, took = playbook("failover.yml", "-e", "region_failover_result_file=%s" % out, *extra, check=check)
-    return proc, took, (_result(out) if out.exists() else None)
+    proc, result, took = playbook_result("failover.yml", "region_failover_result_file", tmp_path / "failover-result.json",
+                                         *extra, check=check)
+    return proc, took, result
 
 
 def _stop_immediate(hv):
@@ -242,15 +240,81 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
     assert all(c["changed"] == 0 for c in recap(again.stdout).values())
 
 
-def test_planned_switchover_loses_nothing_then_failback(regions, tmp_path):
-    primary, standby = regions
+@pytest.fixture(scope="module")
+def switchover(lab, tmp_path_factory):
+    """One planned switchover to eu-west-1 (force, no detection) for the three tests below, in this
+    order: what the switchover kept, a full-system recovery of region 2 run while production is
+    there (its cache flushed), then the failback. Before it: a cache backup, and what region 1's Redis
+    held at that moment (the recover test's expectation). After them, whatever happened: production
+    back home, region 2's Redis a replica of region 1's again, the lab rebuilt if it is not home."""
+    primary, standby = lab["primary"], lab["standby"]
+    assert lab_is_home(primary, standby), "the lab must start in its home roles"
+    patterns = primary["fediflow_redis_critical_patterns"]
+    playbook("backup.yml", "--tags", "backup_cache")
+    r1 = region_redis(primary)
+    expected = {key: (redis_value(r1, key), r1.pttl(key)) for key in critical_keys(r1, patterns)}
+    read_at = time.monotonic()
     _one(primary, "CREATE TABLE IF NOT EXISTS dr_failover_probe (id serial PRIMARY KEY, v text, at timestamptz DEFAULT now())")
     marker = "planned-%d" % time.time_ns()
     _one(primary, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (marker,))  # no wait for the standby
-    _proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", "-e", "force=true")
+    work = tmp_path_factory.mktemp("switchover")
+    try:
+        _proc, _took, res = _failover(work, "-e", "target_region=eu-west-1", "-e", "force=true")
+        yield {"primary": primary, "standby": standby, "result": res, "marker": marker, "patterns": patterns,
+               "expected": expected, "read_at": read_at}
+    finally:
+        if pg_role(standby) == "primary":
+            playbook("failback.yml", "-e", "switch_back=true", check=False)
+        r2 = region_redis(standby)
+        if r2.info("replication")["role"] != "slave":
+            r2.replicaof(primary["fediflow_redis_host"], primary["fediflow_redis_port"])
+            poll(lambda: r2.info("replication").get("master_link_status") == "up", 30)
+        rebuild_lab_unless_home(primary, standby, ROOT / "tests" / "output" / "failover-logs")
+
+
+def test_planned_switchover_loses_nothing(switchover):
+    primary, standby, res = switchover["primary"], switchover["standby"], switchover["result"]
     assert res["ok"] and res["detection"]["skipped"] and res["promotion"]["fence"]["mode"] == "read_only"
-    assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 1
+    assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (switchover["marker"],)) == 1
     assert pg_role(primary) is None and pg_role(standby) == "primary"
+
+
+def test_after_a_failover_with_region_2_cache_flushed_recover_brings_the_critical_keys_back(switchover, tmp_path):
+    """(From test_recover.py.) The runbook's end-to-end case: after the planned failover to eu-west-1 (a
+    cache backup taken before it), region 2's Redis loses its data (made a primary and flushed), then
+    recover.yml: every critical key is back with its type, value and TTL, compared with the redis client
+    against what region 1 held at backup time. The integrity step is left to test_validate (its media check
+    needs a backup in the new region first)."""
+    standby, expected, patterns = switchover["standby"], switchover["expected"], switchover["patterns"]
+    assert len(expected) >= 1000
+    assert pg_role(standby) == "primary", "the switchover did not leave production in eu-west-1"
+    r2 = region_redis(standby)
+    r2.replicaof("NO", "ONE")
+    r2.flushall()
+    assert not critical_keys(r2, patterns)
+    recover = ("recover.yml", "recover_result_file", tmp_path / "recover.json",
+               "-e", "region=%s" % standby["fediflow_region"], "-e", "recover_validate=false")
+    _proc, result, _took = playbook_result(*recover)
+    assert result["ok"], result
+    counts = result["cache"]["counts"]
+    assert counts["restored"] == len(expected) and counts["failed"] == 0, counts
+    elapsed_ms = (time.monotonic() - switchover["read_at"]) * 1000
+    wrong = []
+    for key, ((kind, value), pttl) in expected.items():
+        got_kind, got_value = redis_value(r2, key)
+        got_pttl = r2.pttl(key)
+        ttl_ok = got_pttl == -1 if pttl == -1 else pttl - elapsed_ms - 5000 <= got_pttl <= pttl
+        if (got_kind, got_value) != (kind, value) or not ttl_ok:
+            wrong.append((key, kind, got_kind, pttl, got_pttl))
+    assert not wrong, wrong[:5]
+    assert r2.info("replication")["role"] == "master"  # the region's cache takes writes now
+    _proc, again, _took = playbook_result(*recover)
+    assert again["ok"] and again["changed_steps"] == [] and again["cache"]["counts"]["already_present"] == len(expected)
+
+
+def test_failback_after_the_planned_switchover(switchover):
+    primary, standby = switchover["primary"], switchover["standby"]
+    assert pg_role(standby) == "primary", "the switchover did not leave production in eu-west-1"
     playbook("failback.yml", "-e", "switch_back=true")
     assert lab_is_home(primary, standby)
     # eu-west-1 was fenced read-only during the switch back; neither node keeps the fence

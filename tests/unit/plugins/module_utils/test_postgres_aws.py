@@ -33,6 +33,36 @@ def test_connect_kwargs_and_port_validation():
         postgres.connect_kwargs(_params(login_port=70000))
 
 
+def test_tls_options_reach_libpq_and_psycopg2(tmp_path):
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    params = _params(login_host="db.example", ssl_mode="verify-full", ca_cert=str(ca))
+    env = postgres.libpq_env(params)
+    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == str(ca)
+    kw = postgres.connect_kwargs(params)
+    assert kw["sslmode"] == "verify-full" and kw["sslrootcert"] == str(ca)
+    # the default is libpq's own (prefer), and no root certificate is named unless given
+    default = postgres.connect_kwargs(_params(login_host="h"))
+    assert default["sslmode"] == "prefer" and "sslrootcert" not in default
+    assert "PGSSLROOTCERT" not in postgres.libpq_env(_params(login_host="h"))
+
+
+def test_tls_options_are_checked_before_anything_connects(tmp_path):
+    with pytest.raises(FediflowError, match="ca_cert .*missing.crt is not a readable file"):
+        postgres.connect_kwargs(_params(ssl_mode="verify-full", ca_cert=str(tmp_path / "missing.crt")))
+    with pytest.raises(FediflowError, match="ca_cert .* is not a readable file"):
+        postgres.libpq_env(_params(ca_cert=str(tmp_path)))  # a directory
+    with pytest.raises(FediflowError, match="ssl_mode must be one of allow, disable, prefer, require, verify-ca, verify-full"):
+        postgres.connect_kwargs(_params(ssl_mode="verify"))
+
+
+def test_tls_options_match_community_postgresql_names():
+    spec = postgres.postgres_common_argument_spec()
+    assert spec["ssl_mode"]["choices"] == ["allow", "disable", "prefer", "require", "verify-ca", "verify-full"]
+    assert spec["ssl_mode"]["default"] == "prefer"
+    assert spec["ca_cert"]["type"] == "path" and spec["ca_cert"]["aliases"] == ["ssl_rootcert"]
+
+
 def test_secret_options_are_no_log():
     assert postgres.postgres_common_argument_spec()["login_password"]["no_log"] is True
     spec = aws.aws_common_argument_spec()

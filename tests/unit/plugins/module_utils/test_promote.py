@@ -102,6 +102,10 @@ def test_lag_guard_refuses_what_it_cannot_measure():
     ('connection to server on socket "/run/pg/.s.PGSQL.5432" failed: No such file or directory', "unreachable"),
     ('failed: FATAL:  password authentication failed for user "postgres"', "login_refused"),
     ("failed: FATAL:  no pg_hba.conf entry for host", "login_refused"),
+    # a server answered TLS and its certificate was refused (wrong ca_cert): alive, never "down"
+    ('connection to server at "127.0.0.1", port 15432 failed: SSL error: certificate verify failed', "login_refused"),
+    ('failed: server certificate for "db1" does not match host name "127.0.0.1"', "login_refused"),
+    ("failed: server does not support SSL, but SSL was required", "login_refused"),
     ("failed: FATAL:  the database system is shutting down", "unknown"),
     ("failed: FATAL:  the database system is in recovery mode", "unknown"),
 ])
@@ -164,7 +168,7 @@ def test_old_primary_login_defaults_to_the_standbys():
     target = {"host": "10.0.0.5", "port": 5433}
     assert promote.postgres.connect_kwargs(promote.old_primary_params(params, target)) == {
         "user": "admin", "password": "pw", "host": "10.0.0.5", "port": 5433, "dbname": "postgres",
-        "connect_timeout": 10, "application_name": "fediflow.dr"}
+        "connect_timeout": 10, "application_name": "fediflow.dr", "sslmode": "prefer"}
     params.update(old_primary_login_user="u2", old_primary_login_password="p2")
     own = promote.old_primary_params(params, target)
     assert (own["login_user"], own["login_password"]) == ("u2", "p2")

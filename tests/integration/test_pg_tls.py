@@ -1,0 +1,124 @@
+"""The PostgreSQL options ssl_mode / ca_cert (community.postgresql's names) against a real server that
+serves TLS: a throwaway primary + standby pair (pair_fixtures) whose certificate is signed by a test CA
+made here with the `cryptography` library. Each module that connects to PostgreSQL is run with
+ssl_mode=verify-full and the right CA (works, and the server's pg_stat_ssl shows the session used TLS),
+then with another CA (fails clearly, naming the certificate, and the cluster is untouched)."""
+import datetime
+import ipaddress
+import os
+import pwd
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lab_fixtures import module
+from pair_fixtures import OS_USER, PgPair
+
+
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject_key, subject, issuer_key, issuer, ca, sans=()):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+               .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(obj):
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM)
+    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@pytest.fixture(scope="module")
+def tls_pair():
+    ca_key, other_key, server_key = _key(), _key(), _key()
+    ca = _cert(ca_key, "fediflow test CA", ca_key, "fediflow test CA", True)
+    other = _cert(other_key, "another CA", other_key, "another CA", True)
+    server = _cert(server_key, "127.0.0.1", ca_key, "fediflow test CA", False,
+                   [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    pair = PgPair("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    ent = pwd.getpwnam(OS_USER)
+    files = {"ca.crt": _pem(ca), "other-ca.crt": _pem(other)}
+    for name, data in files.items():
+        with open(os.path.join(pair.base, name), "wb") as handle:
+            handle.write(data)
+        os.chmod(os.path.join(pair.base, name), 0o644)
+    # the server's certificate and key go into each data directory (relative names above): the
+    # standby is cloned from the primary, so it serves the same certificate
+    real_build_settings = pair.primary.settings
+
+    def settings_with_certs():
+        for name, data, mode in (("server.crt", _pem(server), 0o644), ("server.key", _pem(server_key), 0o600)):
+            path = os.path.join(pair.primary.data_dir, name)
+            with open(path, "wb") as handle:
+                handle.write(data)
+            os.chmod(path, mode)
+            os.chown(path, ent.pw_uid, ent.pw_gid)
+        return real_build_settings()
+    pair.primary.settings = settings_with_certs
+    try:
+        pair.build()
+    except BaseException:
+        pair.destroy()
+        raise
+    yield pair, os.path.join(pair.base, "ca.crt"), os.path.join(pair.base, "other-ca.crt")
+    pair.destroy()
+
+
+def _conn(pair, node, **extra):
+    args = {"login_host": "127.0.0.1", "login_port": node.port, "login_password": pair.password, "connect_timeout": 3}
+    args.update(extra)
+    return args
+
+
+def test_health_check_verify_full_with_the_right_ca_and_refused_with_another(tls_pair):
+    pair, ca, other = tls_pair
+    res = module("fediflow.dr.health_check", _conn(pair, pair.primary, ssl_mode="verify-full", ca_cert=ca, rounds=1))
+    assert not res.get("failed"), res.get("msg")
+    (target,) = res["rounds"][0]["targets"]
+    assert target["ok"] and target["status"] == "primary"
+    res = module("fediflow.dr.health_check", _conn(pair, pair.primary, ssl_mode="verify-full", ca_cert=other, rounds=1))
+    (target,) = res["rounds"][0]["targets"]
+    assert not target["ok"] and "certificate verify failed" in target["error"], target
+    # a server whose certificate was refused answered: never counted as "down"
+    assert res["state"] != "down" or res.get("warnings"), res
+    assert pair.password not in str(res)
+
+
+def test_integrity_check_database_checks_over_verified_tls(tls_pair):
+    pair, ca, other = tls_pair
+    good = module("fediflow.dr.integrity_check", _conn(pair, pair.primary, ssl_mode="verify-full", ca_cert=ca,
+                                                       checks=["db_sequences"]))
+    assert not good.get("failed"), good.get("msg")
+    bad = module("fediflow.dr.integrity_check", _conn(pair, pair.primary, ssl_mode="verify-full", ca_cert=other,
+                                                      checks=["db_sequences"]))
+    assert bad.get("failed") and bad["failed_checks"] == ["db_sequences"], bad
+    assert "certificate verify failed" in str(bad["checks"]), bad["checks"]
+
+
+def test_pg_promote_over_verified_tls_and_a_wrong_ca_touches_nothing(tls_pair):
+    pair, ca, other = tls_pair
+    refused = module("fediflow.dr.pg_promote", pair.module_args(ssl_mode="verify-full", ca_cert=other, fence_old_primary="read_only"))
+    assert refused.get("failed") and "certificate verify failed" in refused["msg"], refused
+    assert pair.standby.one("SELECT pg_is_in_recovery()") is True  # untouched
+    promoted = module("fediflow.dr.pg_promote", pair.module_args(ssl_mode="verify-full", ca_cert=ca, fence_old_primary="read_only"))
+    assert not promoted.get("failed"), promoted.get("msg")
+    assert pair.standby.one("SELECT pg_is_in_recovery()") is False
+
+
+def test_a_missing_ca_file_is_refused_naming_the_option(tls_pair):
+    pair, _ca, _other = tls_pair
+    res = module("fediflow.dr.health_check", _conn(pair, pair.primary, ssl_mode="verify-full",
+                                                   ca_cert=os.path.join(pair.base, "nope.crt"), rounds=1))
+    assert res.get("failed") and "ca_cert" in res["msg"] and "not a readable file" in res["msg"], res
