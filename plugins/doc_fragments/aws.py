@@ -41,6 +41,18 @@ options:
       - A named profile from the AWS shared credentials file. Falls back to E(AWS_PROFILE).
     type: str
     aliases: [ aws_profile ]
+  validate_certs:
+    description:
+      - Whether the endpoint's TLS certificate is verified. Leave it on: V(false) accepts any server that
+        answers, and is refused together with O(aws_ca_bundle).
+    type: bool
+    default: true
+  aws_ca_bundle:
+    description:
+      - File of the certificate authorities that may sign the endpoint's certificate (for example a private
+        S3 endpoint's). Falls back to E(AWS_CA_BUNDLE), then botocore's own bundle.
+      - A path that is not a readable file is refused before any request.
+    type: path
 requirements:
   - boto3 and botocore on the managed node.
 """

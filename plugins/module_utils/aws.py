@@ -21,7 +21,25 @@ def aws_common_argument_spec():
                        "aliases": ["aws_secret_access_key", "aws_secret_key"]},
         "session_token": {"type": "str", "no_log": True, "aliases": ["aws_session_token"]},
         "profile": {"type": "str", "aliases": ["aws_profile"]},
+        "validate_certs": {"type": "bool", "default": True},
+        "aws_ca_bundle": {"type": "path"},
     }
+
+
+def tls_verify(params):
+    """botocore's ``verify``: False (validate_certs off), a CA bundle path, or None (AWS_CA_BUNDLE,
+    then botocore's own bundle). Bad TLS options are refused before any request."""
+    bundle = params.get("aws_ca_bundle")
+    if params.get("validate_certs") is False:
+        if bundle:
+            raise FediflowError("aws_ca_bundle is given but validate_certs is false: nothing would be verified "
+                                "(drop one of them)")
+        return False
+    if bundle:
+        if not (os.path.isfile(bundle) and os.access(bundle, os.R_OK)):
+            raise FediflowError("aws_ca_bundle %s is not a readable file" % bundle)
+        return bundle
+    return None
 
 
 def client(service, params, max_attempts=8):
@@ -35,6 +53,7 @@ def client(service, params, max_attempts=8):
         from botocore.config import Config  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise FediflowError("boto3 and botocore are required on the managed node")
+    verify = tls_verify(params)
     region = params.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     endpoint = params.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
     session = boto3.session.Session(
@@ -46,4 +65,4 @@ def client(service, params, max_attempts=8):
     )
     config = Config(retries={"max_attempts": max_attempts, "mode": "standard"},
                     connect_timeout=5, read_timeout=60)
-    return session.client(service, endpoint_url=endpoint or None, config=config)
+    return session.client(service, endpoint_url=endpoint or None, config=config, verify=verify)

@@ -407,7 +407,7 @@ def _buckets(p):
 
 def _media_snapshot(p):
     from ansible_collections.fediflow.dr.plugins.module_utils import snapshot  # pylint: disable=import-outside-toplevel
-    params = {k: p.get(k) for k in ("region", "endpoint_url", "access_key", "secret_key", "session_token", "profile")}
+    params = {k: p.get(k) for k in aws.aws_common_argument_spec()}  # TLS options included
     params.update(state="verified", s3_bucket=p["media_s3_bucket"], s3_prefix=p.get("media_s3_prefix") or "",
                   snapshot_id="latest", deep=bool(p.get("media_deep")), parallel=MEDIA_PARALLEL)
     where = "s3://%s/%s" % (p["media_s3_bucket"], (p.get("media_s3_prefix") or "").strip("/"))

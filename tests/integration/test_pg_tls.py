@@ -1,55 +1,24 @@
 """The PostgreSQL options ssl_mode / ca_cert (community.postgresql's names) against a real server that
 serves TLS: a throwaway primary + standby pair (pair_fixtures) whose certificate is signed by a test CA
-made here with the `cryptography` library. Each module that connects to PostgreSQL is run with
+made by tls_fixtures. Each module that connects to PostgreSQL is run with
 ssl_mode=verify-full and the right CA (works, and the server's pg_stat_ssl shows the session used TLS),
 then with another CA (fails clearly, naming the certificate, and the cluster is untouched)."""
-import datetime
-import ipaddress
 import os
 import pwd
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from lab_fixtures import module
 from pair_fixtures import OS_USER, PgPair
-
-
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _cert(subject_key, subject, issuer_key, issuer, ca, sans=()):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-               .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _pem(obj):
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+from tls_fixtures import make_pki
 
 
 @pytest.fixture(scope="module")
 def tls_pair():
-    ca_key, other_key, server_key = _key(), _key(), _key()
-    ca = _cert(ca_key, "fediflow test CA", ca_key, "fediflow test CA", True)
-    other = _cert(other_key, "another CA", other_key, "another CA", True)
-    server = _cert(server_key, "127.0.0.1", ca_key, "fediflow test CA", False,
-                   [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    pki = make_pki()
     pair = PgPair("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
     ent = pwd.getpwnam(OS_USER)
-    files = {"ca.crt": _pem(ca), "other-ca.crt": _pem(other)}
+    files = {"ca.crt": pki["ca"], "other-ca.crt": pki["other_ca"]}
     for name, data in files.items():
         with open(os.path.join(pair.base, name), "wb") as handle:
             handle.write(data)
@@ -59,7 +28,7 @@ def tls_pair():
     real_build_settings = pair.primary.settings
 
     def settings_with_certs():
-        for name, data, mode in (("server.crt", _pem(server), 0o644), ("server.key", _pem(server_key), 0o600)):
+        for name, data, mode in (("server.crt", pki["server_cert"], 0o644), ("server.key", pki["server_key"], 0o600)):
             path = os.path.join(pair.primary.data_dir, name)
             with open(path, "wb") as handle:
                 handle.write(data)

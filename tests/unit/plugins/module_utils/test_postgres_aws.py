@@ -63,6 +63,26 @@ def test_tls_options_match_community_postgresql_names():
     assert spec["ca_cert"]["type"] == "path" and spec["ca_cert"]["aliases"] == ["ssl_rootcert"]
 
 
+def test_aws_tls_options(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    spec = aws.aws_common_argument_spec()
+    assert spec["validate_certs"] == {"type": "bool", "default": True} and spec["aws_ca_bundle"]["type"] == "path"
+    assert aws.tls_verify({"validate_certs": True, "aws_ca_bundle": None}) is None  # AWS_CA_BUNDLE / botocore's
+    assert aws.tls_verify({"validate_certs": True, "aws_ca_bundle": str(bundle)}) == str(bundle)
+    assert aws.tls_verify({"validate_certs": False, "aws_ca_bundle": None}) is False
+    with pytest.raises(FediflowError, match="aws_ca_bundle .*nope.pem is not a readable file"):
+        aws.tls_verify({"validate_certs": True, "aws_ca_bundle": str(tmp_path / "nope.pem")})
+    with pytest.raises(FediflowError, match="aws_ca_bundle is given but validate_certs is false"):
+        aws.tls_verify({"validate_certs": False, "aws_ca_bundle": str(bundle)})
+
+
+def test_aws_client_refuses_a_bad_bundle_before_any_request(tmp_path):
+    with pytest.raises(FediflowError, match="aws_ca_bundle"):
+        aws.client("s3", {"region": "us-east-1", "endpoint_url": "https://127.0.0.1:1",
+                          "aws_ca_bundle": str(tmp_path / "missing.pem")})
+
+
 def test_secret_options_are_no_log():
     assert postgres.postgres_common_argument_spec()["login_password"]["no_log"] is True
     spec = aws.aws_common_argument_spec()
