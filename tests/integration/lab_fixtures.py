@@ -162,12 +162,20 @@ def inventory():
     return hostvars[primary], hostvars[standby]
 
 
+def pg_tls(hvars):
+    """psycopg2 keywords for the inventory's TLS settings (the lab: verify-full against the lab CA)."""
+    out = {"sslmode": hvars.get("fediflow_pg_ssl_mode") or "prefer"}
+    if hvars.get("fediflow_pg_ca_cert"):
+        out["sslrootcert"] = hvars["fediflow_pg_ca_cert"]
+    return out
+
+
 def pg_connect(hvars, db="postgres"):
     import psycopg2  # pylint: disable=import-outside-toplevel
     conn = psycopg2.connect(host=hvars["fediflow_pg_host"], port=hvars["fediflow_pg_port"],
                             user=hvars["fediflow_pg_superuser"],
                             password=hvars["fediflow_pg_superuser_password"], dbname=db,
-                            connect_timeout=5)
+                            connect_timeout=5, **pg_tls(hvars))
     conn.autocommit = True
     return conn
 

@@ -105,6 +105,32 @@ def test_no_password_in_standby_config(lab):
     assert "password=" not in text
 
 
+def test_replication_and_clients_use_verified_tls(lab, tmp_path):
+    """Each region's PostgreSQL serves TLS with a certificate from the lab CA; the standby streams with
+    sslmode=verify-full against that CA, and a client given another CA is refused."""
+    import psycopg2  # pylint: disable=import-outside-toplevel
+    primary, standby = lab["primary"], lab["standby"]
+    assert primary["fediflow_pg_ssl_mode"] == "verify-full" and os.path.isfile(primary["fediflow_pg_ca_cert"])
+    with pg_connect(standby) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_setting('primary_conninfo')")
+        conninfo = dict(part.split("=", 1) for part in cur.fetchone()[0].split())
+    assert conninfo["sslmode"] == "verify-full" and conninfo["sslrootcert"] == primary["fediflow_pg_ca_cert"]
+    with pg_connect(primary) as conn, conn.cursor() as cur:
+        cur.execute("SELECT s.ssl, s.version FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)")
+        rows = cur.fetchall()
+        assert rows and all(ssl for ssl, _version in rows), rows
+        cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert cur.fetchone()[0] is True  # this test's own connection (verify-full)
+    # another CA's certificate file: the server's certificate is refused before any login
+    other = tmp_path / "other-ca.crt"
+    from tls_fixtures import make_pki  # pylint: disable=import-outside-toplevel
+    other.write_bytes(make_pki()["other_ca"])
+    with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
+        psycopg2.connect(host=primary["fediflow_pg_host"], port=primary["fediflow_pg_port"], user="postgres",
+                         password=primary["fediflow_pg_superuser_password"], dbname="postgres", connect_timeout=5,
+                         sslmode="verify-full", sslrootcert=str(other))
+
+
 def test_moto_serves_buckets_dns_and_ses(lab):
     s3 = _aws(lab, "s3")
     names = {b["Name"] for b in s3.list_buckets()["Buckets"]}

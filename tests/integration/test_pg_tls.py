@@ -8,7 +8,7 @@ import pwd
 
 import pytest
 
-from lab_fixtures import module
+from lab_fixtures import module, poll
 from pair_fixtures import OS_USER, PgPair
 from tls_fixtures import make_pki
 
@@ -74,6 +74,32 @@ def test_integrity_check_database_checks_over_verified_tls(tls_pair):
                                                       checks=["db_sequences"]))
     assert bad.get("failed") and bad["failed_checks"] == ["db_sequences"], bad
     assert "certificate verify failed" in str(bad["checks"]), bad["checks"]
+
+
+def _stream_with(pair, root):
+    """Point the standby's replication connection at the primary with verify-full and ``root`` as the CA."""
+    conninfo = ("host=127.0.0.1 port=%d user=replicator passfile=%s application_name=standby sslmode=verify-full "
+                "sslrootcert=%s" % (pair.primary.port, pair.passfile, root))
+    pair.standby.query("ALTER SYSTEM SET primary_conninfo = %s", (conninfo,))
+    pair.standby.query("SELECT pg_reload_conf()")
+
+
+def _replication_tls(pair):
+    """(standby streaming?, the primary's walsender uses TLS?)."""
+    streaming = pair.standby.query("SELECT status FROM pg_stat_wal_receiver") == [("streaming",)]
+    ssl = pair.primary.query("SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)")
+    return streaming, ssl == [(True,)]
+
+
+def test_a_standby_given_the_wrong_ca_refuses_the_primary_and_streams_with_the_right_one(tls_pair):
+    pair, ca, other = tls_pair
+    _stream_with(pair, other)
+    # the standby drops its connection and cannot make a new one: the primary's certificate is refused
+    assert poll(lambda: _replication_tls(pair) == (False, False), 30), _replication_tls(pair)
+    with open(pair.standby.log, encoding="utf-8", errors="replace") as handle:
+        assert poll(lambda: "certificate verify failed" in handle.read(), 15)
+    _stream_with(pair, ca)
+    assert poll(lambda: _replication_tls(pair) == (True, True), 30), _replication_tls(pair)
 
 
 def test_pg_promote_over_verified_tls_and_a_wrong_ca_touches_nothing(tls_pair):
