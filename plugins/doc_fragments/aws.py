@@ -43,8 +43,8 @@ options:
     aliases: [ aws_profile ]
   validate_certs:
     description:
-      - Whether the endpoint's TLS certificate is verified. Leave it on: V(false) accepts any server that
-        answers, and is refused together with O(aws_ca_bundle).
+      - Whether the endpoint's TLS certificate is verified. Leave it on, since V(false) accepts any server that
+        answers. Refused together with O(aws_ca_bundle).
     type: bool
     default: true
   aws_ca_bundle:

@@ -56,8 +56,8 @@ options:
     description:
       - Whether and how strictly the connection uses TLS, as libpq's C(sslmode) (E(PGSSLMODE) for the
         PostgreSQL programs a module runs).
-      - V(verify-full) checks the server's certificate against O(ca_cert) and that it names O(login_host):
-        what a connection across regions should use. V(prefer) (libpq's default) encrypts when the server
+      - V(verify-full) checks the server's certificate against O(ca_cert) and that it names O(login_host),
+        which is what a connection across regions should use. V(prefer) (libpq's default) encrypts when the server
         offers TLS but verifies nothing.
     type: str
     default: prefer

@@ -151,9 +151,16 @@ def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chd
             raise FediflowError("cannot start %s: %s" % (argv[0], exc))
     _write_pid(pid_file, proc.pid)
 
+    want_ns = netns_inode(netns) if netns else None
+
     def ready():
         if proc.poll() is not None:
             return "exited"
+        # `ip netns exec` enters the namespace, then execs the program: until it has, the pid is still in
+        # the caller's namespace, and status() (which matches by namespace) would not see the service -
+        # a second run right away would start another one. Ready means inside the namespace, then healthy.
+        if want_ns is not None and pid_netns_inode(proc.pid) != want_ns:
+            return None
         return "ready" if healthy(health_url) else None
 
     outcome, waited = wait_until(ready, timeout)
@@ -167,8 +174,12 @@ def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chd
         if proc.poll() is None:
             stop_pid(proc.pid, 5.0)
         _remove(pid_file)
-        why = ("exited with code %s" % proc.returncode) if outcome == "exited" else (
-            "did not answer %s within %ss" % (health_url, timeout))
+        if outcome == "exited":
+            why = "exited with code %s" % proc.returncode
+        elif want_ns is not None and pid_netns_inode(proc.pid) != want_ns:
+            why = "did not enter network namespace %s within %ss" % (netns, timeout)
+        else:
+            why = "did not answer %s within %ss" % (health_url, timeout)
         raise FediflowError("%s %s; last log lines: %s" % (os.path.basename(argv[0]), why, tail))
     return proc.pid, waited
 

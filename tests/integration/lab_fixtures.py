@@ -41,13 +41,13 @@ def playbook(name, *extra, check=True):
     return proc, took
 
 
-
 def playbook_result(name, result_var, result_path, *extra, check=True):
     """Run a playbook that writes a JSON result file (its variable result_var names the path);
     returns (proc, the parsed result or None when none was written, seconds)."""
     proc, took = playbook(name, "-e", "%s=%s" % (result_var, result_path), *extra, check=check)
     result = json.loads(Path(result_path).read_text()) if Path(result_path).exists() else None
     return proc, result, took
+
 
 OUTPUT = ROOT / "tests" / "output"
 _LOG_SEQ = [0]

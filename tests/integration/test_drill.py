@@ -146,7 +146,6 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     assert os.path.getsize(os.path.join(report_dir, "latest.html")) > 1000
 
 
-
 @pytest.mark.restarts_lab
 def test_drill_template_under_ansible_runner(full_drill):
     """The AWX "fediflow.dr DR drill" template under ansible-runner (moved here from
@@ -160,6 +159,7 @@ def test_drill_template_under_ansible_runner(full_drill):
     assert report["ok"] and {"region-failover", "failback"} <= {s["name"] for s in report["steps"]}
     assert full_drill["came_home"]
     secrets_absent(artifacts, extravars)
+
 
 def _check_config_rpo(primary, report, step):
     import datetime  # pylint: disable=import-outside-toplevel
