@@ -5,6 +5,7 @@ doubles (no real Kubernetes API server can run here: those are local HTTP double
 Everything is checked independently of the playbook's own output: psycopg2 on both
 servers, the archive directory on disk, boto3 against moto, the kubernetes client.
 """
+import json
 import os
 import pwd
 import uuid
@@ -129,6 +130,22 @@ def test_replication_and_clients_use_verified_tls(lab, tmp_path):
         psycopg2.connect(host=primary["fediflow_pg_host"], port=primary["fediflow_pg_port"], user="postgres",
                          password=primary["fediflow_pg_superuser_password"], dbname="postgres", connect_timeout=5,
                          sslmode="verify-full", sslrootcert=str(other))
+
+
+def test_the_playbooks_give_every_postgresql_client_the_inventorys_ca(lab, tmp_path):
+    """The playbooks hand fediflow_pg_ssl_mode / fediflow_pg_ca_cert to every PostgreSQL client module they run
+    (module_defaults for group fediflow.dr.pg_clients): with another CA named in the inventory, the same run
+    that passes with the lab CA (test_validate) is refused the servers' certificates."""
+    from tls_fixtures import make_pki  # pylint: disable=import-outside-toplevel
+    other = tmp_path / "other-ca.crt"
+    other.write_bytes(make_pki()["other_ca"])
+    proc, _took = playbook("validate.yml", "-e", json.dumps({"validate_checks": ["db_sequences"],
+                                                             "fediflow_pg_ca_cert": str(other)}), check=False)
+    # validate's preflight probes each region's database (health_check): both answer, and both refuse
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    for hv in (lab["primary"], lab["standby"]):
+        assert ("%s:%s/postgres answered but refused the login (certificate verify failed)"
+                % (hv["fediflow_pg_host"], hv["fediflow_pg_port"])) in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 
 def test_moto_serves_buckets_dns_and_ses(lab):
