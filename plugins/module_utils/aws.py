@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, require_readable_file
 
 
 def aws_common_argument_spec():
@@ -35,11 +35,8 @@ def tls_verify(params):
             raise FediflowError("aws_ca_bundle is given but validate_certs is false: nothing would be verified "
                                 "(drop one of them)")
         return False
-    if bundle:
-        if not (os.path.isfile(bundle) and os.access(bundle, os.R_OK)):
-            raise FediflowError("aws_ca_bundle %s is not a readable file" % bundle)
-        return bundle
-    return None
+    require_readable_file(bundle, "aws_ca_bundle")
+    return bundle or None
 
 
 def client(service, params, max_attempts=8):

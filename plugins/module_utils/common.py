@@ -69,6 +69,12 @@ class CommandResult:
         }
 
 
+def require_readable_file(path, option):
+    """Refuse (naming the option) a path that is not a file this process can read; empty means unset."""
+    if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+        raise FediflowError("%s %s is not a readable file" % (option, path))
+
+
 def current_user():
     return pwd.getpwuid(os.geteuid()).pw_name
 

@@ -411,7 +411,8 @@ def check(p, check_mode=False, warn=None, probe=None):
             if refused and res["name"] not in warned:
                 warned.add(res["name"])
                 text = ("the PostgreSQL server at %s answered but refused the login (%s): it counts as failed here, "
-                        "although it may be up - check the login_* and TLS (ssl_mode, ca_cert) options" % (res["name"], res["error"]))
+                        "although it may be up - check the login_* and TLS (ssl_mode, ca_cert) options"
+                        % (res["name"], res["error"]))
                 if warn:
                     warn(text)
                 else:

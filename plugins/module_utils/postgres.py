@@ -9,9 +9,7 @@ keyword arguments, never through a command line.
 
 from __future__ import annotations
 
-import os
-
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, require_readable_file
 
 
 # libpq connection errors, classified once for every module (health_check's detection, pg_promote's
@@ -69,9 +67,7 @@ def validate_conn(params):
     mode = params.get("ssl_mode") or "prefer"
     if mode not in SSL_MODES:
         raise FediflowError("ssl_mode must be one of %s, got %s" % (", ".join(SSL_MODES), mode))
-    ca_cert = params.get("ca_cert")
-    if ca_cert and not (os.path.isfile(ca_cert) and os.access(ca_cert, os.R_OK)):
-        raise FediflowError("ca_cert %s is not a readable file" % ca_cert)
+    require_readable_file(params.get("ca_cert"), "ca_cert")
 
 
 def _tls(params):

@@ -153,13 +153,16 @@ def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chd
 
     want_ns = netns_inode(netns) if netns else None
 
+    def outside_ns():
+        return want_ns is not None and pid_netns_inode(proc.pid) != want_ns
+
     def ready():
         if proc.poll() is not None:
             return "exited"
         # `ip netns exec` enters the namespace, then execs the program: until it has, the pid is still in
         # the caller's namespace, and status() (which matches by namespace) would not see the service -
         # a second run right away would start another one. Ready means inside the namespace, then healthy.
-        if want_ns is not None and pid_netns_inode(proc.pid) != want_ns:
+        if outside_ns():
             return None
         return "ready" if healthy(health_url) else None
 
@@ -176,7 +179,7 @@ def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chd
         _remove(pid_file)
         if outcome == "exited":
             why = "exited with code %s" % proc.returncode
-        elif want_ns is not None and pid_netns_inode(proc.pid) != want_ns:
+        elif outside_ns():
             why = "did not enter network namespace %s within %ss" % (netns, timeout)
         else:
             why = "did not answer %s within %ss" % (health_url, timeout)
