@@ -258,4 +258,8 @@ def test_recovery_settings_and_the_conf_block():
 
 def test_dir_names():
     names = pitr.dir_names("/srv/pg/data/", T0)
-    assert names == {"new": "/srv/pg/data.pitr-20261125T120000Z", "kept": "/srv/pg/data.pre-pitr-20261125T120000Z"}
+    assert names == {"new": "/srv/pg/data.pitr-20261125T120000.000000Z",
+                     "kept": "/srv/pg/data.pre-pitr-20261125T120000.000000Z"}
+    # a restore a fraction of a second later gets its own directory
+    later = pitr.dir_names("/srv/pg/data/", T0 + datetime.timedelta(microseconds=200000))
+    assert later["new"] == "/srv/pg/data.pitr-20261125T120000.200000Z" and later["new"] != names["new"]
