@@ -530,7 +530,11 @@ def _summary(record, now, cfg):
 def run(p, check_mode=False, warn=None, now=None, store=None):
     """Open / update / close / report the incident (see the module documentation); a plain dict back."""
     timer = Timer()
-    now = now or datetime.now(timezone.utc)
+    fixed = now  # a test fixes the clock
+
+    def clock():
+        return fixed or datetime.now(timezone.utc)
+    now = clock()
     cfg = validate(p, now)
     store = store or make_store(p)
     result = {"changed": False, "store": store.where, "update": None, "channels": [], "sent": [], "failed_channels": {}}
@@ -538,7 +542,10 @@ def run(p, check_mode=False, warn=None, now=None, store=None):
         with timer.phase("read"):
             record, version = store.load()
         plan = decide(record, now, cfg)
-        result.update(_summary(record, now, cfg), incident=record, why=plan["why"])
+        # a retry after a lost claim decides afresh: nothing of the lost attempt stays in the result
+        result.update(_summary(record, now, cfg), incident=record, why=plan["why"], changed=False, update=None,
+                      channels=[])
+        result.pop("diff", None)
         if plan["action"] == "none":
             result["duration_s"] = timer.elapsed()
             return result
@@ -561,7 +568,7 @@ def run(p, check_mode=False, warn=None, now=None, store=None):
             with timer.phase("claim"):
                 claimed_version = store.save(plan["record"], version)
         except Conflict:
-            now = datetime.now(timezone.utc)
+            now = clock()
             continue  # another run wrote first: read again, decide again
         break
     else:

@@ -213,6 +213,32 @@ def test_concurrent_claims_on_one_file_let_one_run_win(tmp_path):
     assert len(wins) == 1
 
 
+class _LosesTheFirstClaim(incident.FileStore):
+    """A file store where another run claims the update between this run's read and its first save."""
+
+    def __init__(self, path, rival):
+        super().__init__(path)
+        self.rival, self.lost = rival, False
+
+    def save(self, record, expected):
+        if not self.lost:
+            self.lost = True
+            incident.FileStore(self.path).save(self.rival, expected)
+        return super().save(record, expected)
+
+
+def test_a_run_that_loses_the_claim_to_another_reports_no_change(tmp_path):
+    path = str(tmp_path / "incident.json")
+    incident.FileStore(path).save(_opened(), None)
+    now = _at(1800)
+    rival = incident.decide(incident.FileStore(path).load()[0], now, _cfg(now, channels=[]))["record"]
+    assert rival["pending"]["lease_until"]  # the other run holds the lease while it sends update #2
+    store = _LosesTheFirstClaim(path, rival)
+    res = incident.run(_params(tmp_path, channels=[]), now=now, store=store)
+    assert store.lost and res["why"].startswith("another run is sending update #2"), res
+    assert not res["changed"] and res["update"] is None and "diff" not in res, res
+
+
 def test_run_open_quietly_then_status_then_nothing_due(tmp_path):
     quiet = _params(tmp_path, state="open", notify=False)
     res = incident.run(quiet, now=START)
