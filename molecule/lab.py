@@ -7,18 +7,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from lab_fixtures import inventory, lab_is_home, pg_role  # noqa: E402  pylint: disable=wrong-import-position
+from lab_fixtures import inventory, lab_is_home, listening, pg_role  # noqa: E402  pylint: disable=wrong-import-position
 
-__all__ = ["ROOT", "inventory", "lab_is_home", "pg_role", "listening_ports"]
+__all__ = ["ROOT", "inventory", "lab_is_home", "listening", "pg_role", "listening_ports"]
 
 
 def listening_ports(primary, standby):
-    """The TCP ports the lab serves, from the inventory: both PostgreSQL clusters, moto, the doubles."""
-    ports = {"postgres " + primary["fediflow_region"]: primary["fediflow_pg_port"],
-             "postgres " + standby["fediflow_region"]: standby["fediflow_pg_port"],
-             "moto": primary["lab_moto_port"], "slack double": primary["lab_slack_port"]}
+    """(address, port) of every TCP service the lab serves, from the inventory: both PostgreSQL clusters
+    and Redis servers, each region's Kubernetes double and sshd (in the region's namespace), moto and the
+    Slack double (in the global namespace)."""
+    glob = primary["lab_net_global_address"]
+    ports = {"moto": (glob, primary["lab_moto_port"]), "slack double": (glob, primary["lab_slack_port"])}
     for hvars in (primary, standby):
-        api = str(hvars.get("fediflow_k8s_api_url", ""))
+        region = hvars["fediflow_region"]
+        ports["postgres " + region] = (hvars["fediflow_pg_host"], hvars["fediflow_pg_port"])
+        ports["redis " + region] = (hvars["fediflow_redis_host"], hvars["fediflow_redis_port"])
+        ports["sshd " + region] = (hvars["lab_net_address"], 22)
+        api = str(hvars.get("fediflow_k8s_api_url", "")).split("//")[-1]
         if api.rsplit(":", 1)[-1].isdigit():
-            ports["kubernetes double " + hvars["fediflow_region"]] = int(api.rsplit(":", 1)[-1])
+            ports["kubernetes double " + region] = tuple(api.rsplit(":", 1))
     return ports

@@ -35,6 +35,14 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 [ -x /usr/sbin/nft ] || need_apt+=(nftables)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 [ -x /usr/bin/sudo ] || need_apt+=(sudo)
+# What the modules import on a database host, from the host's own python3 (bindep: the database host's
+# Python libraries): the lab's region hosts run modules with /usr/bin/python3, as a real Debian host does.
+# (The roles install them on a real host with apt; in the lab, whose namespaces have no route out, they
+# are here already and apt finds nothing to do.)
+for mod_pkg in psycopg2:python3-psycopg2 boto3:python3-boto3 redis:python3-redis yaml:python3-yaml \
+               kubernetes:python3-kubernetes; do
+  /usr/bin/python3 -c "import ${mod_pkg%%:*}" >/dev/null 2>&1 || need_apt+=("${mod_pkg#*:}")
+done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]} (run as root or install them)"; exit 1

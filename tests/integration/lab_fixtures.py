@@ -7,6 +7,7 @@ boto3 and the kubernetes client.
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -83,17 +84,18 @@ def recap(stdout):
 MODULES_VIA = os.environ.get("FEDIFLOW_TEST_MODULES", "direct")
 
 
-def module(name, args, check_mode=False, diff=False, via=None, timeout=900):
-    """Run one module of this collection on localhost and return its result dict."""
+def module(name, args, check_mode=False, diff=False, via=None, timeout=900, netns=None):
+    """Run one module of this collection on localhost and return its result dict. ``netns``: run it
+    inside that network namespace (a lab region's host: what it starts listens on the region's address)."""
     via = via or MODULES_VIA
-    if via == "ansible":
+    if via == "ansible" and netns is None:
         return _module_via_ansible(name, args, check_mode, diff)
-    if via != "direct":
+    if via not in ("direct", "ansible"):
         raise ValueError("FEDIFLOW_TEST_MODULES must be direct or ansible, not %r" % via)
-    return _module_direct(name, args, check_mode, diff, timeout)
+    return _module_direct(name, args, check_mode, diff, timeout, netns)
 
 
-def _module_direct(name, args, check_mode, diff, timeout):
+def _module_direct(name, args, check_mode, diff, timeout, netns=None):
     namespace, collection, short = name.split(".")
     payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
     # the options may hold secrets: a 0600 file, never argv, removed right after
@@ -103,8 +105,10 @@ def _module_direct(name, args, check_mode, diff, timeout):
             json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
         env = ansible_env()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(COLLECTIONS), env.get("PYTHONPATH", "")) if p)
+        inside = ["/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip", "netns", "exec", netns] if netns else []
         proc = subprocess.run(
-            [sys.executable, "-m", "ansible_collections.%s.%s.plugins.modules.%s" % (namespace, collection, short), path],
+            inside + [sys.executable, "-m", "ansible_collections.%s.%s.plugins.modules.%s" % (namespace, collection, short),
+                      path],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=timeout)
     finally:
         os.unlink(path)
@@ -160,6 +164,21 @@ def inventory():
     primary = data["region_primary"]["hosts"][0]
     standby = data["region_secondary"]["hosts"][0]
     return hostvars[primary], hostvars[standby]
+
+
+def lab_netns(hvars):
+    """The network namespace of a lab region's host (roles/lab: fdl<lab index>-<region>)."""
+    return "fdl%d-%s" % (int(hvars["lab_net_index"]), hvars["fediflow_region"])
+
+
+def listening(address, port, netns=None):
+    """True when a TCP connection to address:port succeeds, from the controller or inside ``netns``."""
+    if netns is None:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex((address, int(port))) == 0
+    from netns_fixtures import probe  # pylint: disable=import-outside-toplevel
+    return probe(address, port, netns=netns, timeout=0.5, connect_only=True).startswith("ok")
 
 
 def pg_tls(hvars):

@@ -37,12 +37,13 @@ for _ in range(100000):
     conn.close()
 """
 
-# One connection attempt: prints "ok <reply>" or "error <errno name or exception>".
+# One connection attempt: prints "ok <reply>" or "error <errno name or exception>"; with a 4th argument
+# "connect", "ok" as soon as the connection is made (for servers that wait for the client to speak first).
 PROBE = r"""
 import errno, socket, sys
 try:
     with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])) as conn:
-        print("ok " + conn.recv(100).decode().strip())
+        print("ok" if sys.argv[4:] == ["connect"] else "ok " + conn.recv(100).decode().strip())
 except OSError as exc:
     print("error " + (errno.errorcode.get(exc.errno) or type(exc).__name__))
 """
@@ -85,9 +86,9 @@ def kernel_route(address, netns=None):
     return "%s dev %s" % (route.get("type", "unicast"), route.get("dev"))
 
 
-def probe(address, port, netns=None, timeout=2.0):
+def probe(address, port, netns=None, timeout=2.0, connect_only=False):
     argv = ([IP, "netns", "exec", netns] if netns else []) + [sys.executable, "-c", PROBE, address, str(port),
-                                                              str(timeout)]
+                                                              str(timeout)] + (["connect"] if connect_only else [])
     return run(argv, timeout=timeout + 30).stdout.strip()
 
 

@@ -10,13 +10,12 @@ server can run here); moto answers Route53 changes INSYNC at once and stores the
 import hashlib
 import json
 import os
-import socket
 import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
 
-from lab_fixtures import ROOT, INVENTORY, lab_is_home, pg_connect, playbook, rebuild_lab_unless_home
+from lab_fixtures import ROOT, INVENTORY, lab_is_home, lab_netns, listening, pg_connect, playbook, rebuild_lab_unless_home
 from runner_fixtures import run_template, secrets_absent
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
@@ -81,12 +80,6 @@ def _probe(node):
     with pg_connect(node, "fediflow") as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*), md5(string_agg(payload, ',' ORDER BY id)) FROM %s" % PROBE)
         return tuple(cur.fetchone())
-
-
-def _listening(port):
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", int(port))) == 0
 
 
 def test_the_lab_inventory_lists_every_scenario_in_order():
@@ -202,7 +195,7 @@ def _check_pitr(lab, report, step):
     assert abs(rto["measured_s"] - (det["service_at"] - det["dropped_at"])) < 0.01 and 0 < rto["measured_s"] < 300
     assert det["reached"]["lsn"] and det["wal_segments_replayed"] >= 1 and det["base_backup"]
     # the restore beside the primary is gone: port closed, no data directory left
-    assert not _listening(det["restore_port"])
+    assert not [h for h in (primary, standby) if listening("127.0.0.1", det["restore_port"], netns=lab_netns(h))]
     parent = os.path.dirname(primary["fediflow_pg_data_dir"])
     assert not [n for n in os.listdir(parent) if ".pitr-" in n]
 

@@ -72,7 +72,7 @@ def _ses_sent(hv):
 
 
 def _slack_texts(hv):
-    reqs = _get("http://127.0.0.1:%d/_requests" % hv["lab_slack_port"])
+    reqs = _get("http://%s:%d/_requests" % (hv["lab_net_global_address"], hv["lab_slack_port"]))
     return [json.dumps(r.get("body")) for r in reqs if r["path"].startswith("/services/")]
 
 

@@ -15,7 +15,7 @@ import kubernetes
 import pytest
 from botocore.exceptions import ClientError
 
-from lab_fixtures import module, pg_connect, playbook, poll, recap
+from lab_fixtures import lab_netns, module, pg_connect, playbook, poll, recap
 
 
 def _aws(lab, service):
@@ -202,7 +202,8 @@ def test_pg_ctl_module_check_mode_predicts_and_touches_nothing(lab):
     assert res["changed"] is True and res["actions"] == ["stop"]
     assert res["diff"]["before"]["state"] == "running" and res["diff"]["after"]["state"] == "stopped"
     assert "duration_s" in res
-    again = module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "started"})
+    again = module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "started"},
+                   netns=lab_netns(standby))  # a start, were it needed, on the standby's host
     assert again["changed"] is False and again["state"] == "running"
     assert again["pid"] == res["pid"]  # the check run did not stop it
 

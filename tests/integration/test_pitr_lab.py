@@ -6,22 +6,15 @@ lab's primary and standby keep running untouched (same postmaster pids). Skipped
 is not up; it never starts or stops the lab."""
 import os
 import shutil
-import socket
 import tempfile
 
 import pytest
 
 from doubles_fixtures import free_port
-from lab_fixtures import inventory, module, pg_connect
+from lab_fixtures import inventory, lab_netns, listening, module, pg_connect, pg_tls
 from pair_fixtures import _as_pg, bindir
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
-
-
-def _listening(port):
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _pid(hvars):
@@ -32,7 +25,9 @@ def _pid(hvars):
 @pytest.fixture
 def lab_ro():
     primary, standby = inventory()
-    if not all(_listening(p) for p in (primary["fediflow_pg_port"], standby["fediflow_pg_port"], primary["lab_moto_port"])):
+    if not all(listening(*p) for p in ((primary["fediflow_pg_host"], primary["fediflow_pg_port"]),
+                                       (standby["fediflow_pg_host"], standby["fediflow_pg_port"]),
+                                       (primary["lab_net_global_address"], primary["lab_moto_port"]))):
         pytest.skip("the lab is not up (this test never brings it up)")
     work = tempfile.mkdtemp(prefix="fediflow-pitr-lab-", dir="/var/tmp")
     shutil.chown(work, "postgres")
@@ -74,14 +69,14 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
         conn_args, data_dir=data_dir, target_lsn=target_lsn, action="pause", switch=False, restore_port=port,
         backup_dest=backups, wal_config=os.path.join(os.path.dirname(data_dir), "fediflow-wal.json"),
         wal_tool=os.path.join(primary["fediflow_tools_dir"].replace("{{ fediflow_lab_dir }}", primary["fediflow_lab_dir"]),
-                              "fediflow_wal.py"), timeout=120))
+                              "fediflow_wal.py"), timeout=120), netns=lab_netns(primary))  # on the primary's host
     try:
         assert res.get("failed") is not True, res.get("msg")
         assert res["archive"]["backend"] == "s3" and res["state"] == "paused" and res["verification"]["ok"]
         assert res["new_data_dir"].startswith(data_dir + ".pitr-")
         import psycopg2
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                                password=primary["fediflow_pg_superuser_password"])
+        conn = psycopg2.connect(host=primary["fediflow_pg_host"], port=port, user="postgres", dbname="postgres",
+                                password=primary["fediflow_pg_superuser_password"], **pg_tls(primary))
         with conn.cursor() as cur:
             cur.execute("SELECT pg_is_in_recovery(), pg_get_wal_replay_pause_state(), "
                         "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0, current_setting('archive_mode')",

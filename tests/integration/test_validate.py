@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, module, pg_connect, pg_streaming, playbook, poll, recap
+from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, lab_netns, module, pg_connect, pg_streaming, playbook, poll, recap
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
@@ -267,7 +267,8 @@ def test_a_database_host_that_does_not_answer_is_listed_not_failed(backed_up):
         assert "not checked: pg-%s did not answer" % standby["fediflow_region"] in " ".join(proc.stdout.split())
     finally:
         module("fediflow.dr.pg_ctl", {"data_dir": standby["fediflow_pg_data_dir"], "state": "started",
-                                      "os_user": standby["fediflow_pg_os_user"]})
+                                      "os_user": standby["fediflow_pg_os_user"]},
+               netns=lab_netns(standby))  # on the standby's host: it listens on the region's address
     assert poll(lambda: pg_streaming(standby), 60)
 
 

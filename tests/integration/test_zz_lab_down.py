@@ -1,17 +1,28 @@
 """lab_down stops everything the lab started (PostgreSQL, Redis, moto, doubles) and removes only the lab's own directory;
 lab_up then rebuilds the lab from nothing. Marked restarts_lab: conftest runs it last."""
 import os
-import socket
 
 import pytest
 
-from lab_fixtures import playbook, recap
+from lab_fixtures import listening, playbook, recap
+from netns_fixtures import IP, run
 
 
-def _port_open(port):
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", int(port))) == 0
+def _netns_names():
+    return [line.split()[0] for line in run([IP, "netns", "list"]).stdout.splitlines() if line.strip()]
+
+
+def _processes_under(path):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                argv = handle.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(arg.startswith(path + "/") for arg in argv):
+            found.append((int(pid), argv))
+    return found
 
 
 @pytest.mark.restarts_lab
@@ -21,19 +32,25 @@ def test_lab_down_then_up_from_nothing(lab, tmp_path):
     neighbour = os.path.join(os.path.dirname(lab_dir), "not-the-labs-%s" % os.getpid())
     os.makedirs(neighbour)
     try:
-        ports = [primary["fediflow_pg_port"], standby["fediflow_pg_port"], primary["lab_moto_port"],
-                 primary["lab_slack_port"], primary["fediflow_redis_port"], standby["fediflow_redis_port"]]
-        ports += [h["fediflow_k8s_api_url"].rsplit(":", 1)[1] for h in (primary, standby)]
-        assert all(_port_open(p) for p in ports)
+        glob = primary["lab_net_global_address"]
+        ports = [(h["fediflow_pg_host"], h["fediflow_pg_port"]) for h in (primary, standby)]
+        ports += [(h["fediflow_redis_host"], h["fediflow_redis_port"]) for h in (primary, standby)]
+        ports += [tuple(h["fediflow_k8s_api_url"].split("//")[1].rsplit(":", 1)) for h in (primary, standby)]
+        ports += [(h["lab_net_address"], 22) for h in (primary, standby)]
+        ports += [(glob, primary["lab_moto_port"]), (glob, primary["lab_slack_port"])]
+        assert all(listening(*p) for p in ports), [p for p in ports if not listening(*p)]
         playbook("lab_down.yml")
         assert not os.path.exists(lab_dir)
         assert os.path.isdir(neighbour)
-        assert not [p for p in ports if _port_open(p)]
+        # nothing of the lab is left to answer (no probe: without the lab's routes a SYN to a lab address
+        # would follow the host's default route): no namespace of this lab, no process of its directory
+        assert not [n for n in _netns_names() if n.startswith("fdl%d-" % int(primary["lab_net_index"]))]
+        assert not _processes_under(lab_dir)
         # a second lab_down on a lab that is gone is harmless
         playbook("lab_down.yml")
         proc, took = playbook("lab_up.yml")
         assert all(c["failed"] == 0 for c in recap(proc.stdout).values())
-        assert all(_port_open(p) for p in ports)
+        assert all(listening(*p) for p in ports), [p for p in ports if not listening(*p)]
         print("lab_up from nothing: %.1fs" % took)
     finally:
         os.rmdir(neighbour)

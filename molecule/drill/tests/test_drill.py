@@ -8,7 +8,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-from lab import inventory, lab_is_home, listening_ports  # noqa: E402  pylint: disable=wrong-import-position
+from lab import inventory, lab_is_home, listening, listening_ports  # noqa: E402  pylint: disable=wrong-import-position
 
 PRIMARY, STANDBY = inventory()
 REPORTS = os.path.join(PRIMARY["fediflow_lab_dir"], "reports")
@@ -37,5 +37,5 @@ def test_every_scenario_ran_and_passed():
 
 def test_lab_is_home_and_serving(host):
     assert lab_is_home(PRIMARY, STANDBY)
-    for name, port in listening_ports(PRIMARY, STANDBY).items():
-        assert host.socket("tcp://127.0.0.1:%d" % int(port)).is_listening, name
+    for name, (address, port) in listening_ports(PRIMARY, STANDBY).items():
+        assert listening(address, port), name

@@ -1,0 +1,150 @@
+"""A whole lab region fails, for real: its database host is a network namespace (PostgreSQL over SSH,
+Redis and the Kubernetes double started there), so `playbooks/lab_region.yml` can partition it or take
+it down and bring it back. Checked from outside the playbook: TCP probes from the controller and from the
+other region's namespace, psql inside the partitioned region, the route table, psycopg2 and redis-py
+afterwards. The lab is this worker's own; the module fixture puts it back in its home state (lab_up).
+
+S3 stays reachable here: the lab's moto is one global endpoint for now (a moto per region is still to come).
+"""
+import os
+import subprocess
+import uuid
+
+import pytest
+import redis
+
+from lab_fixtures import pg_connect, pg_streaming, playbook, poll
+from netns_fixtures import IP, probe, route_type, run
+
+pytestmark = [pytest.mark.restarts_lab, pytest.mark.slow]
+
+
+def _netns(hv):
+    return "fdl%d-%s" % (int(hv["lab_net_index"]), hv["fediflow_region"])
+
+
+def _endpoints(hv):
+    """(what, address, port) of every service the region's host runs."""
+    k8s = hv["fediflow_k8s_api_url"].rsplit(":", 1)
+    return [("postgresql", hv["fediflow_pg_host"], int(hv["fediflow_pg_port"])),
+            ("redis", hv["fediflow_redis_host"], int(hv["fediflow_redis_port"])),
+            ("kubernetes", k8s[0].split("//")[1], int(k8s[1])),
+            ("sshd", hv["lab_net_address"], 22)]
+
+
+def _reach(hv, netns=None):
+    """{service: probe result} from the root namespace (the controller) or from ``netns``."""
+    return {what: probe(address, port, netns=netns, timeout=1.5, connect_only=True)
+            for what, address, port in _endpoints(hv)}
+
+
+def _region(hv, state):
+    proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
+    return proc.stdout
+
+
+def _marker_row(primary):
+    marker = "outage-%s" % uuid.uuid4().hex[:12]
+    with pg_connect(primary, "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO accounts (username, domain) VALUES (%s, 'outage.example')", (marker,))
+    return marker
+
+
+def _has_row(hv, marker):
+    try:
+        with pg_connect(hv, "fediflow") as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM accounts WHERE username = %s", (marker,))
+            return cur.fetchone()[0] == 1
+    except Exception:  # pylint: disable=broad-except
+        return False
+
+
+def _redis_keys(hv):
+    client = redis.Redis(host=hv["fediflow_redis_host"], port=int(hv["fediflow_redis_port"]),
+                         password=hv["fediflow_redis_password"], socket_timeout=3, socket_connect_timeout=3)
+    try:
+        return client.dbsize()
+    finally:
+        client.close()
+
+
+# After a partition heals, the primary's walsender of the standby's slot is still "active" on the dead
+# connection until wal_sender_timeout (60 s by default) ends it; until then the standby's reconnects are
+# refused ("replication slot ... is active"), retried every wal_retrieve_retry_interval (5 s). So streaming
+# resumes within about a minute, as it would in production: the tests wait that long, plus a margin.
+RESUME_S = 60 + 5 + 40
+
+
+@pytest.fixture(scope="module")
+def home(lab):
+    """The worker's lab in its home state before and after (lab_up starts again what a test left down)."""
+    yield lab
+    for hv in (lab["primary"], lab["standby"]):
+        _region(hv, "up")
+    playbook("lab_up.yml")
+    assert poll(lambda: pg_streaming(lab["standby"]), timeout=RESUME_S), "the standby did not stream again"
+
+
+def test_partitioned_primary_keeps_writing_inside_while_nothing_outside_reaches_it(home):
+    primary, standby = home["primary"], home["standby"]
+    before = _reach(primary)
+    assert all(r.startswith("ok") for r in before.values()), before
+    out = _region(primary, "partitioned")
+    assert "up -> partitioned" in out
+    try:
+        # nothing from the controller or the other region reaches any of the region's services
+        for where, netns in (("controller", None), ("the other region", _netns(standby))):
+            reached = _reach(primary, netns)
+            assert all(r.startswith("error") for r in reached.values()), (where, reached)
+        # no packet can follow a default route: the region's address resolves to a blackhole outside it
+        assert route_type(primary["lab_net_address"]) == "blackhole"
+        assert route_type(primary["lab_net_address"], netns=_netns(standby)) == "blackhole"
+        # inside the region, the primary still takes writes (TCP to its own address, TLS, as a local app would)
+        marker = "partitioned-%s" % uuid.uuid4().hex[:12]
+        psql = os.path.join(run(["pg_config", "--bindir"]).stdout.strip(), "psql")
+        env = dict(os.environ, PGPASSWORD=primary["fediflow_pg_superuser_password"],
+                   PGSSLMODE="verify-full", PGSSLROOTCERT=primary["fediflow_pg_ca_cert"], PGCONNECT_TIMEOUT="5")
+        inside = subprocess.run([IP, "netns", "exec", _netns(primary), psql, "-X", "-At", "-h", primary["fediflow_pg_host"],
+                                 "-p", str(primary["fediflow_pg_port"]), "-U", primary["fediflow_pg_superuser"],
+                                 "-d", "fediflow", "-c", "INSERT INTO accounts (username, domain) VALUES ('%s', "
+                                 "'inside.example') RETURNING 1" % marker],
+                                env=env, capture_output=True, text=True, check=False, timeout=30)
+        assert inside.returncode == 0 and inside.stdout.strip().startswith("1"), (inside.stdout, inside.stderr)
+    finally:
+        back = _region(primary, "up")
+    assert "partitioned -> up" in back
+    reached = _reach(primary)
+    assert all(r.startswith("ok") for r in reached.values()), reached
+    # the write made inside the partition is there and reaches the standby once the link is back
+    assert _has_row(primary, marker)
+    assert poll(lambda: _has_row(standby, marker), timeout=RESUME_S)
+
+
+def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data(home):
+    primary, standby = home["primary"], home["standby"]
+    assert poll(lambda: pg_streaming(standby), timeout=RESUME_S)
+    marker = _marker_row(primary)
+    assert poll(lambda: _has_row(standby, marker), timeout=30)  # on both regions before the outage
+    out = _region(primary, "down")
+    assert "up -> down" in out
+    try:
+        assert not [p for p in run([IP, "netns", "pids", _netns(primary)]).stdout.split()]  # nothing runs there
+        for where, netns in (("controller", None), ("the other region", _netns(standby))):
+            reached = _reach(primary, netns)
+            assert all(r.startswith("error") for r in reached.values()), (where, reached)
+        # the other region is untouched: its standby answers (and has the row)
+        assert _has_row(standby, marker)
+    finally:
+        back = _region(primary, "up")
+    assert "down -> up" in back
+    reached = _reach(primary)
+    assert all(r.startswith("ok") for r in reached.values()), reached
+    # PostgreSQL came back as it was (primary, its data) in the region's namespace, started over SSH
+    assert _has_row(primary, marker)
+    pids = set(run([IP, "netns", "pids", _netns(primary)]).stdout.split())
+    with open(os.path.join(primary["fediflow_pg_data_dir"], "postmaster.pid"), encoding="utf-8") as handle:
+        assert handle.readline().strip() in pids
+    assert poll(lambda: pg_streaming(standby), timeout=60)
+    marker2 = _marker_row(primary)
+    assert poll(lambda: _has_row(standby, marker2), timeout=30)
+    assert _redis_keys(primary) >= 0  # Redis answers (a cache: it kept nothing in memory, lab_up seeds it again)
