@@ -38,6 +38,14 @@ else:
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
 
+def _client_version():
+    try:
+        import kubernetes  # pylint: disable=import-outside-toplevel
+        return str(getattr(kubernetes, "__version__", "of unknown version"))
+    except ImportError:
+        return "(missing)"
+
+
 RESTART_MODES = ("on_change", "always", "never")
 RESTART_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
 PHASES = ("read", "configmap", "scale", "restart", "wait")
@@ -45,6 +53,7 @@ MAX_REPLICAS = 2147483647
 REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds) for every API call
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+MIN_CLIENT = "30.1.0"  # the oldest kubernetes client the collection is tested with (requirements.txt)
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -323,6 +332,13 @@ class Cluster:
             if detail:
                 text += " (%s)" % detail[:300]
             raise KubeError(scrub(text, self.secrets), status=exc.status)
+        except TypeError as exc:
+            if "_content_type" not in str(exc):
+                raise
+            # an older client (e.g. Debian 12's python3-kubernetes 22.6) cannot choose the patch's content type
+            raise KubeError("%s: the kubernetes Python client %s on this host cannot send a merge patch (no "
+                            "_content_type); install kubernetes >= %s, or run this step where it is (the "
+                            "controller: the roles' *_api_host)" % (what, _client_version(), MIN_CLIENT))
         except Exception as exc:  # pylint: disable=broad-except  # urllib3: refused, time-out, DNS
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise KubeError("%s: the Kubernetes API at %s is unreachable: %s"

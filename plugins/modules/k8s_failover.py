@@ -112,7 +112,8 @@ options:
     type: int
     default: 120
 requirements:
-  - kubernetes (the official Python client) on the host running the module.
+  - kubernetes >= 30.1.0 (the official Python client) on the host running the module. Older clients (e.g.
+    Debian 12's python3-kubernetes 22.6) cannot choose a patch's content type; the module says so and changes nothing.
 notes:
   - "Permissions needed in O(namespace): C(get) on deployments and configmaps; C(patch) on configmaps,
     deployments and deployments/scale for what changes."

@@ -226,3 +226,19 @@ def test_auth_spec_marks_the_token_no_log():
     spec = kf.k8s_auth_argument_spec()
     assert spec["api_key"]["no_log"] is True
     assert spec["validate_certs"]["default"] is True
+
+
+def test_an_old_client_without_content_type_is_named_not_called_unreachable():
+    """Debian 12's python3-kubernetes 22.6 has no _content_type: the step says which client, what it needs."""
+    cluster = kf.Cluster.__new__(kf.Cluster)
+    cluster.namespace, cluster.secrets = "fediflow", ()
+
+    def old_patch(*_args, **kwargs):
+        if "_content_type" in kwargs:
+            raise TypeError("Got an unexpected keyword argument '_content_type' to method patch_namespaced_config_map")
+        raise AssertionError("not reached")
+    with pytest.raises(kf.KubeError) as err:
+        cluster._call("PATCH configmap fediflow/app-config", old_patch, "app-config", "fediflow", {"data": {}},
+                      _content_type=kf.MERGE_PATCH)
+    assert "cannot send a merge patch" in str(err.value) and kf.MIN_CLIENT in str(err.value)
+    assert "unreachable" not in str(err.value)
