@@ -13,6 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 INVENTORY = Path(os.environ.get("FEDIFLOW_LAB_INVENTORY") or ROOT / "inventories" / "lab" / "hosts.yml")
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+from lab_fixtures import stays_in_the_lab  # noqa: E402  pylint: disable=wrong-import-position
+
 PGBIN = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
 
 
@@ -61,4 +64,9 @@ def lab_hostvars():
         for key, value in list(hvars.items()):
             if isinstance(value, str):
                 hvars[key] = value.replace("{{ fediflow_lab_dir }}", hvars["fediflow_lab_dir"])
-    return hostvars[data["region_primary"]["hosts"][0]], hostvars[data["region_secondary"]["hosts"][0]]
+    primary, standby = hostvars[data["region_primary"]["hosts"][0]], hostvars[data["region_secondary"]["hosts"][0]]
+    for hvars in (primary, standby):
+        if not stays_in_the_lab(hvars["fediflow_pg_host"]):
+            sys.exit("the lab is not up (no lab route to %s; a packet there would leave the machine): make lab-up"
+                     % hvars["fediflow_pg_host"])
+    return primary, standby

@@ -35,24 +35,27 @@ def _playbook(path, tasks, data_dir):
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _wall(path, extra):
+def _wall(path, extra, control_dir):
+    env = ansible_env()
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = control_dir  # the bench's own SSH masters, no one else's
     start = time.monotonic()
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), str(path), *extra], cwd=ROOT,
-                          env=ansible_env(), capture_output=True, text=True, check=False)
+                          env=env, capture_output=True, text=True, check=False)
     took = time.monotonic() - start
     if proc.returncode:
         sys.exit("bench playbook failed:\n%s" % proc.stdout[-3000:])
     return took
 
 
-def _close_masters(address):
-    """End Ansible's ControlPersist masters to the host (the next task opens a cold connection)."""
-    for sock in Path.home().glob(".ansible/cp/*"):
+def _close_masters(control_dir, address):
+    """End the bench's own ControlPersist masters (the next task opens a cold connection)."""
+    for sock in Path(control_dir).iterdir():
         subprocess.run(["ssh", "-o", "ControlPath=%s" % sock, "-O", "exit", address], capture_output=True, check=False)
 
 
 def _drill_region_tasks(log):
-    """Task results on the region hosts in a drill's recap: ok + changed + failed + skipped per host."""
+    """Task results on the region hosts in a drill's recap: ok + failed per host (changed ones are in ok;
+    skipped ones never connect)."""
     total = 0
     for line in Path(log).read_text(encoding="utf-8").splitlines():
         match = re.match(r"^(\S+)\s+: ok=(\d+)\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)\s+skipped=(\d+)", line)
@@ -67,22 +70,27 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--drill-log")
     args = parser.parse_args()
+    if args.tasks < 2 or args.rounds < 1:
+        parser.error("--tasks must be at least 2 and --rounds at least 1")
     primary, _standby = lab_hostvars()
     with tempfile.TemporaryDirectory() as work:
+        control_dir = str(Path(work) / "cp")
+        Path(control_dir).mkdir(mode=0o700)
         one, many = Path(work) / "one.yml", Path(work) / "many.yml"
         _playbook(one, 1, primary["fediflow_pg_data_dir"])
         _playbook(many, args.tasks, primary["fediflow_pg_data_dir"])
         rows = {}
         for name, extra in (("ssh (the inventory)", []), ("local (controller's Python)", LOCAL)):
-            _wall(one, extra)  # warm: caches, the SSH master
+            _wall(one, extra, control_dir)  # warm: caches, the SSH master
             per_task, firsts = [], []
             for _round in range(args.rounds):
                 if not extra:
-                    _close_masters(primary["lab_net_address"])
-                    firsts.append(_wall(one, extra))
-                base = _wall(one, extra)
-                per_task.append((_wall(many, extra) - base) / (args.tasks - 1))
+                    _close_masters(control_dir, primary["lab_net_address"])
+                    firsts.append(_wall(one, extra, control_dir))
+                base = _wall(one, extra, control_dir)
+                per_task.append((_wall(many, extra, control_dir) - base) / (args.tasks - 1))
             rows[name] = (statistics.median(per_task), statistics.median(firsts) if firsts else None, base)
+        _close_masters(control_dir, primary["lab_net_address"])
     ssh, local = rows["ssh (the inventory)"][0], rows["local (controller's Python)"][0]
     print("| connection | per task (s, median of %d) | 1-task playbook, cold SSH (s) | 1-task playbook, warm (s) |"
           % args.rounds)

@@ -23,7 +23,7 @@ def listening_ports(primary, standby):
         ports["postgres " + region] = (hvars["fediflow_pg_host"], hvars["fediflow_pg_port"])
         ports["redis " + region] = (hvars["fediflow_redis_host"], hvars["fediflow_redis_port"])
         ports["sshd " + region] = (hvars["lab_net_address"], 22)
-        api = str(hvars.get("fediflow_k8s_api_url", "")).split("//")[-1]
+        api = str(hvars.get("fediflow_k8s_api_url", "")).rsplit("//", maxsplit=1)[-1]
         if api.rsplit(":", 1)[-1].isdigit():
             ports["kubernetes double " + region] = tuple(api.rsplit(":", 1))
     return ports

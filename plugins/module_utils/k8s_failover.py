@@ -38,6 +38,7 @@ else:
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
 
+
 def _client_version():
     try:
         import kubernetes  # pylint: disable=import-outside-toplevel

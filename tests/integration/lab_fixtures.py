@@ -4,6 +4,7 @@ The lab is brought up once per test session with the same playbook users run
 (`playbooks/lab_up.yml`); the tests then check the outcome independently with psycopg2,
 boto3 and the kubernetes client.
 """
+import ipaddress
 import json
 import os
 import re
@@ -171,8 +172,32 @@ def lab_netns(hvars):
     return "fdl%d-%s" % (int(hvars["lab_net_index"]), hvars["fediflow_region"])
 
 
+LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
+
+
+def stays_in_the_lab(address):
+    """False when a packet to ``address`` (a lab address) would leave this machine: once the last lab is down
+    its routes (the bridge's subnet, the range blackhole) are gone and 198.18.x.y follows the default route.
+    Callers then treat the address as down without sending anything. Addresses outside the lab range pass."""
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError:
+        return True  # a host name: not a lab address
+    if addr not in LAB_RANGE:
+        return True
+    from netns_fixtures import ip_json  # pylint: disable=import-outside-toplevel
+    for route in ip_json("route", "show", "match", str(addr)):
+        dst = route.get("dst", "default")
+        if dst != "default" and ipaddress.ip_network(dst if "/" in dst else dst + "/32").subnet_of(LAB_RANGE):
+            return True
+    return False
+
+
 def listening(address, port, netns=None):
-    """True when a TCP connection to address:port succeeds, from the controller or inside ``netns``."""
+    """True when a TCP connection to address:port succeeds, from the controller or inside ``netns``; False
+    without sending anything when the lab does not route the address (see stays_in_the_lab)."""
+    if netns is None and not stays_in_the_lab(address):
+        return False
     if netns is None:
         with socket.socket() as sock:
             sock.settimeout(0.5)
@@ -191,6 +216,8 @@ def pg_tls(hvars):
 
 def pg_connect(hvars, db="postgres"):
     import psycopg2  # pylint: disable=import-outside-toplevel
+    if not stays_in_the_lab(hvars["fediflow_pg_host"]):
+        raise psycopg2.OperationalError("the lab does not route %s (no lab is up): nothing sent" % hvars["fediflow_pg_host"])
     conn = psycopg2.connect(host=hvars["fediflow_pg_host"], port=hvars["fediflow_pg_port"],
                             user=hvars["fediflow_pg_superuser"],
                             password=hvars["fediflow_pg_superuser_password"], dbname=db,
@@ -210,8 +237,11 @@ def poll(predicate, timeout, interval=0.1):
 
 
 def _ask(hv, sql):
-    """First column of the first row, or None when the server does not answer or returns no row."""
+    """First column of the first row, or None when the server does not answer or returns no row (or the lab
+    does not route its address: nothing is sent then)."""
     import psycopg2  # pylint: disable=import-outside-toplevel
+    if not stays_in_the_lab(hv["fediflow_pg_host"]):
+        return None
     try:
         conn = pg_connect(hv)
     except psycopg2.OperationalError:

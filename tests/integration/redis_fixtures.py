@@ -7,9 +7,17 @@ def redis_client(host, port, password, **extra):
     return redis.Redis(host=host, port=int(port), password=password, socket_connect_timeout=5, **extra)
 
 
+def redis_tls(hv):
+    """redis-py keywords for the inventory's Redis TLS settings (the lab: TLS, verified against the lab CA)."""
+    if not hv.get("fediflow_redis_tls"):
+        return {}
+    return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": hv.get("fediflow_redis_tls_ca_cert") or None}
+
+
 def region_redis(hv):
     """The Redis of a lab region (its inventory host variables)."""
-    return redis_client(hv["fediflow_redis_host"], hv["fediflow_redis_port"], hv["fediflow_redis_password"])
+    return redis_client(hv["fediflow_redis_host"], hv["fediflow_redis_port"], hv["fediflow_redis_password"],
+                        **redis_tls(hv))
 
 
 def critical_keys(client, patterns):

@@ -20,15 +20,18 @@ import pytest
 import redis
 
 from lab_fixtures import module, poll
-from redis_fixtures import critical_keys as _critical_keys, redis_client as _client, redis_value as _value
+from redis_fixtures import critical_keys as _critical_keys, redis_client as _client, redis_value as _value, region_redis
 
 MODULE = "fediflow.dr.redis_cache"
 TTL_TOLERANCE_MS = 5000
 
 
 def _conn(hv):
-    return {"redis_host": hv["fediflow_redis_host"], "redis_port": int(hv["fediflow_redis_port"]),
-            "redis_password": hv["fediflow_redis_password"]}
+    out = {"redis_host": hv["fediflow_redis_host"], "redis_port": int(hv["fediflow_redis_port"]),
+           "redis_password": hv["fediflow_redis_password"]}
+    if hv.get("fediflow_redis_tls"):
+        out.update(redis_tls=True, redis_tls_ca_cert=hv["fediflow_redis_tls_ca_cert"])
+    return out
 
 
 def _aws(hv):
@@ -86,14 +89,15 @@ def cache_backup(lab, tmp_path_factory):
 def _restore_args(cache_backup, target, **extra):
     args = {"state": "restore", "dest": cache_backup["dest"], "redis_host": target["redis_host"],
             "redis_port": target["redis_port"], "redis_password": target["redis_password"]}
+    args.update({k: target[k] for k in ("redis_tls", "redis_tls_ca_cert") if k in target})
     args.update(extra)
     return args
 
 
 def test_lab_has_two_redis_servers_region_2_replicating(lab):
     primary, standby = lab["primary"], lab["standby"]
-    one = _client(primary["fediflow_redis_host"], primary["fediflow_redis_port"], primary["fediflow_redis_password"])
-    two = _client(standby["fediflow_redis_host"], standby["fediflow_redis_port"], standby["fediflow_redis_password"])
+    one = region_redis(primary)
+    two = region_redis(standby)
     info_one, info_two = one.info("replication"), two.info("replication")
     assert info_one["role"] == "master" and info_one["connected_slaves"] >= 1
     assert info_two["role"] == "slave" and info_two["master_port"] == int(primary["fediflow_redis_port"])
@@ -135,7 +139,7 @@ def test_backup_is_in_the_ledger_with_checksums_and_in_s3(lab, cache_backup):
     with gzip.open(os.path.join(backup_dir, "keys.jsonl.gz"), "rb") as handle:
         import base64  # pylint: disable=import-outside-toplevel
         saved = {base64.b64decode(json.loads(line)["k"]) for line in handle}
-    one = _client(primary["fediflow_redis_host"], primary["fediflow_redis_port"], primary["fediflow_redis_password"])
+    one = region_redis(primary)
     assert saved == _critical_keys(one, primary["fediflow_redis_critical_patterns"])
     assert not [k for k in saved if k.startswith((b"cache:", b"rack:"))]  # noise is not backed up
     s3 = boto3.client("s3", endpoint_url=primary["fediflow_aws_endpoint_url"], region_name=primary["fediflow_region"],
@@ -150,7 +154,7 @@ def test_backup_is_in_the_ledger_with_checksums_and_in_s3(lab, cache_backup):
 
 def test_restore_keeps_type_value_ttl_and_check_mode_predicts(lab, cache_backup, scratch_redis):
     primary = lab["primary"]
-    one = _client(primary["fediflow_redis_host"], primary["fediflow_redis_port"], primary["fediflow_redis_password"])
+    one = region_redis(primary)
     target = scratch_redis["client"]
     args = _restore_args(cache_backup, scratch_redis)
     predicted = module(MODULE, args, check_mode=True, diff=True)
@@ -222,7 +226,7 @@ def test_failover_warm_up_promotes_region_2_and_restores_after_a_flush(lab, cach
     """Region 2 is a replica: refused without promote_replica; with it, made writable, flushed,
     restored; then put back as a replica of region 1 so the lab stays home."""
     primary, standby = lab["primary"], lab["standby"]
-    two = _client(standby["fediflow_redis_host"], standby["fediflow_redis_port"], standby["fediflow_redis_password"])
+    two = region_redis(standby)
     target = _conn(standby)
     args = _restore_args(cache_backup, target)
     refused = module(MODULE, args)
@@ -288,8 +292,8 @@ def test_backup_role_and_cache_warmup_role_after_a_failover(lab):
     Keys deleted on region 1 after the backup (the deletion replicates) come back in region 2."""
     from lab_fixtures import playbook  # pylint: disable=import-outside-toplevel
     primary, standby = lab["primary"], lab["standby"]
-    one = _client(primary["fediflow_redis_host"], primary["fediflow_redis_port"], primary["fediflow_redis_password"])
-    two = _client(standby["fediflow_redis_host"], standby["fediflow_redis_port"], standby["fediflow_redis_password"])
+    one = region_redis(primary)
+    two = region_redis(standby)
     playbook("backup.yml", "--tags", "backup_cache")
     ledger_dir = os.path.join(primary["fediflow_backup_dir"], "cache")
     manifests = [json.load(open(os.path.join(ledger_dir, d, "manifest.json"), encoding="utf-8"))
@@ -331,3 +335,24 @@ def test_unreachable_s3_ledger_falls_back_to_the_local_one(lab, cache_backup, sc
     assert scratch_redis["client"].dbsize() == done["counts"]["restored"] > 0
     nothing_local = module(MODULE, dict(args, dest=str(tmp_path / "empty")))
     assert nothing_local.get("failed") and "s3_bucket '%s'" % gone in nothing_local["msg"]
+
+
+def test_lab_redis_serves_tls_only_verified_against_the_lab_ca(lab, tmp_path):
+    """Each region's Redis takes TLS only (no plain-text port), its replica link is TLS, and a client that
+    trusts another CA is refused before it sends the password."""
+    primary, standby = lab["primary"], lab["standby"]
+    if not primary.get("fediflow_redis_tls"):
+        pytest.skip("this inventory's Redis serves no TLS")
+    plain = _client(primary["fediflow_redis_host"], primary["fediflow_redis_port"], primary["fediflow_redis_password"],
+                    socket_timeout=3)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        plain.ping()  # a plain-text client gets no answer it understands
+    assert region_redis(primary).ping() is True
+    assert region_redis(standby).info("replication")["master_link_status"] == "up"  # replicated over TLS
+    from tls_fixtures import make_pki  # pylint: disable=import-outside-toplevel
+    other = tmp_path / "other-ca.crt"
+    other.write_bytes(make_pki()["other_ca"])
+    result = module(MODULE, dict(_conn(primary), redis_tls_ca_cert=str(other), state="backup",
+                                 dest=str(tmp_path / "dest"), patterns=["settings:*"]))
+    assert result.get("failed") is True and "certificate verify failed" in result["msg"], result.get("msg")
+    assert primary["fediflow_redis_password"] not in result["msg"] and not (tmp_path / "dest").exists()

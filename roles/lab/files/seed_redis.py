@@ -70,8 +70,10 @@ def main(argv=None):
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--critical", type=int, default=3000)
     parser.add_argument("--noise", type=int, default=1000)
+    parser.add_argument("--tls-ca-cert", help="connect over TLS, verifying the server against this CA")
     args = parser.parse_args(argv)
-    client = redis.Redis(host=args.host, port=args.port, password=os.environ.get("REDIS_PASSWORD") or None)
+    tls = {"ssl": True, "ssl_ca_certs": args.tls_ca_cert, "ssl_cert_reqs": "required"} if args.tls_ca_cert else {}
+    client = redis.Redis(host=args.host, port=args.port, password=os.environ.get("REDIS_PASSWORD") or None, **tls)
     if client.exists("lab:seeded"):
         print(json.dumps({"changed": False, "keys": client.dbsize()}))
         return 0

@@ -16,10 +16,10 @@ PROD = ROOT / "inventories" / "production.example"
 # the lab's SSH plumbing to its namespaced region hosts (a production inventory names real hosts, its
 # user and become in group_vars/all, and lets Ansible discover the host's python3)
 LAB_SSH = {"ansible_connection", "ansible_host", "ansible_python_interpreter", "ansible_ssh_private_key_file",
-           "ansible_ssh_common_args"}
+           "ansible_ssh_common_args", "ansible_ssh_timeout"}
 LAB_ONLY = LAB_SSH | {"fediflow_lab_dir",
-            "fediflow_config_backup_private_key_lab_only",
-            "fediflow_k8s_api_url"}  # the lab starts its Kubernetes double there; roles use the kubeconfig
+                      "fediflow_config_backup_private_key_lab_only",
+                      "fediflow_k8s_api_url"}  # the lab starts its Kubernetes double there; roles use the kubeconfig
 
 
 def _vars(*paths):
