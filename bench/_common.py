@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 INVENTORY = Path(os.environ.get("FEDIFLOW_LAB_INVENTORY") or ROOT / "inventories" / "lab" / "hosts.yml")
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from lab_fixtures import stays_in_the_lab  # noqa: E402  pylint: disable=wrong-import-position
+from lab_fixtures import s3_endpoint, stays_in_the_lab  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 PGBIN = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import boto3
 
-from _common import BIN, ROOT, ansible_env, lab_hostvars
+from _common import BIN, ROOT, ansible_env, lab_hostvars, s3_endpoint
 
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 FILES = max(50, int(10000 * SCALE))
@@ -42,10 +42,10 @@ def lab():
     """moto's endpoint and credentials from the lab inventory (the lab must be up)."""
     hvars = lab_hostvars()[0]
     try:
-        urllib.request.urlopen(hvars["fediflow_aws_endpoint_url"] + "/moto-api/", timeout=3).close()
+        urllib.request.urlopen(s3_endpoint(hvars) + "/moto-api/", timeout=3).close()
     except OSError:
-        sys.exit("moto is not answering at %s: run `make lab-up` first" % hvars["fediflow_aws_endpoint_url"])
-    return {"endpoint_url": hvars["fediflow_aws_endpoint_url"], "region": hvars["fediflow_region"],
+        sys.exit("moto is not answering at %s: run `make lab-up` first" % s3_endpoint(hvars))
+    return {"endpoint_url": s3_endpoint(hvars), "region": hvars["fediflow_region"],
             "AWS_ACCESS_KEY_ID": hvars["fediflow_aws_access_key"],
             "AWS_SECRET_ACCESS_KEY": hvars["fediflow_aws_secret_key"]}
 

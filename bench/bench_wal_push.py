@@ -27,7 +27,7 @@ from pathlib import Path
 
 import boto3
 
-from _common import ROOT, lab_hostvars
+from _common import ROOT, lab_hostvars, s3_endpoint
 
 SEGMENT_SIZE = 16 * 1024 * 1024
 PGBACKREST_S = 0.12  # BENCH.md: pgBackRest archive-push to S3, per segment, measured on this machine kind
@@ -68,7 +68,7 @@ def main():
     args = parser.parse_args()
 
     hv = lab_hostvars()[0]
-    endpoint, region, bucket = hv["fediflow_aws_endpoint_url"], hv["fediflow_region"], hv["fediflow_backup_bucket"]
+    endpoint, region, bucket = s3_endpoint(hv), hv["fediflow_region"], hv["fediflow_backup_bucket"]
     try:
         urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
     except OSError as exc:

@@ -14,7 +14,7 @@ __all__ = ["ROOT", "inventory", "lab_is_home", "listening", "pg_role", "listenin
 
 def listening_ports(primary, standby):
     """(address, port) of every TCP service the lab serves, from the inventory: both PostgreSQL clusters
-    and Redis servers, each region's Kubernetes double and sshd (in the region's namespace), moto and the
+    and Redis servers, each region's Kubernetes double, S3 and sshd (in the region's namespace), moto and the
     Slack double (in the global namespace)."""
     glob = primary["lab_net_global_address"]
     ports = {"moto": (glob, primary["lab_moto_port"]), "slack double": (glob, primary["lab_slack_port"])}
@@ -26,4 +26,7 @@ def listening_ports(primary, standby):
         api = str(hvars.get("fediflow_k8s_api_url", "")).rsplit("//", maxsplit=1)[-1]
         if api.rsplit(":", 1)[-1].isdigit():
             ports["kubernetes double " + region] = tuple(api.rsplit(":", 1))
+        s3 = str(hvars.get("fediflow_s3_endpoint_url", "")).rsplit("//", maxsplit=1)[-1]
+        if s3.rsplit(":", 1)[-1].isdigit():
+            ports["s3 " + region] = tuple(s3.rsplit(":", 1))
     return ports

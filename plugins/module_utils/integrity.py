@@ -76,6 +76,9 @@ def validate(p):
         if not isinstance(entry, dict) or not entry.get("region") or not entry.get("expected"):
             raise FediflowError("app_configmaps[%d] must be a dict with region and expected (and kubeconfig, "
                                 "namespace, name, key)" % index)
+    for bucket, url in (p.get("s3_endpoints") or {}).items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise FediflowError("s3_endpoints.%s must be an http(s) URL, got %r" % (bucket, url))
     for index, entry in enumerate(p.get("ledger_s3") or []):
         if not isinstance(entry, dict) or not entry.get("bucket"):
             raise FediflowError("ledger_s3[%d] must be a dict with bucket (and prefix)" % index)
@@ -318,7 +321,7 @@ def _ledger_manifests(p):
         sources.append(path)
     for entry in p.get("ledger_s3") or []:
         from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups  # pylint: disable=import-outside-toplevel
-        store = S3Backups(p, entry["bucket"], entry.get("prefix"))
+        store = S3Backups(s3_params(p, entry["bucket"]), entry["bucket"], entry.get("prefix"))
         manifests += store.list_manifests()
         sources.append("s3://%s/%s" % (entry["bucket"], (entry.get("prefix") or "").strip("/")))
     return manifests, sources
@@ -377,14 +380,21 @@ def _backup_files(p):
         len(loose), len(entries))}, details
 
 
+def s3_params(p, bucket):
+    """The options to reach ``bucket``: ``p`` with the bucket's own endpoint from ``s3_endpoints`` (a bucket
+    not listed there is reached at ``endpoint_url``)."""
+    endpoint = (p.get("s3_endpoints") or {}).get(bucket)
+    return dict(p, endpoint_url=endpoint) if endpoint else p
+
+
 def _client_code(exc):
     return (((getattr(exc, "response", None) or {}).get("Error") or {}).get("Code")) or type(exc).__name__
 
 
 def _buckets(p):
-    s3 = aws.client("s3", p)
     verdicts = []
     for bucket in p["buckets"]:
+        s3 = aws.client("s3", s3_params(p, bucket))
         try:
             rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
         except Exception as exc:  # pylint: disable=broad-except
@@ -407,7 +417,8 @@ def _buckets(p):
 
 def _media_snapshot(p):
     from ansible_collections.fediflow.dr.plugins.module_utils import snapshot  # pylint: disable=import-outside-toplevel
-    params = {k: p.get(k) for k in aws.aws_common_argument_spec()}  # TLS options included
+    reach = s3_params(p, p["media_s3_bucket"])
+    params = {k: reach.get(k) for k in aws.aws_common_argument_spec()}  # TLS options included
     params.update(state="verified", s3_bucket=p["media_s3_bucket"], s3_prefix=p.get("media_s3_prefix") or "",
                   snapshot_id="latest", deep=bool(p.get("media_deep")), parallel=MEDIA_PARALLEL)
     where = "s3://%s/%s" % (p["media_s3_bucket"], (p.get("media_s3_prefix") or "").strip("/"))

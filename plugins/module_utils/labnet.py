@@ -34,7 +34,8 @@ import signal
 import time
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, run, wait_until
-from ansible_collections.fediflow.dr.plugins.module_utils.process import ip_program, process_argv
+from ansible_collections.fediflow.dr.plugins.module_utils.process import (
+    ip_program, process_argv, process_state, read_pid, start_ticks)
 
 # The whole benchmarking range (RFC 2544): every lab address lives inside it.
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
@@ -188,9 +189,16 @@ def plan(current, want):
     steps += gain
     for name, node in nodes.items():
         cur = cur_nodes.get(name) or {}
-        if not MEANING[node["state"]]["processes"] and cur.get("pids"):
+        if MEANING[node["state"]]["processes"]:
+            continue
+        keep = set(node.get("keep_pids") or [])
+        freeze_now = [pid for pid in node.get("freeze_pids") or [] if pid in (cur.get("pids") or [])]
+        if freeze_now:
+            steps.append(_cmd("freeze the durable processes of %s (SIGSTOP: unreachable, data kept)" % name, None,
+                              op="freeze", netns=node["netns"], pids=freeze_now))
+        if [pid for pid in cur.get("pids") or [] if pid not in keep]:
             steps.append(_cmd("stop the processes of %s" % name, None, op="stop_processes",
-                              netns=node["netns"], pids=list(cur["pids"])))
+                              netns=node["netns"], pids=list(cur["pids"]), keep=sorted(keep)))
     for name, node in nodes.items():
         cur = cur_nodes.get(name) or {}
         link_up = MEANING[node["state"]]["link_up"]
@@ -483,13 +491,49 @@ def observe(layout):
 # apply
 
 
-def stop_processes(netns, timeout):
-    """Stop every process in ``netns``: SIGTERM, wait up to ``timeout`` s, SIGKILL, wait 5 s.
+def freeze(netns, pids):
+    """SIGSTOP each of ``pids`` that lives in ``netns``; returns them ({pid, argv, start}) once stopped."""
+    inside = set(netns_pids(netns))
+    frozen = []
+    for pid in pids:
+        if pid not in inside:
+            continue
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            continue
+        frozen.append({"pid": pid, "argv": process_argv(pid) or [], "start": start_ticks(pid)})
+    if not wait_until(lambda: all(process_state(p["pid"]) in ("T", None) for p in frozen), 5.0)[0]:
+        raise FediflowError("processes %s in namespace %s did not stop on SIGSTOP"
+                            % ([p["pid"] for p in frozen], netns))
+    return frozen
+
+
+def thaw(frozen):
+    """SIGCONT each recorded frozen process that is still the same one (pid and start time); returns those."""
+    thawed = []
+    for proc in frozen or []:
+        pid = proc.get("pid")
+        if not isinstance(pid, int) or not proc.get("start") or start_ticks(pid) != proc["start"]:
+            continue  # gone (or the pid was reused): nothing to wake
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            continue
+        thawed.append({"pid": pid, "argv": proc.get("argv") or []})
+    return thawed
+
+
+def stop_processes(netns, timeout, keep=()):
+    """Stop every process in ``netns`` but the pids in ``keep``: SIGTERM (and SIGCONT, so that a frozen
+    one handles it), wait up to ``timeout`` s, SIGKILL, wait 5 s.
 
     Returns the processes found ({pid, argv}), the signals sent as ``kill`` argument lists and
     how they ended; raises when one survives."""
+    spared = set(keep)
+
     def others():
-        return [pid for pid in netns_pids(netns) if pid not in (1, os.getpid())]
+        return [pid for pid in netns_pids(netns) if pid not in (1, os.getpid()) and pid not in spared]
 
     found = [{"pid": pid, "argv": process_argv(pid) or []} for pid in others()]
     signals = []
@@ -501,6 +545,8 @@ def stop_processes(netns, timeout):
         for pid in pids:
             try:
                 os.kill(pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
 
@@ -523,11 +569,17 @@ def _link_exists(ifname):
 
 
 def apply(steps, stop_timeout):
-    """Run ``steps`` in order; returns (commands run, stop results). Stops at the first failure."""
-    commands, stopped = [], []
+    """Run ``steps`` in order; returns (commands run, stop results, frozen processes). Stops at the first failure."""
+    commands, stopped, frozen = [], [], []
     for step in steps:
+        if step.get("op") == "freeze":
+            now = freeze(step["netns"], step["pids"])
+            frozen += now
+            if now:
+                commands.append(["kill", "-STOP"] + [str(proc["pid"]) for proc in now])
+            continue
         if step.get("op") == "stop_processes":
-            outcome = stop_processes(step["netns"], stop_timeout)
+            outcome = stop_processes(step["netns"], stop_timeout, keep=step.get("keep") or ())
             stopped.append(outcome)
             commands += outcome["signals"]
             continue
@@ -538,7 +590,7 @@ def apply(steps, stop_timeout):
         if result.rc != 0:
             why = (result.stderr or result.stdout).strip()
             raise FediflowError("%s failed: %s: %s" % (step["what"], " ".join(step["argv"]), why), commands=commands)
-    return commands, stopped
+    return commands, stopped, frozen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,10 +626,38 @@ def write_states(state_file, lab_index, records):
 # the module's one entry point
 
 
+def durable_pids(layout, records, states, region, pid_files):
+    """Per node: the pids ``down`` keeps frozen (``keep``) and those still to freeze (``freeze``).
+
+    A node already down keeps the frozen processes its record names (when still the same ones); the
+    region going down now freezes the live processes of ``pid_files`` that run in its namespace."""
+    out = {}
+    for name in layout["nodes"]:
+        if states.get(name, "up") != "down":
+            continue
+        keep = [proc["pid"] for proc in (records.get(name) or {}).get("frozen_processes") or []
+                if isinstance(proc, dict) and isinstance(proc.get("pid"), int) and proc.get("start")
+                and start_ticks(proc["pid"]) == proc["start"]]
+        freeze_now = []
+        if name == region:
+            inside = set(netns_pids(layout["nodes"][name]["netns"]))
+            for pid_file in pid_files or []:
+                pid = read_pid(pid_file)
+                if pid and pid in inside:
+                    keep.append(pid)
+                    if process_state(pid) != "T":
+                        freeze_now.append(pid)
+        out[name] = {"keep": sorted(set(keep)), "freeze": sorted(set(freeze_now))}
+    return out
+
+
 def ensure(state, lab_index, bridge_address, global_address, regions, state_file, region=None,
-           stop_timeout=10.0, check_mode=False):
+           stop_timeout=10.0, check_mode=False, durable_pid_files=None):
     """Bring the lab network (``present``/``absent``) or one region (``up``/``partitioned``/``down``)
-    to ``state``; returns the module result as a plain dict."""
+    to ``state``; returns the module result as a plain dict.
+
+    ``durable_pid_files``: services whose data a region outage must not erase (its object storage): ``down``
+    freezes them (SIGSTOP; isolated, they are unreachable) instead of ending them, ``up`` wakes them."""
     timer = Timer()
     layout = spec(lab_index, bridge_address, global_address, regions)
     if state in STATES and region not in layout["nodes"]:
@@ -593,7 +673,8 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
         current = observe(layout)
     before = summary(current, layout)
     result = {"state": state, "lab_index": lab_index, "region": region, "restart_required": False,
-              "stopped_processes": [], "bridge": dict(layout["bridge"])}
+              "stopped_processes": [], "frozen_processes": [], "thawed_processes": [],
+              "bridge": dict(layout["bridge"])}
     if state == "absent":
         steps = plan_absent(current, layout)
         new_records = None
@@ -614,11 +695,18 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
             if previous == "down" and state != "down":
                 result["restart_required"] = True
                 result["stopped_processes"] = records[region].get("stopped_processes") or []
-        steps = plan(current, wanted(layout, states))
+        want = wanted(layout, states)
+        for name, pids in durable_pids(layout, records, states, region, durable_pid_files).items():
+            want["nodes"][name].update(keep_pids=pids["keep"], freeze_pids=pids["freeze"])
+        steps = plan(current, want)
         new_records = recorded_states(records, states, layout)
         after = {name: states.get(name, "up") for name in layout["nodes"]}
-    result["changed"] = bool(steps) or (new_records != records if new_records is not None
-                                        else os.path.exists(state_file))
+    to_thaw = [proc for proc in (records.get(region) or {}).get("frozen_processes") or []
+               if isinstance(proc, dict)] if result["restart_required"] else []
+    result["changed"] = bool(steps) or bool(to_thaw) or (new_records != records if new_records is not None
+                                                         else os.path.exists(state_file))
+    if to_thaw:
+        steps = steps + [_cmd("wake the frozen processes of %s (SIGCONT)" % region, None, op="thaw")]
     result["actions"] = [step["what"] for step in steps]
     result["commands"] = [step["argv"] for step in steps if step["argv"]]
     result["diff"] = {"before": {"bridge": layout["bridge"]["name"] if current["bridge"]["exists"] else None,
@@ -632,11 +720,17 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
         return result
     with timer.phase("apply"):
         try:
-            commands, stopped = apply(steps, stop_timeout)
+            commands, stopped, frozen = apply([step for step in steps if step.get("op") != "thaw"], stop_timeout)
         except FediflowError as exc:
             result["commands"] = exc.details.get("commands") or []
             raise FediflowError(exc.message, result=result)
+        if to_thaw:
+            # after the link is up and the isolation gone: it answers at once
+            result["thawed_processes"] = thaw(to_thaw)
+            if result["thawed_processes"]:
+                commands.append(["kill", "-CONT"] + [str(proc["pid"]) for proc in result["thawed_processes"]])
     result["commands"] = commands
+    result["frozen_processes"] = [{"pid": proc["pid"], "argv": proc["argv"]} for proc in frozen]
     if stopped and state != "up":
         result["stopped_processes"] = [proc for entry in stopped for proc in entry["processes"]]
     if state == "absent":
@@ -656,6 +750,11 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
             # what a later `up` must restart: what was stopped now, beside what was stopped before
             old = records.get(region, {}).get("stopped_processes") or []
             new_records[region] = dict(new_records[region], stopped_processes=merge_stopped(old, result["stopped_processes"]))
+        if state == "down" and frozen:
+            # what a later `up` wakes (pid and start time: never a reused pid)
+            old = records.get(region, {}).get("frozen_processes") or []
+            new_records[region] = dict(new_records[region], frozen_processes=[
+                proc for proc in old if proc.get("pid") not in {new["pid"] for new in frozen}] + frozen)
         write_states(state_file, lab_index, new_records)
     result["phases"] = timer.phases
     result["duration_s"] = timer.elapsed()

@@ -58,6 +58,15 @@ def start_ticks(pid):
         return None
 
 
+def process_state(pid):
+    """The one-letter state of ``pid`` (/proc/PID/stat field 3: R, S, T stopped, Z ...), None when gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "r", encoding="utf-8", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def read_pid(pid_file):
     """The pid in ``pid_file`` if that process is still the one we started, else None.
 
@@ -76,10 +85,9 @@ def read_pid(pid_file):
 
 def process_argv(pid):
     """The command line of ``pid`` as a list, or None when it is gone (or a zombie)."""
+    if process_state(pid) in (None, "Z"):
+        return None
     try:
-        with open("/proc/%d/stat" % pid, "r", encoding="utf-8", errors="replace") as handle:
-            if handle.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                return None
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
             raw = handle.read()
     except OSError:

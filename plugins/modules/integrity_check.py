@@ -137,6 +137,13 @@ options:
     type: list
     elements: str
     default: []
+  s3_endpoints:
+    description:
+      - Bucket name -> the S3 endpoint URL that holds it, for buckets of O(buckets), O(media_s3_bucket) and
+        O(ledger_s3) that live apart (an S3-compatible store per region; the lab's S3 per region). A bucket
+        not named here is reached at O(endpoint_url) (or AWS's regional endpoint).
+    type: dict
+    default: {}
   report_dir:
     description: Directory of reports (drills, validations) scanned for the values of O(secrets).
     type: path
@@ -149,7 +156,8 @@ options:
 notes:
   - The PostgreSQL options are optional - without O(login_host) and O(login_unix_socket) no database check runs.
     O(db) must be the application's database for C(db_row_counts), C(db_sequences) and C(db_amcheck).
-  - The AWS options are used by C(bucket_security), C(media_snapshot), C(app_dns_record) and O(ledger_s3).
+  - The AWS options are used by C(bucket_security), C(media_snapshot), C(app_dns_record) and O(ledger_s3);
+    O(s3_endpoints) moves a bucket to its own endpoint, Route53 stays at O(endpoint_url).
   - Bad input (O(row_count_tolerance) out of range, a relative path, an O(app_configmaps) entry without region or
     expected, a check in O(checks) without its inputs, nothing to check) is refused before anything is read.
 seealso:
@@ -263,6 +271,7 @@ def main():
         dns_expected={"type": "list", "elements": "str", "default": []},
         backup_paths={"type": "list", "elements": "path", "default": []},
         buckets={"type": "list", "elements": "str", "default": []},
+        s3_endpoints={"type": "dict", "default": {}},
         report_dir={"type": "path"},
         secrets={"type": "dict", "default": {}, "no_log": True},
     )

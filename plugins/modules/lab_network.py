@@ -29,7 +29,7 @@ description:
     other lab namespace makes a connection attempt fail locally.
   - V(down) (O(region) required) isolates the region as V(partitioned) does, then stops every process in
     its namespace (listed with C(ip netns pids); SIGTERM, then SIGKILL after O(stop_timeout) seconds)
-    and sets its link down.
+    but those of O(durable_pid_files), which it freezes, and sets its link down.
   - V(up) (O(region) required) sets the link up and removes the blackhole routes and the nftables table.
     After V(down), RV(restart_required) is true and RV(stopped_processes) says what ran there, so that the
     playbook starts the region's services again.
@@ -85,6 +85,17 @@ options:
     description: Seconds to wait after SIGTERM before SIGKILL, when processes are stopped.
     type: float
     default: 10
+  durable_pid_files:
+    description:
+      - Pid files (C(PID START_TICKS), as M(fediflow.dr.lab_service) writes them) of services whose data a
+        region outage must not erase - the region's object storage, as S3 keeps objects through a regional
+        outage (moto holds them in memory only). V(down) freezes those that run in the region's namespace
+        with SIGSTOP (isolated and stopped, they answer nobody) instead of ending them, and records them (pid
+        and start time); V(up) after V(down) wakes them with SIGCONT once the region is reachable again.
+      - Ignored by the other states. V(absent) ends every process, frozen ones included.
+    type: list
+    elements: path
+    default: []
 notes:
   - Needs root, C(ip) from iproute2 and C(nft) from Debian's C(nftables).
   - No lab packet leaves the machine - namespaces have no default route, the lab range is blackholed in
@@ -182,6 +193,17 @@ stopped_processes:
   type: list
   elements: dict
   sample: [{pid: 4242, argv: [/usr/sbin/sshd, -D, -e, -f, /var/tmp/fediflow-lab/ssh/us-east-1/sshd_config]}]
+frozen_processes:
+  description: For V(down), the processes of O(durable_pid_files) frozen now (pid, argv).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pid: 4243, argv: [/opt/venv/bin/python3, /opt/venv/bin/moto_server, -H, 198.18.0.11, -p, "15001"]}]
+thawed_processes:
+  description: For V(up) (or V(partitioned)) after V(down), the frozen processes woken (pid, argv).
+  returned: always
+  type: list
+  elements: dict
 phases:
   description: Seconds spent observing, applying and verifying.
   returned: when something changed
@@ -211,6 +233,7 @@ def main():
             "region": {"type": "str"},
             "state_file": {"type": "path", "required": True},
             "stop_timeout": {"type": "float", "default": 10},
+            "durable_pid_files": {"type": "list", "elements": "path", "default": []},
         },
         required_if=[("state", "up", ("region",)), ("state", "partitioned", ("region",)),
                      ("state", "down", ("region",))],
@@ -219,7 +242,8 @@ def main():
     params = module.params
     run_module(module, labnet.ensure, params["state"], params["lab_index"], params["bridge_address"],
                params["global_address"], params["regions"], params["state_file"], region=params["region"],
-               stop_timeout=params["stop_timeout"], check_mode=module.check_mode)
+               stop_timeout=params["stop_timeout"], check_mode=module.check_mode,
+               durable_pid_files=params["durable_pid_files"])
 
 
 if __name__ == "__main__":

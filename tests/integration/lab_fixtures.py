@@ -193,6 +193,11 @@ def stays_in_the_lab(address):
     return False
 
 
+def s3_endpoint(hvars):
+    """The S3 endpoint of this host's region (its bucket lives there); the global one when it names none."""
+    return hvars.get("fediflow_s3_endpoint_url") or hvars["fediflow_aws_endpoint_url"]
+
+
 def listening(address, port, netns=None):
     """True when a TCP connection to address:port succeeds, from the controller or inside ``netns``; False
     without sending anything when the lab does not route the address (see stays_in_the_lab)."""

@@ -16,7 +16,7 @@ import uuid
 import boto3
 import pytest
 
-from lab_fixtures import BIN, ROOT, ansible_env, module
+from lab_fixtures import BIN, ROOT, ansible_env, module, s3_endpoint
 
 MODULE = "fediflow.dr.s3_snapshot"
 
@@ -26,7 +26,7 @@ class Repo:
         hvars = lab["primary"]
         self.bucket = hvars["fediflow_backup_bucket"]
         self.prefix = prefix
-        self.conn = {"endpoint_url": hvars["fediflow_aws_endpoint_url"], "region": hvars["fediflow_region"]}
+        self.conn = {"endpoint_url": s3_endpoint(hvars), "region": hvars["fediflow_region"]}
         self.s3 = boto3.client("s3", endpoint_url=self.conn["endpoint_url"], region_name=self.conn["region"],
                                aws_access_key_id=hvars["fediflow_aws_access_key"],
                                aws_secret_access_key=hvars["fediflow_aws_secret_key"])

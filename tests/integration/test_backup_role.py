@@ -2,14 +2,14 @@
 import boto3
 import pytest
 
-from lab_fixtures import pg_connect, playbook, recap
+from lab_fixtures import pg_connect, playbook, recap, s3_endpoint
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
 
 def _manifests(lab):
     p = lab["primary"]
-    s3 = boto3.client("s3", endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(p), region_name=p["fediflow_region"],
                       aws_access_key_id=p["fediflow_aws_access_key"], aws_secret_access_key=p["fediflow_aws_secret_key"])
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=p["fediflow_backup_bucket"],
@@ -72,7 +72,7 @@ def test_backup_playbook_snapshots_the_media_store(lab, tmp_path):
     from lab_fixtures import module
     p = lab["primary"]
     playbook("backup.yml")
-    s3 = boto3.client("s3", endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(p), region_name=p["fediflow_region"],
                       aws_access_key_id=p["fediflow_aws_access_key"], aws_secret_access_key=p["fediflow_aws_secret_key"])
     prefix = "media/%s/snapshots/" % p["fediflow_region"]
     listed = s3.list_objects_v2(Bucket=p["fediflow_backup_bucket"], Prefix=prefix).get("Contents", [])
@@ -85,7 +85,7 @@ def test_backup_playbook_snapshots_the_media_store(lab, tmp_path):
     assert on_disk - {".seeded"} <= in_snapshot and len(in_snapshot) >= 3000
     restored = module("fediflow.dr.s3_snapshot", {
         "state": "restored", "s3_bucket": p["fediflow_backup_bucket"], "s3_prefix": "media/%s" % p["fediflow_region"],
-        "dest": str(tmp_path / "restore"), "endpoint_url": p["fediflow_aws_endpoint_url"],
+        "dest": str(tmp_path / "restore"), "endpoint_url": s3_endpoint(p),
         "access_key": p["fediflow_aws_access_key"], "secret_key": p["fediflow_aws_secret_key"],
         "region": p["fediflow_region"]})
     assert not restored.get("failed"), restored.get("msg")

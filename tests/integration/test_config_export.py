@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from lab_fixtures import module
+from lab_fixtures import module, s3_endpoint
 from snapshot_fixtures import repo  # noqa: F401 pylint: disable=unused-import
 
 MODULE = "fediflow.dr.config_export"
@@ -179,7 +179,7 @@ def test_backup_role_exports_and_snapshots_the_configuration(lab, k8s, keypair, 
                              "-e", json.dumps(dict(extra, backup_logical=True, backup_physical=True)))
     assert "Export the configuration" in tagged.stdout and "Logical backup" not in tagged.stdout
     assert "Configuration backup" in proc.stdout
-    s3 = boto3.client("s3", endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(p), region_name=p["fediflow_region"],
                       aws_access_key_id=p["fediflow_aws_access_key"], aws_secret_access_key=p["fediflow_aws_secret_key"])
     listed = s3.list_objects_v2(Bucket=p["fediflow_backup_bucket"], Prefix=prefix + "/").get("Contents", [])
     snapshots = [o["Key"] for o in listed if "/snapshots/" in o["Key"]]

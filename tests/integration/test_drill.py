@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from lab_fixtures import ROOT, INVENTORY, lab_is_home, listening, pg_connect, playbook, rebuild_lab_unless_home
+from lab_fixtures import INVENTORY, ROOT, lab_is_home, listening, pg_connect, playbook, rebuild_lab_unless_home, s3_endpoint
 from runner_fixtures import run_template, secrets_absent
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
@@ -157,7 +157,7 @@ def test_drill_template_under_ansible_runner(full_drill):
 def _check_config_rpo(primary, report, step):
     import datetime  # pylint: disable=import-outside-toplevel
     import boto3  # pylint: disable=import-outside-toplevel
-    s3 = boto3.client("s3", endpoint_url=primary["fediflow_aws_endpoint_url"], region_name=primary["fediflow_region"],
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(primary), region_name=primary["fediflow_region"],
                       aws_access_key_id=primary["fediflow_aws_access_key"],
                       aws_secret_access_key=primary["fediflow_aws_secret_key"])
     snap = step["details"]["config_snapshot_id"]

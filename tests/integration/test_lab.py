@@ -15,12 +15,14 @@ import kubernetes
 import pytest
 from botocore.exceptions import ClientError
 
-from lab_fixtures import lab_netns, module, pg_connect, playbook, poll, recap
+from lab_fixtures import lab_netns, module, pg_connect, playbook, poll, recap, s3_endpoint
 
 
-def _aws(lab, service):
-    p = lab["primary"]
-    return boto3.client(service, endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+def _aws(lab, service, hvars=None):
+    """A client of the global services, or (``hvars``) of that region's own S3."""
+    p = hvars or lab["primary"]
+    url = s3_endpoint(p) if hvars else p["fediflow_aws_endpoint_url"]
+    return boto3.client(service, endpoint_url=url, region_name=p["fediflow_region"],
                         aws_access_key_id=p["fediflow_aws_access_key"],
                         aws_secret_access_key=p["fediflow_aws_secret_key"])
 
@@ -63,8 +65,8 @@ def _archived(lab, segment):
     if p.get("fediflow_wal_backend", "dir") != "s3":
         return os.path.exists(os.path.join(p["fediflow_wal_archive_dir"], segment)) or None
     try:
-        return _aws(lab, "s3").head_object(Bucket=p["fediflow_backup_bucket"],
-                                           Key="wal/%s/%s" % (p["fediflow_region"], segment))
+        return _aws(lab, "s3", p).head_object(Bucket=p["fediflow_backup_bucket"],
+                                              Key="wal/%s/%s" % (p["fediflow_region"], segment))
     except ClientError:
         return None
 
@@ -148,13 +150,21 @@ def test_the_playbooks_give_every_postgresql_client_the_inventorys_ca(lab, tmp_p
                 % (hv["fediflow_pg_host"], hv["fediflow_pg_port"])) in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 
-def test_moto_serves_buckets_dns_and_ses(lab):
-    s3 = _aws(lab, "s3")
-    names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
-    assert {lab["primary"]["fediflow_backup_bucket"], lab["standby"]["fediflow_backup_bucket"]} <= names
-    enc = s3.get_bucket_encryption(Bucket=lab["primary"]["fediflow_backup_bucket"])
-    rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]
-    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+def test_each_region_has_its_own_s3_and_the_global_moto_serves_dns_and_ses(lab):
+    """Each region's bucket lives in the region's own S3 (a moto in its namespace), nowhere else: losing the
+    region loses it. The global moto holds no backup bucket."""
+    primary, standby = lab["primary"], lab["standby"]
+    assert s3_endpoint(primary) != s3_endpoint(standby) != primary["fediflow_aws_endpoint_url"]
+    for hvars, other in ((primary, standby), (standby, primary)):
+        assert s3_endpoint(hvars).startswith("http://%s:" % hvars["lab_net_address"])
+        s3 = _aws(lab, "s3", hvars)
+        names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        assert hvars["fediflow_backup_bucket"] in names and other["fediflow_backup_bucket"] not in names
+        enc = s3.get_bucket_encryption(Bucket=hvars["fediflow_backup_bucket"])
+        rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]
+        assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    global_names = {b["Name"] for b in _aws(lab, "s3").list_buckets()["Buckets"]}
+    assert not global_names & {primary["fediflow_backup_bucket"], standby["fediflow_backup_bucket"]}
     r53 = _aws(lab, "route53")
     zone = [z for z in r53.list_hosted_zones()["HostedZones"] if z["Name"] == lab["primary"]["fediflow_dns_zone"]]
     assert len(zone) == 1

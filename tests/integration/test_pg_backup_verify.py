@@ -9,7 +9,7 @@ import uuid
 import boto3
 import pytest
 
-from lab_fixtures import module, pg_connect
+from lab_fixtures import module, pg_connect, s3_endpoint
 
 
 @pytest.fixture
@@ -19,9 +19,9 @@ def bk(lab, tmp_path):
     base = {"login_host": p["fediflow_pg_host"], "login_port": p["fediflow_pg_port"],
             "login_password": p["fediflow_pg_superuser_password"], "db": p["fediflow_app_db"],
             "dest": str(tmp_path / "repo"), "s3_bucket": p["fediflow_backup_bucket"], "s3_prefix": prefix,
-            "endpoint_url": p["fediflow_aws_endpoint_url"], "access_key": p["fediflow_aws_access_key"],
+            "endpoint_url": s3_endpoint(p), "access_key": p["fediflow_aws_access_key"],
             "secret_key": p["fediflow_aws_secret_key"], "region": p["fediflow_region"]}
-    s3 = boto3.client("s3", endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(p), region_name=p["fediflow_region"],
                       aws_access_key_id=p["fediflow_aws_access_key"], aws_secret_access_key=p["fediflow_aws_secret_key"])
     return {"args": base, "s3": s3, "bucket": p["fediflow_backup_bucket"], "prefix": prefix, "lab": lab}
 

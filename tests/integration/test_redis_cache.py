@@ -19,7 +19,7 @@ import boto3
 import pytest
 import redis
 
-from lab_fixtures import module, poll
+from lab_fixtures import module, poll, s3_endpoint
 from redis_fixtures import critical_keys as _critical_keys, redis_client as _client, redis_value as _value, region_redis
 
 MODULE = "fediflow.dr.redis_cache"
@@ -35,7 +35,7 @@ def _conn(hv):
 
 
 def _aws(hv):
-    return {"endpoint_url": hv["fediflow_aws_endpoint_url"], "access_key": hv["fediflow_aws_access_key"],
+    return {"endpoint_url": s3_endpoint(hv), "access_key": hv["fediflow_aws_access_key"],
             "secret_key": hv["fediflow_aws_secret_key"], "region": hv["fediflow_region"]}
 
 
@@ -142,7 +142,7 @@ def test_backup_is_in_the_ledger_with_checksums_and_in_s3(lab, cache_backup):
     one = region_redis(primary)
     assert saved == _critical_keys(one, primary["fediflow_redis_critical_patterns"])
     assert not [k for k in saved if k.startswith((b"cache:", b"rack:"))]  # noise is not backed up
-    s3 = boto3.client("s3", endpoint_url=primary["fediflow_aws_endpoint_url"], region_name=primary["fediflow_region"],
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(primary), region_name=primary["fediflow_region"],
                       aws_access_key_id=primary["fediflow_aws_access_key"],
                       aws_secret_access_key=primary["fediflow_aws_secret_key"])
     prefix = "%s/%s/" % (cache_backup["prefix"], result["backup_id"])

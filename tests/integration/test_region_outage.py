@@ -1,19 +1,20 @@
 """A whole lab region fails, for real: its database host is a network namespace (PostgreSQL over SSH,
-Redis and the Kubernetes double started there), so `playbooks/lab_region.yml` can partition it or take
-it down and bring it back. Checked from outside the playbook: TCP probes from the controller and from the
-other region's namespace, psql inside the partitioned region, the route table, psycopg2 and redis-py
-afterwards. The lab is this worker's own; the module fixture puts it back in its home state (lab_up).
-
-S3 stays reachable here: the lab's moto is one global endpoint for now (a moto per region is still to come).
+Redis, the Kubernetes double and the region's own S3 started there), so `playbooks/lab_region.yml` can
+partition it or take it down and bring it back. Checked from outside the playbook: TCP probes from the
+controller and from the other region's namespace, psql inside the partitioned region, the route table,
+/proc, psycopg2, redis-py and boto3 afterwards. The lab is this worker's own; the module fixture puts it
+back in its home state (lab_up).
 """
 import os
 import subprocess
 import uuid
+from urllib.parse import urlsplit
 
+import boto3
 import psycopg2
 import pytest
 
-from lab_fixtures import pg_connect, pg_streaming, playbook, poll
+from lab_fixtures import pg_connect, pg_streaming, playbook, poll, s3_endpoint
 from netns_fixtures import IP, probe, route_type, run
 from redis_fixtures import region_redis
 
@@ -30,6 +31,7 @@ def _endpoints(hv):
     return [("postgresql", hv["fediflow_pg_host"], int(hv["fediflow_pg_port"])),
             ("redis", hv["fediflow_redis_host"], int(hv["fediflow_redis_port"])),
             ("kubernetes", k8s[0].split("//")[1], int(k8s[1])),
+            ("s3", urlsplit(s3_endpoint(hv)).hostname, urlsplit(s3_endpoint(hv)).port),
             ("sshd", hv["lab_net_address"], 22)]
 
 
@@ -58,6 +60,19 @@ def _has_row(hv, marker):
             return cur.fetchone()[0] == 1
     except psycopg2.Error:  # the server does not answer (yet): poll again
         return False
+
+
+def _s3(hv):
+    """A client of the region's own S3 (its moto), which fails fast when the region is dark."""
+    return boto3.client("s3", endpoint_url=s3_endpoint(hv), region_name=hv["fediflow_region"],
+                        aws_access_key_id=hv["fediflow_aws_access_key"],
+                        aws_secret_access_key=hv["fediflow_aws_secret_key"],
+                        config=boto3.session.Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
+
+
+def _proc_state(pid):
+    with open("/proc/%s/stat" % pid, encoding="utf-8") as handle:
+        return handle.read().rsplit(")", 1)[-1].split()[0]
 
 
 def _redis_role(hv):
@@ -128,10 +143,17 @@ def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data
     assert poll(lambda: pg_streaming(standby), timeout=RESUME_S)
     marker = _marker_row(primary)
     assert poll(lambda: _has_row(standby, marker), timeout=30)  # on both regions before the outage
+    bucket, key = primary["fediflow_backup_bucket"], "outage-test/%s" % marker
+    _s3(primary).put_object(Bucket=bucket, Key=key, Body=marker.encode())
+    with open(os.path.join(primary["fediflow_lab_dir"], "run", "s3-%s.pid" % primary["fediflow_region"]),
+              encoding="ascii") as handle:
+        s3_pid = handle.read().split()[0]
     out = _region(primary, "down")
-    assert "up -> down" in out
+    assert "up -> down" in out and "1 frozen" in out
     try:
-        assert not run([IP, "netns", "pids", _netns(primary)]).stdout.split()  # nothing runs there
+        # nothing runs there but the region's S3, frozen (SIGSTOP): an outage makes S3 unreachable, not empty
+        assert run([IP, "netns", "pids", _netns(primary)]).stdout.split() == [s3_pid]
+        assert _proc_state(s3_pid) == "T"
         for where, netns in (("controller", None), ("the other region", _netns(standby))):
             reached = _reach(primary, netns)
             assert all(r.startswith("error") for r in reached.values()), (where, reached)
@@ -139,9 +161,14 @@ def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data
         assert _has_row(standby, marker)
     finally:
         back = _region(primary, "up")
-    assert "down -> up" in back
+    assert "down -> up" in back and "1 woken" in back
     reached = _reach(primary)
     assert all(r.startswith("ok") for r in reached.values()), reached
+    # the region's S3 is the same process, running again, with the object written before the outage
+    assert _proc_state(s3_pid) != "T"
+    got = _s3(primary).get_object(Bucket=bucket, Key=key)["Body"].read()
+    _s3(primary).delete_object(Bucket=bucket, Key=key)
+    assert got == marker.encode()
     # PostgreSQL came back as it was (primary, its data) in the region's namespace, started over SSH
     assert _has_row(primary, marker)
     pids = set(run([IP, "netns", "pids", _netns(primary)]).stdout.split())

@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, lab_netns, module, pg_connect, pg_streaming, playbook, poll, recap
+from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, lab_netns, module, pg_connect, pg_streaming, playbook, poll, recap, s3_endpoint
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
@@ -82,7 +82,7 @@ def _passes_again(lab, check):
 
 def _s3(lab):
     p = lab["primary"]
-    return boto3.client("s3", endpoint_url=p["fediflow_aws_endpoint_url"], region_name=p["fediflow_region"],
+    return boto3.client("s3", endpoint_url=s3_endpoint(p), region_name=p["fediflow_region"],
                         aws_access_key_id=p["fediflow_aws_access_key"], aws_secret_access_key=p["fediflow_aws_secret_key"])
 
 

@@ -26,7 +26,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from lab_fixtures import BIN, ROOT, poll
+from lab_fixtures import BIN, ROOT, poll, s3_endpoint
 
 SEGMENT_SIZE = 16 * 1024 * 1024
 SEG = "000000010000000000000001"
@@ -55,7 +55,7 @@ def tools():
 @pytest.fixture(scope="module")
 def conn(lab):
     p = lab["primary"]
-    return {"endpoint_url": p["fediflow_aws_endpoint_url"], "region": p["fediflow_region"],
+    return {"endpoint_url": s3_endpoint(p), "region": p["fediflow_region"],
             "access_key": p["fediflow_aws_access_key"], "secret_key": p["fediflow_aws_secret_key"],
             "bucket": p["fediflow_backup_bucket"]}
 

@@ -172,11 +172,19 @@ def test_default_runs_every_check_whose_inputs_are_given():
     ({"ledger_s3": [{"prefix": "p"}], "login_host": "db"}, "ledger_s3[0] must be a dict with bucket"),
     ({"dns_zone": "z.", "dns_record": "a.z.", "dns_expected": ["not-an-ip"]}, "dns_expected"),
     ({"login_host": "db", "login_port": 0}, "login_port must be between 1 and 65535"),
+    ({"buckets": ["b"], "s3_endpoints": {"b": "198.18.0.11:15001"}}, "s3_endpoints.b must be an http(s) URL"),
 ])
 def test_bad_input_is_refused_naming_the_option(kw, message):
     with pytest.raises(FediflowError) as err:
         integrity.validate(_params(**kw))
     assert message in err.value.message
+
+
+def test_each_bucket_is_reached_at_its_own_endpoint_else_at_endpoint_url():
+    p = _params(endpoint_url="http://global:1", s3_endpoints={"b1": "http://r1:2"})
+    assert integrity.s3_params(p, "b1")["endpoint_url"] == "http://r1:2"
+    assert integrity.s3_params(p, "b2")["endpoint_url"] == "http://global:1"
+    assert p["endpoint_url"] == "http://global:1"  # the caller's options are not changed
 
 
 def test_a_check_that_cannot_run_fails_alone_and_fail_on_error_raises_after_all(tmp_path, monkeypatch):

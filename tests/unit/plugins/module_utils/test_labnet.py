@@ -136,6 +136,40 @@ def test_partitioned_to_down_only_stops_and_sets_the_link_down():
     assert [s.get("op") or s["argv"][-1] for s in steps] == ["stop_processes", "down"]
 
 
+def test_down_freezes_the_durable_processes_and_stops_only_the_others():
+    layout = _layout()
+    machine = _machine(layout)
+    machine["nodes"]["us-east-1"]["pids"] = [4242, 4343]
+    want = labnet.wanted(layout, {"us-east-1": "down"})
+    want["nodes"]["us-east-1"].update(keep_pids=[4343], freeze_pids=[4343])
+    steps = labnet.plan(machine, want)
+    ops = [s.get("op") for s in steps if s.get("op")]
+    assert ops == ["freeze", "stop_processes"]
+    freeze = next(s for s in steps if s.get("op") == "freeze")
+    stop = next(s for s in steps if s.get("op") == "stop_processes")
+    assert freeze["pids"] == [4343] and stop["keep"] == [4343]
+
+
+def test_a_down_region_with_only_its_frozen_processes_left_needs_nothing():
+    layout = _layout()
+    machine = _machine(layout, {"us-east-1": "down"})
+    machine["nodes"]["us-east-1"]["pids"] = [4343]
+    want = labnet.wanted(layout, {"us-east-1": "down"})
+    want["nodes"]["us-east-1"].update(keep_pids=[4343], freeze_pids=[])
+    assert labnet.plan(machine, want) == []
+    # without the record, the same process would be stopped
+    assert [s.get("op") for s in labnet.plan(machine, labnet.wanted(layout, {"us-east-1": "down"}))] == ["stop_processes"]
+
+
+def test_durable_pids_keeps_only_the_recorded_process_that_is_still_the_same(monkeypatch):
+    layout = _layout()
+    monkeypatch.setattr(labnet, "start_ticks", {11: "100", 12: "999"}.get)
+    records = {"eu-west-1": {"state": "down", "frozen_processes": [
+        {"pid": 11, "start": "100"}, {"pid": 12, "start": "200"}, {"pid": 13, "start": "300"}, {"pid": "x"}]}}
+    out = labnet.durable_pids(layout, records, {"eu-west-1": "down"}, "us-east-1", [])
+    assert out == {"eu-west-1": {"keep": [11], "freeze": []}}
+
+
 def test_up_after_down_sets_the_link_up_before_it_opens_the_region():
     layout = _layout()
     steps = labnet.plan(_machine(layout, {"us-east-1": "down"}), labnet.wanted(layout, {}))
