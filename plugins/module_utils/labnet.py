@@ -35,7 +35,7 @@ import time
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, run, wait_until
 from ansible_collections.fediflow.dr.plugins.module_utils.process import (
-    ip_program, process_argv, process_state, read_pid, start_ticks)
+    ip_program, process_argv, process_state, read_pid, start_ticks, terminate)
 
 # The whole benchmarking range (RFC 2544): every lab address lives inside it.
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
@@ -509,18 +509,22 @@ def freeze(netns, pids):
     return frozen
 
 
+def still_frozen(records):
+    """The recorded frozen processes ({pid, argv, start}) that are still the same ones (pid and start time):
+    a process gone, or a pid reused since, is never signalled."""
+    return [proc for proc in records or [] if isinstance(proc, dict) and isinstance(proc.get("pid"), int)
+            and proc.get("start") and start_ticks(proc["pid"]) == proc["start"]]
+
+
 def thaw(frozen):
-    """SIGCONT each recorded frozen process that is still the same one (pid and start time); returns those."""
+    """SIGCONT each recorded frozen process that is still the same one; returns those woken ({pid, argv})."""
     thawed = []
-    for proc in frozen or []:
-        pid = proc.get("pid")
-        if not isinstance(pid, int) or not proc.get("start") or start_ticks(pid) != proc["start"]:
-            continue  # gone (or the pid was reused): nothing to wake
+    for proc in still_frozen(frozen):
         try:
-            os.kill(pid, signal.SIGCONT)
+            os.kill(proc["pid"], signal.SIGCONT)
         except ProcessLookupError:
             continue
-        thawed.append({"pid": pid, "argv": proc.get("argv") or []})
+        thawed.append({"pid": proc["pid"], "argv": proc.get("argv") or []})
     return thawed
 
 
@@ -544,9 +548,10 @@ def stop_processes(netns, timeout, keep=()):
         signals.append(["kill", "-%s" % sig.name[3:]] + [str(pid) for pid in pids])
         for pid in pids:
             try:
-                os.kill(pid, sig)
                 if sig == signal.SIGTERM:
-                    os.kill(pid, signal.SIGCONT)
+                    terminate(pid)
+                else:
+                    os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 
@@ -626,21 +631,20 @@ def write_states(state_file, lab_index, records):
 # the module's one entry point
 
 
-def durable_pids(layout, records, states, region, pid_files):
+def durable_pids(current, layout, records, states, region, pid_files):
     """Per node: the pids ``down`` keeps frozen (``keep``) and those still to freeze (``freeze``).
 
     A node already down keeps the frozen processes its record names (when still the same ones); the
-    region going down now freezes the live processes of ``pid_files`` that run in its namespace."""
+    region going down now freezes the live processes of ``pid_files`` that run in its namespace
+    (``current``: what observe() found there)."""
     out = {}
     for name in layout["nodes"]:
         if states.get(name, "up") != "down":
             continue
-        keep = [proc["pid"] for proc in (records.get(name) or {}).get("frozen_processes") or []
-                if isinstance(proc, dict) and isinstance(proc.get("pid"), int) and proc.get("start")
-                and start_ticks(proc["pid"]) == proc["start"]]
+        keep = [proc["pid"] for proc in still_frozen((records.get(name) or {}).get("frozen_processes"))]
         freeze_now = []
         if name == region:
-            inside = set(netns_pids(layout["nodes"][name]["netns"]))
+            inside = set((current["nodes"].get(name) or {}).get("pids") or [])
             for pid_file in pid_files or []:
                 pid = read_pid(pid_file)
                 if pid and pid in inside:
@@ -696,18 +700,16 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
                 result["restart_required"] = True
                 result["stopped_processes"] = records[region].get("stopped_processes") or []
         want = wanted(layout, states)
-        for name, pids in durable_pids(layout, records, states, region, durable_pid_files).items():
+        for name, pids in durable_pids(current, layout, records, states, region, durable_pid_files).items():
             want["nodes"][name].update(keep_pids=pids["keep"], freeze_pids=pids["freeze"])
         steps = plan(current, want)
         new_records = recorded_states(records, states, layout)
         after = {name: states.get(name, "up") for name in layout["nodes"]}
-    to_thaw = [proc for proc in (records.get(region) or {}).get("frozen_processes") or []
-               if isinstance(proc, dict)] if result["restart_required"] else []
+    to_thaw = still_frozen((records.get(region) or {}).get("frozen_processes")) if result["restart_required"] else []
     result["changed"] = bool(steps) or bool(to_thaw) or (new_records != records if new_records is not None
                                                          else os.path.exists(state_file))
-    if to_thaw:
-        steps = steps + [_cmd("wake the frozen processes of %s (SIGCONT)" % region, None, op="thaw")]
-    result["actions"] = [step["what"] for step in steps]
+    result["actions"] = [step["what"] for step in steps] + (
+        ["wake the frozen processes of %s (SIGCONT)" % region] if to_thaw else [])
     result["commands"] = [step["argv"] for step in steps if step["argv"]]
     result["diff"] = {"before": {"bridge": layout["bridge"]["name"] if current["bridge"]["exists"] else None,
                                  "nodes": before},
@@ -720,7 +722,7 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
         return result
     with timer.phase("apply"):
         try:
-            commands, stopped, frozen = apply([step for step in steps if step.get("op") != "thaw"], stop_timeout)
+            commands, stopped, frozen = apply(steps, stop_timeout)
         except FediflowError as exc:
             result["commands"] = exc.details.get("commands") or []
             raise FediflowError(exc.message, result=result)
@@ -752,9 +754,10 @@ def ensure(state, lab_index, bridge_address, global_address, regions, state_file
             new_records[region] = dict(new_records[region], stopped_processes=merge_stopped(old, result["stopped_processes"]))
         if state == "down" and frozen:
             # what a later `up` wakes (pid and start time: never a reused pid)
+            now = {proc["pid"] for proc in frozen}
             old = records.get(region, {}).get("frozen_processes") or []
             new_records[region] = dict(new_records[region], frozen_processes=[
-                proc for proc in old if proc.get("pid") not in {new["pid"] for new in frozen}] + frozen)
+                proc for proc in old if proc.get("pid") not in now] + frozen)
         write_states(state_file, lab_index, new_records)
     result["phases"] = timer.phases
     result["duration_s"] = timer.elapsed()

@@ -49,22 +49,31 @@ def pid_netns_inode(pid):
         return None
 
 
-def start_ticks(pid):
-    """Start time of ``pid`` (/proc/PID/stat field 22): with the pid it names one process."""
+def _stat_field(pid, field):
+    """Field ``field`` (1-based, as proc(5) numbers them) of /proc/PID/stat, None when the process is gone.
+    Counted after the command name, which may hold spaces and parentheses."""
     try:
         with open("/proc/%d/stat" % pid, "r", encoding="utf-8", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[19]
+            return handle.read().rsplit(")", 1)[-1].split()[field - 3]
     except (OSError, IndexError):
         return None
+
+
+def start_ticks(pid):
+    """Start time of ``pid`` (/proc/PID/stat field 22): with the pid it names one process."""
+    return _stat_field(pid, 22)
 
 
 def process_state(pid):
     """The one-letter state of ``pid`` (/proc/PID/stat field 3: R, S, T stopped, Z ...), None when gone."""
-    try:
-        with open("/proc/%d/stat" % pid, "r", encoding="utf-8", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError):
-        return None
+    return _stat_field(pid, 3)
+
+
+def terminate(pid):
+    """SIGTERM ``pid``, then SIGCONT, so that a frozen (SIGSTOPped) process handles it too.
+    Raises ProcessLookupError when it is gone."""
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGCONT)
 
 
 def read_pid(pid_file):
@@ -196,9 +205,10 @@ def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chd
 
 
 def stop_pid(pid, timeout):
-    """SIGTERM, wait for exit up to ``timeout``, then SIGKILL. Returns how it ended."""
+    """SIGTERM (a frozen process woken to handle it), wait for exit up to ``timeout``, then SIGKILL.
+    Returns how it ended."""
     try:
-        os.kill(pid, signal.SIGTERM)
+        terminate(pid)
     except ProcessLookupError:
         return "gone"
 

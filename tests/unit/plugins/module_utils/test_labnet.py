@@ -166,7 +166,7 @@ def test_durable_pids_keeps_only_the_recorded_process_that_is_still_the_same(mon
     monkeypatch.setattr(labnet, "start_ticks", {11: "100", 12: "999"}.get)
     records = {"eu-west-1": {"state": "down", "frozen_processes": [
         {"pid": 11, "start": "100"}, {"pid": 12, "start": "200"}, {"pid": 13, "start": "300"}, {"pid": "x"}]}}
-    out = labnet.durable_pids(layout, records, {"eu-west-1": "down"}, "us-east-1", [])
+    out = labnet.durable_pids(_machine(layout), layout, records, {"eu-west-1": "down"}, "us-east-1", [])
     assert out == {"eu-west-1": {"keep": [11], "freeze": []}}
 
 
