@@ -4,7 +4,7 @@ Every loopback port of the lab (PostgreSQL, moto, Kubernetes doubles, Slack rece
 federation peers; the 15000-15999 range in inventories/lab) is shifted by --offset, the
 lab's state directory becomes --lab-dir, and the lab index becomes --lab-index (default
 offset / 1000): its subnet 198.18.0.0/24 moves to 198.18.<index>.0/24, the names of its
-namespaces, bridge and links follow the index, and its SSH user gets the index as a suffix.
+namespaces, bridge, links and Debian clusters follow the index, and its SSH user gets the index as a suffix.
 So two labs never share a port, a process, a file, an address, a namespace or a user.
 Used by developers working in parallel (and by anyone who wants a scratch lab):
 
@@ -26,12 +26,15 @@ LAB_DIR = re.compile(r"^(fediflow_lab_dir:\s*).*$", re.M)
 ADDRESS = re.compile(r"(?<![\d.])198\.18\.0\.(\d{1,3})(?![\d])")
 LAB_INDEX = re.compile(r"^(lab_net_index:\s*)0\s*$", re.M)
 SSH_USER = re.compile(r"^(lab_ssh_user:\s*)(\w+)\s*$", re.M)
+# the Debian packaged cluster of a region (fediflow_pg_cluster, its /etc/postgresql directory) is named after the index
+CLUSTER = re.compile(r"(?<=/)fdl0_(?=\w)")
 
 
 def shift(text, offset, lab_index=None):
     text = PORT.sub(lambda m: str(int(m.group(1)) + offset), text)
     if lab_index is not None:
         text = ADDRESS.sub(lambda m: "198.18.%d.%s" % (lab_index, m.group(1)), text)
+        text = CLUSTER.sub("fdl%d_" % lab_index, text)
     return text
 
 

@@ -16,7 +16,7 @@ import socket
 import tarfile
 import tempfile
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgctl, postgres
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgconf, pgctl, postgres
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import CHUNK
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, run, wait_until)
@@ -369,6 +369,8 @@ def restore_physical(p, backup_dir, manifest, commands):
             path = os.path.join(data_dir, leftover)
             if os.path.exists(path):
                 os.unlink(path)
+        # a backup of a Debian cluster holds no configuration (it lived in /etc/postgresql): enough to start
+        pgconf.ensure_minimal(data_dir, ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256"])
         with open(os.path.join(data_dir, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
             handle.write("\n# fediflow.dr scratch verification cluster\n"
                          "port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"
@@ -389,7 +391,10 @@ def restore_physical(p, backup_dir, manifest, commands):
                 with open(log, "r", encoding="utf-8", errors="replace") as handle:
                     tail = last_lines(handle.read())
             raise FediflowError("scratch cluster from backup %s did not start: %s" % (manifest["id"], tail))
-        sparams = dict(p, login_host="127.0.0.1", login_port=port)
+        # the scratch cluster is ours, on loopback: TLS when its configuration came with it, not required (a
+        # Debian cluster's certificate settings stay in /etc; a loopback name is in no server certificate)
+        sparams = dict(p, login_host="127.0.0.1", login_port=port,
+                       ssl_mode="prefer" if p.get("ssl_mode") in ("require", "verify-ca", "verify-full") else p.get("ssl_mode"))
 
         def writable():
             try:

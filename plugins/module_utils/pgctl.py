@@ -3,7 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Start, stop, restart and reload a PostgreSQL cluster with ``pg_ctl`` (used by ``pg_ctl``).
 
-Runs as the cluster's OS owner (PostgreSQL refuses root), through argument lists only.
+Runs as the cluster's OS owner (PostgreSQL refuses root), through argument lists only. A cluster of
+Debian's packaged layout (``postgresql-common``: configuration in ``/etc/postgresql/VERSION/NAME``,
+apart from the data directory) is named by ``cluster`` (``VERSION/NAME``, as ``pg_lsclusters``
+shows it) and controlled with ``pg_ctlcluster``, which reads that configuration directory and goes
+through ``systemctl`` where systemd supervises the cluster.
 ``pg_ctl -w`` returns once the postmaster accepts connections, which for a standby is
 *before* recovery has caught up: callers that need a writable primary poll
 ``pg_is_in_recovery()`` themselves.
@@ -50,6 +54,50 @@ def find_bindir(explicit=None):
     return found[-1]
 
 
+CLUSTER_RE = re.compile(r"^(\d+(?:\.\d+)?)/([A-Za-z0-9_.]+)$")
+
+
+def split_cluster(cluster):
+    """``VERSION/NAME`` of a Debian packaged cluster (``15/main``) as (version, name)."""
+    match = CLUSTER_RE.match(cluster or "")
+    if not match:
+        raise FediflowError("cluster must be VERSION/NAME of a Debian packaged cluster, as pg_lsclusters shows "
+                            "it (e.g. 15/main; the name of letters, digits, '_' and '.'), got '%s'" % cluster)
+    return match.group(1), match.group(2)
+
+
+def control_argv(bindir, action, data_dir, cluster=None, log_file=None, mode="fast", timeout=60):
+    """The argument list that runs ``action`` (start, stop, restart, reload) on a cluster: ``pg_ctlcluster``
+    for a Debian packaged ``cluster``, else ``pg_ctl -D data_dir`` (waiting up to ``timeout``)."""
+    if cluster:
+        version, name = split_cluster(cluster)
+        return ["pg_ctlcluster"] + (["-m", mode] if action in ("stop", "restart") else []) + [version, name, action]
+    argv = [os.path.join(bindir, "pg_ctl"), action, "-D", data_dir]
+    if action in ("start", "restart") and log_file:
+        argv += ["-l", log_file]
+    if action in ("start", "stop", "restart"):
+        argv += ["-w", "-t", str(int(timeout))]
+    if action in ("stop", "restart"):
+        argv += ["-m", mode]
+    return argv
+
+
+def control(bindir, action, data_dir, os_user, log_file=None, mode="fast", timeout=60, cluster=None):
+    """Run ``action`` on the cluster (see ``control_argv``); raises with the server log's last lines when it
+    fails. ``pg_ctlcluster`` runs as root when this runs as root (it becomes the cluster's owner itself)."""
+    argv = control_argv(bindir, action, data_dir, cluster, log_file, mode, timeout)
+    user = None if cluster and os.geteuid() == 0 else os_user
+    res = run(argv, user=user, timeout=timeout + 30, cwd="/")
+    if res.rc != 0:
+        hint = ""
+        if log_file and action in ("start", "restart") and os.path.exists(log_file):
+            hint = "; server log %s: %s" % (log_file, _tail(log_file))
+        what = " ".join(argv[:1] + argv[-3:] if cluster else argv[:4])
+        raise FediflowError("%s failed (rc=%s): %s%s" % (what, res.rc, last_lines(res.stderr or res.stdout), hint),
+                            command=res.as_dict())
+    return res
+
+
 def status(bindir, data_dir, os_user):
     """``running`` / ``stopped`` / ``absent`` (no cluster in ``data_dir``), and the pid."""
     if not os.path.isfile(os.path.join(data_dir, "PG_VERSION")):
@@ -77,24 +125,6 @@ def plan(current_state, wanted):
     raise FediflowError("state must be one of %s, got '%s'" % (", ".join(STATES), wanted))
 
 
-def _pg_ctl(bindir, action, data_dir, os_user, log_file=None, mode="fast", timeout=60):
-    argv = [os.path.join(bindir, "pg_ctl"), action, "-D", data_dir]
-    if action in ("start", "restart"):
-        argv += ["-l", log_file]
-    if action in ("start", "stop", "restart"):
-        argv += ["-w", "-t", str(int(timeout))]
-    if action in ("stop", "restart"):
-        argv += ["-m", mode]
-    res = run(argv, user=os_user, timeout=timeout + 30)
-    if res.rc != 0:
-        hint = ""
-        if log_file and action in ("start", "restart"):
-            hint = "; server log %s: %s" % (log_file, _tail(log_file))
-        raise FediflowError("pg_ctl %s -D %s failed (rc=%s): %s%s" % (
-            action, data_dir, res.rc, last_lines(res.stderr or res.stdout), hint))
-    return res.as_dict()
-
-
 def _tail(path):
     try:
         with open(path, "r", encoding="utf-8", errors="replace") as handle:
@@ -105,15 +135,20 @@ def _tail(path):
 
 
 def ensure(data_dir, state="started", os_user="postgres", bin_dir=None, log_file=None,
-           stop_mode="fast", timeout=60, check_mode=False):
+           stop_mode="fast", timeout=60, check_mode=False, cluster=None):
     timer = Timer()
+    if cluster:
+        split_cluster(cluster)  # refused before anything runs
     if state not in STATES:
         raise FediflowError("state must be one of %s, got '%s'" % (", ".join(STATES), state))
     if stop_mode not in STOP_MODES:
         raise FediflowError("stop_mode must be one of %s, got '%s'" % (", ".join(STOP_MODES), stop_mode))
     bindir = find_bindir(bin_dir)
-    log_file = log_file or os.path.join(os.path.dirname(os.path.abspath(data_dir)),
-                                        os.path.basename(os.path.abspath(data_dir)) + ".log")
+    if cluster:
+        log_file = None  # the cluster's own (pg_createcluster -l, or /var/log/postgresql): pg_ctlcluster shows it
+    else:
+        log_file = log_file or os.path.join(os.path.dirname(os.path.abspath(data_dir)),
+                                            os.path.basename(os.path.abspath(data_dir)) + ".log")
     before = status(bindir, data_dir, os_user)
     if before["state"] == "absent":
         raise FediflowError("data_dir '%s' holds no PostgreSQL cluster (no PG_VERSION): "
@@ -122,6 +157,7 @@ def ensure(data_dir, state="started", os_user="postgres", bin_dir=None, log_file
     after_state = "stopped" if state == "stopped" else "running"
     result = {
         "changed": bool(actions), "actions": actions, "bin_dir": bindir, "log_file": log_file,
+        "cluster": cluster or None,
         "diff": {"before": {"state": before["state"], "pid": before["pid"]},
                  "after": {"state": after_state}},
         "commands": [],
@@ -132,8 +168,8 @@ def ensure(data_dir, state="started", os_user="postgres", bin_dir=None, log_file
         return result
     for action in actions:
         with timer.phase(action):
-            result["commands"].append(_pg_ctl(bindir, action, data_dir, os_user, log_file,
-                                              stop_mode, timeout))
+            result["commands"].append(control(bindir, action, data_dir, os_user, log_file, stop_mode, timeout,
+                                              cluster).as_dict())
     after = status(bindir, data_dir, os_user)
     result.update(state=after["state"], pid=after["pid"], phases=timer.phases,
                   duration_s=timer.elapsed())

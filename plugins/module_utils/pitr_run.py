@@ -12,16 +12,16 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 
-from ansible_collections.fediflow.dr.plugins.module_utils import backup, ledger, pgctl, pitr, postgres, walarchive
+from ansible_collections.fediflow.dr.plugins.module_utils import backup, ledger, pgconf, pgctl, pitr, postgres, walarchive
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, current_user, last_lines, run, wait_until)
 
 MARKER = "fediflow_pitr.json"
-CONFIG_FILES = ("postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf")
 LEFTOVERS = ("postmaster.pid", "postmaster.opts", "standby.signal", "recovery.signal", "backup_label.old",
              ledger.MANIFEST)
 
@@ -42,6 +42,10 @@ def validate(p):
     for opt in ("wal_config", "wal_tool"):
         if not os.path.isfile(p[opt]):
             raise FediflowError("%s '%s' does not exist on this host" % (opt, p[opt]))
+    if p.get("config_dir") and not os.path.isabs(p["config_dir"]):
+        raise FediflowError("config_dir must be an absolute path, got '%s'" % p["config_dir"])
+    if p.get("cluster"):
+        pgctl.split_cluster(p["cluster"])
     if not p.get("backup_dest") and not p.get("s3_bucket"):
         raise FediflowError("give backup_dest (the local ledger of physical backups) or s3_bucket, or both")
     if p.get("backup_dest") and not os.path.isabs(p["backup_dest"]):
@@ -233,15 +237,26 @@ def fetch_base(p, plan, new_dir, result, timer):
         path = os.path.join(new_dir, name)
         if os.path.exists(path):
             os.unlink(path)
-    # the running cluster's configuration is the current one (pg_hba, ALTER SYSTEM since the backup)
+    # the running cluster's configuration is the current one (pg_hba, ALTER SYSTEM since the backup); a
+    # separate configuration directory (Debian's) outlives a lost data directory
     copied = []
-    if plan["current"]["state"] != "absent" and p["keep_config"]:
-        for name in CONFIG_FILES:
-            path = os.path.join(p["data_dir"], name)
-            if os.path.isfile(path):
-                shutil.copy2(path, os.path.join(new_dir, name))
-                copied.append(name)
+    config_dir = p.get("config_dir") or p["data_dir"]
+    if p["keep_config"] and (plan["current"]["state"] != "absent" or
+                             (pgconf.separate(config_dir, p["data_dir"]) and os.path.isdir(config_dir))):
+        copied = pgconf.copy_config(config_dir, p["data_dir"], new_dir)
     result["config_from_current"] = copied
+    # a base backup of a Debian cluster holds no configuration: enough for the restore to start and be probed
+    result["config_written"] = pgconf.ensure_minimal(new_dir, minimal_hba(p))
+
+
+def minimal_hba(p):
+    """pg_hba lines of a restore that has none: the OS user on the socket, passwords from loopback and the
+    address the restore is probed at."""
+    lines = ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256", "host all all ::1/128 scram-sha-256"]
+    host = p.get("login_host") or ""
+    if host and host not in ("127.0.0.1", "::1", "localhost") and re.match(r"^[0-9a-fA-F.:]+$", host):
+        lines.append("host all all %s/%d scram-sha-256" % (host, 128 if ":" in host else 32))
+    return lines
 
 
 TAR_FLAGS = {".tar": [], ".tar.gz": ["--gzip"], ".tar.zst": ["--zstd"], ".tar.lz4": ["--use-compress-program=lz4"]}
@@ -286,20 +301,16 @@ def _log_tail(log):
         return "(no log)"
 
 
-def pg_ctl(plan, action, data_dir, user, log=None, timeout=120, commands=None, mode="fast"):
-    argv = [os.path.join(plan["bindir"], "pg_ctl"), action, "-D", data_dir, "-w", "-t", str(int(timeout))]
-    if action == "start":
-        argv += ["-l", log]
-    if action == "stop":
-        argv += ["-m", mode]
-    res = run(argv, user=user, timeout=timeout + 30)
+def pg_ctl(plan, action, data_dir, user, log=None, timeout=120, commands=None, mode="fast", cluster=None):
+    """``action`` on the cluster in ``data_dir`` (pg_ctl -D, or pg_ctlcluster for a Debian ``cluster``)."""
+    try:
+        res = pgctl.control(plan["bindir"], action, data_dir, user, log, mode, timeout, cluster)
+    except FediflowError as exc:
+        if commands is not None and exc.details.get("command"):
+            commands.append(exc.details["command"])
+        raise
     if commands is not None:
         commands.append(res.as_dict())
-    if res.rc != 0:
-        detail = last_lines(res.stderr or res.stdout)
-        if log and os.path.exists(log):
-            detail = "%s; log %s: %s" % (detail, log, _log_tail(log))
-        raise FediflowError("pg_ctl %s -D %s failed (rc=%s): %s" % (action, data_dir, res.rc, detail))
     return res
 
 
@@ -508,6 +519,9 @@ def ensure(p, check_mode=False, warn=None):
     latest = target["kind"] == "latest"
     try:
         fetch_base(p, plan, new_dir, result, timer)
+        if "postgresql.conf" in result["config_written"]:
+            # no configuration came with it: listen where it is probed (PostgreSQL's default is localhost)
+            side["listen_addresses"] = ", ".join(sorted({"localhost", p.get("login_host") or "localhost"}))
         _set_block(new_dir, side, user)
         _write_text(os.path.join(new_dir, "standby.signal" if latest else "recovery.signal"), "", user)
         _chown(new_dir, user)
@@ -586,24 +600,34 @@ def _switch(p, plan, names, target, result):
     data_dir, new_dir, kept = p["data_dir"], names["new"], names["kept"]
     log = _log_path(p, data_dir)
     old_present = plan["current"]["state"] != "absent"
+    cluster = p.get("cluster")
     pg_ctl(plan, "stop", new_dir, user, timeout=p["timeout"], commands=result["commands"])
     if plan["current"]["state"] == "running":
-        pg_ctl(plan, "stop", data_dir, user, timeout=p["timeout"], commands=result["commands"])
+        pg_ctl(plan, "stop", data_dir, user, timeout=p["timeout"], commands=result["commands"], cluster=cluster)
     placed = False  # the restore is in data_dir
     try:
         if old_present:
             os.rename(data_dir, kept)
         os.rename(new_dir, data_dir)
         placed = True
+        if pgconf.separate(p.get("config_dir"), data_dir):
+            # in place, the cluster reads its own configuration directory: the copies made for the side
+            # start go (a copy of postgresql.conf in a Debian data directory only misleads)
+            for name in result["config_from_current"] + result["config_written"]:
+                path = os.path.join(data_dir, name)
+                if name != pgconf.AUTO_CONF and os.path.isfile(path):
+                    os.unlink(path)
+                elif name == "conf.d":
+                    shutil.rmtree(path, ignore_errors=True)
         _set_block(data_dir, plan["settings"], user)
         probe = Probe(p, p["login_port"], data_dir, log)
-        pg_ctl(plan, "start", data_dir, user, log, p["timeout"], result["commands"])
+        pg_ctl(plan, "start", data_dir, user, log, p["timeout"], result["commands"], cluster=cluster)
         probe.wait("paused" if target["kind"] != "latest" else "caught_up", p["timeout"], plan["last_segment_lsn"])
     except Exception:
         if placed:
             if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
                 try:
-                    pg_ctl(plan, "stop", data_dir, user, mode="immediate", timeout=60)
+                    pg_ctl(plan, "stop", data_dir, user, mode="immediate", timeout=60, cluster=cluster)
                 except FediflowError:
                     pass
             os.rename(data_dir, new_dir)
@@ -612,7 +636,7 @@ def _switch(p, plan, names, target, result):
             os.rename(kept, data_dir)
         if plan["current"]["state"] == "running":
             # its log beside it (DATA_DIR.log, as pg_ctl does here), whatever log_file says
-            pg_ctl(plan, "start", data_dir, user, _log_path({}, data_dir), p["timeout"], result["commands"])
+            pg_ctl(plan, "start", data_dir, user, _log_path({}, data_dir), p["timeout"], result["commands"], cluster=cluster)
         result["rolled_back"] = True
         raise
     if target["action"] == "promote":

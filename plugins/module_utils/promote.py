@@ -52,6 +52,11 @@ def validate(p):
     if fence == "stop" and not p.get("old_primary_data_dir"):
         raise FediflowError("fence_old_primary=stop needs old_primary_data_dir (pg_ctl stops the old "
                             "primary, so it must be on the host this module runs on)")
+    if p.get("old_primary_cluster"):
+        try:
+            pgctl.split_cluster(p["old_primary_cluster"])
+        except FediflowError as exc:
+            raise FediflowError("old_primary_" + exc.message)
     port = p.get("old_primary_port")
     if port is not None and not 0 < int(port) < 65536:
         raise FediflowError("old_primary_port must be between 1 and 65535, got %s" % port)
@@ -309,7 +314,8 @@ def fence_stop(p, deadline, actions):
     server exits, so nothing committed is left behind on it."""
     res = pgctl.ensure(p["old_primary_data_dir"], state="stopped",
                        os_user=p.get("old_primary_os_user") or "postgres", bin_dir=p.get("old_primary_bin_dir"),
-                       stop_mode="fast", timeout=max(1, int(deadline - time.monotonic())))
+                       stop_mode="fast", timeout=max(1, int(deadline - time.monotonic())),
+                       cluster=p.get("old_primary_cluster"))
     done = "stopped" if res["changed"] else "already stopped"
     actions.append("fence: pg_ctl stop -m fast -D %s (%s)" % (p["old_primary_data_dir"], done))
     return {"mode": "stop", "changed": res["changed"], "pg_ctl": res.get("commands", [])}

@@ -13,8 +13,11 @@ version_added: 0.1.0
 description:
   - Brings a PostgreSQL cluster (a data directory) to the wanted state with C(pg_ctl),
     running it as the cluster's OS owner (PostgreSQL refuses to run as root).
-  - For hosts without a service manager unit for the cluster, and for the local lab. Hosts
-    with a systemd unit can use M(ansible.builtin.systemd_service) instead.
+  - A cluster of Debian's packaged layout (C(postgresql-common), configuration in
+    C(/etc/postgresql/VERSION/NAME), data directory elsewhere) is named by O(cluster) and controlled
+    with C(pg_ctlcluster), which reads that configuration directory and, where systemd runs, goes
+    through the cluster's C(postgresql@VERSION-NAME) unit, so the service manager stays in charge.
+  - A plain data directory (configuration inside it, C(initdb)'s layout) is controlled with C(pg_ctl -D).
   - C(pg_ctl -w) returns when the server accepts connections; for a standby that is before
     recovery has caught up. Use a query of C(pg_is_in_recovery()) when that matters.
 author:
@@ -28,9 +31,16 @@ attributes:
     details: O(state=restarted) and O(state=reloaded) act on every run, as with a service manager.
 options:
   data_dir:
-    description: The cluster's data directory.
+    description: The cluster's data directory (C(PG_VERSION), C(postmaster.pid)).
     type: path
     required: true
+  cluster:
+    description:
+      - Debian packaged cluster as C(pg_lsclusters) names it, C(VERSION/NAME) (C(15/main)). Start, stop,
+        restart and reload then run C(pg_ctlcluster) (as root, which becomes the cluster's owner);
+        O(log_file) and O(timeout) are the cluster's own (C(pg_createcluster -l); C(pg_ctl)'s 60 s).
+      - Unset - a plain data directory, C(pg_ctl -D O(data_dir)).
+    type: str
   state:
     description: Wanted state. V(restarted) and V(reloaded) start a stopped cluster.
     type: str
@@ -64,6 +74,12 @@ EXAMPLES = r"""
 - name: Make sure the primary is running
   fediflow.dr.pg_ctl:
     data_dir: /var/lib/postgresql/15/main
+
+- name: Restart a Debian packaged cluster (pg_ctlcluster 15 main restart; systemctl where systemd runs)
+  fediflow.dr.pg_ctl:
+    data_dir: /var/lib/postgresql/15/main
+    cluster: 15/main
+    state: restarted
 
 - name: Stop a cluster as a crash would (failover drill)
   fediflow.dr.pg_ctl:
@@ -99,9 +115,14 @@ bin_dir:
   type: str
   sample: /usr/lib/postgresql/15/bin
 log_file:
-  description: The start-up log file.
+  description: The start-up log file (null for a O(cluster), whose log is its own).
   returned: always
   type: str
+cluster:
+  description: The Debian packaged cluster controlled with C(pg_ctlcluster), null for a plain data directory.
+  returned: always
+  type: str
+  sample: 15/main
 duration_s:
   description: Wall time of the module, in seconds.
   returned: always
@@ -119,6 +140,7 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "data_dir": {"type": "path", "required": True},
+            "cluster": {"type": "str"},
             "state": {"type": "str", "default": "started", "choices": list(pgctl.STATES)},
             "os_user": {"type": "str", "default": "postgres"},
             "bin_dir": {"type": "path"},
@@ -133,7 +155,7 @@ def main():
         module.fail_json(msg="timeout must be at least 1 second, got %s" % params["timeout"])
     run_module(module, pgctl.ensure, params["data_dir"], state=params["state"], os_user=params["os_user"],
                bin_dir=params["bin_dir"], log_file=params["log_file"], stop_mode=params["stop_mode"],
-               timeout=params["timeout"], check_mode=module.check_mode)
+               timeout=params["timeout"], check_mode=module.check_mode, cluster=params["cluster"])
 
 
 if __name__ == "__main__":

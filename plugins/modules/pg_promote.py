@@ -77,6 +77,11 @@ options:
       - Data directory of the old primary when it runs on the host this module runs on. Its
         C(pg_ctl status) is consulted by the split-brain guard; O(fence_old_primary=stop) needs it.
     type: path
+  old_primary_cluster:
+    description:
+      - The old primary's Debian packaged cluster (C(VERSION/NAME), as C(pg_lsclusters) names it) - the
+        O(fence_old_primary=stop) fence runs C(pg_ctlcluster) (see M(fediflow.dr.pg_ctl)). Unset - C(pg_ctl -D).
+    type: str
   old_primary_os_user:
     description: OS user owning the old primary's cluster, to run C(pg_ctl) as.
     type: str
@@ -298,6 +303,7 @@ def main():
         old_primary_login_user={"type": "str"},
         old_primary_login_password={"type": "str", "no_log": True},
         old_primary_data_dir={"type": "path"},
+        old_primary_cluster={"type": "str"},
         old_primary_os_user={"type": "str", "default": "postgres"},
         old_primary_bin_dir={"type": "path"},
         fence_old_primary={"type": "str", "default": "none", "choices": list(promote.FENCE_MODES)},

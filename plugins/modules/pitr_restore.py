@@ -128,9 +128,26 @@ options:
     type: bool
     default: true
   keep_config:
-    description: Copy the running cluster's C(postgresql.conf), C(pg_hba.conf), C(pg_ident.conf), C(postgresql.auto.conf) into the restore.
+    description:
+      - Copy the running cluster's configuration into the restore - C(postgresql.conf), C(pg_hba.conf),
+        C(pg_ident.conf) and C(postgresql.auto.conf); from a separate O(config_dir), every C(*.conf) file there and
+        C(conf.d), with C(data_directory), C(hba_file), C(ident_file) and C(external_pid_file) commented out in the copy
+        of C(postgresql.conf) (the restore beside the cluster must not use the cluster's files).
+      - A restore that has no configuration after that (a base backup of a Debian cluster, nothing to copy) gets an
+        empty C(postgresql.conf) and a C(pg_hba.conf) for the socket, loopback and O(login_host) (C(config_written)).
     type: bool
     default: true
+  config_dir:
+    description:
+      - Where the cluster's C(postgresql.conf), C(pg_hba.conf) and C(pg_ident.conf) live - Debian's packaged layout
+        keeps them in C(/etc/postgresql/VERSION/NAME). Default O(data_dir) (C(initdb)'s layout).
+    type: path
+  cluster:
+    description:
+      - The Debian packaged cluster in O(data_dir) (C(VERSION/NAME), as C(pg_lsclusters) names it). The old cluster
+        is stopped and the switched-in restore started with C(pg_ctlcluster) (see M(fediflow.dr.pg_ctl)), reading
+        O(config_dir); the copies made for the side start are removed from the data directory at the switch.
+    type: str
   sentinel_query:
     description: A query run on the restored cluster before the switch; its first column must be true.
     type: str
@@ -283,6 +300,11 @@ config_from_current:
   returned: when changed
   type: list
   elements: str
+config_written:
+  description: Configuration files the restore had none of, written (see O(keep_config)).
+  returned: when changed
+  type: list
+  elements: str
 xid_check:
   description: For O(target_xid), what the running cluster said about it (C(status), C(commit_time)) or why it could not be asked.
   returned: when O(target_xid) is given
@@ -355,6 +377,8 @@ def main():
         restore_port={"type": "int"},
         switch={"type": "bool", "default": True},
         keep_config={"type": "bool", "default": True},
+        config_dir={"type": "path"},
+        cluster={"type": "str"},
         sentinel_query={"type": "str"},
         amcheck={"type": "bool", "default": True},
         amcheck_max_indexes={"type": "int", "default": 10},

@@ -8,6 +8,7 @@ servers, the archive directory on disk, boto3 against moto, the kubernetes clien
 import json
 import os
 import pwd
+import subprocess
 import uuid
 
 import boto3
@@ -39,6 +40,32 @@ def test_regions_have_their_roles_and_the_seed(lab):
     with pg_connect(lab["standby"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_is_in_recovery(), (SELECT status FROM pg_stat_wal_receiver)")
         assert cur.fetchone() == (True, "streaming")
+
+
+def test_each_region_runs_its_postgresql_layout(lab):
+    """us-east-1: Debian's packaged cluster (configuration in /etc/postgresql, pg_ctlcluster); eu-west-1: a plain
+    data directory. Both as the inventory names them, read back from the running servers."""
+    seen = {}
+    for hv in (lab["primary"], lab["standby"]):
+        with pg_connect(hv) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('config_file'), current_setting('hba_file'), "
+                        "current_setting('data_directory')")
+            config_file, hba_file, data_directory = cur.fetchone()
+        config_dir = hv.get("fediflow_pg_config_dir") or hv["fediflow_pg_data_dir"]
+        assert (config_file, hba_file) == (config_dir + "/postgresql.conf", config_dir + "/pg_hba.conf")
+        assert data_directory == hv["fediflow_pg_data_dir"]
+        seen[bool(hv.get("fediflow_pg_cluster"))] = hv
+    assert set(seen) == {True, False}, "the lab must run one region of each layout"
+    debian = seen[True]
+    version, name = debian["fediflow_pg_cluster"].split("/")
+    listed = json.loads(subprocess.run(["pg_lsclusters", "--json"], capture_output=True, text=True, check=True).stdout)
+    assert [(c["running"], c["pgdata"]) for c in listed if str(c["version"]) == version and c["cluster"] == name] == [
+        (1, debian["fediflow_pg_data_dir"])]
+    # the module controls it with pg_ctlcluster (a reload: harmless to the running lab)
+    res = module("fediflow.dr.pg_ctl", {"data_dir": debian["fediflow_pg_data_dir"], "cluster": debian["fediflow_pg_cluster"],
+                                        "state": "reloaded"}, netns=lab_netns(debian))
+    assert res["commands"][0]["argv"][:1] + res["commands"][0]["argv"][-3:] == ["pg_ctlcluster", version, name, "reload"]
+    assert res["state"] == "running" and res["cluster"] == debian["fediflow_pg_cluster"]
 
 
 def test_row_written_on_the_primary_appears_on_the_standby(lab):

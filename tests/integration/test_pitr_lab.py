@@ -67,6 +67,8 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
     data_dir = primary["fediflow_pg_data_dir"]
     res = module("fediflow.dr.pitr_restore", dict(
         conn_args, data_dir=data_dir, target_lsn=target_lsn, action="pause", switch=False, restore_port=port,
+        # the us-east-1 region runs Debian's packaged layout: its configuration (TLS, listen address) is apart
+        config_dir=primary.get("fediflow_pg_config_dir"),
         backup_dest=backups, wal_config=os.path.join(os.path.dirname(data_dir), "fediflow-wal.json"),
         wal_tool=os.path.join(primary["fediflow_tools_dir"].replace("{{ fediflow_lab_dir }}", primary["fediflow_lab_dir"]),
                               "fediflow_wal.py"), timeout=120), netns=lab_netns(primary))  # on the primary's host
@@ -74,6 +76,11 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
         assert res.get("failed") is not True, res.get("msg")
         assert res["archive"]["backend"] == "s3" and res["state"] == "paused" and res["verification"]["ok"]
         assert res["new_data_dir"].startswith(data_dir + ".pitr-")
+        if primary.get("fediflow_pg_cluster"):  # Debian's layout: the /etc configuration came along, detached
+            assert {"postgresql.conf", "pg_hba.conf", "fediflow.local.conf"} <= set(res["config_from_current"])
+            assert res["config_written"] == []
+            with open(os.path.join(res["new_data_dir"], "postgresql.conf"), encoding="utf-8") as handle:
+                assert not [ln for ln in handle if ln.startswith(("data_directory", "hba_file", "external_pid_file"))]
         import psycopg2
         conn = psycopg2.connect(host=primary["fediflow_pg_host"], port=port, user="postgres", dbname="postgres",
                                 password=primary["fediflow_pg_superuser_password"], **pg_tls(primary))

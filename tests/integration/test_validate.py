@@ -107,7 +107,8 @@ def test_check_mode_runs_every_check_and_writes_no_report(backed_up):
 
 
 def test_a_trust_line_for_any_address_fails_pg_hba_trust(backed_up):
-    hba = Path(backed_up["primary"]["fediflow_pg_data_dir"]) / "pg_hba.conf"
+    primary = backed_up["primary"]  # its configuration: /etc/postgresql/... (Debian's layout), else the data directory
+    hba = Path(primary.get("fediflow_pg_config_dir") or primary["fediflow_pg_data_dir"]) / "pg_hba.conf"
     good = hba.read_text()
     conn = pg_connect(backed_up["primary"])
     try:

@@ -50,12 +50,16 @@ def test_lab_down_then_up_from_nothing(lab, tmp_path):
         ports += [(h["lab_net_address"], 22) for h in (primary, standby)]
         ports += [(glob, primary["lab_moto_port"]), (glob, primary["lab_slack_port"]), (glob, primary["lab_peers_port"])]
         assert all(listening(*p) for p in ports), [p for p in ports if not listening(*p)]
+        # a region of Debian's packaged layout keeps its configuration in /etc/postgresql (pg_createcluster)
+        debian = [h["fediflow_pg_config_dir"] for h in (primary, standby) if h.get("fediflow_pg_cluster")]
+        assert debian and all(os.path.isfile(os.path.join(d, "postgresql.conf")) for d in debian), debian
         pids = _lab_pids(primary, standby)
         assert len(pids) >= 9 and all(started for _pid, started in pids), pids  # moto, Slack, peers; per region
         # sshd, Redis, Kubernetes; two postmasters
         playbook("lab_down.yml")
         assert not os.path.exists(lab_dir)
         assert os.path.isdir(neighbour)
+        assert not [d for d in debian if os.path.exists(d)]  # pg_dropcluster
         # nothing of the lab is left to answer (no probe: without the lab's routes a SYN to a lab address
         # would follow the host's default route): no namespace of this lab, no process of its directory
         assert not [n for n in _netns_names() if n.startswith("fdl%d-" % int(primary["lab_net_index"]))]

@@ -51,3 +51,35 @@ def test_ensure_refuses_bad_input_before_touching_anything(tmp_path):
 def test_version_key_orders_numerically():
     dirs = ["/usr/lib/postgresql/9/bin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/13/bin"]
     assert sorted(dirs, key=pgctl._version_key)[-1] == "/usr/lib/postgresql/15/bin"
+
+
+@pytest.mark.parametrize("cluster", ["15/main", "15/fdl0_us_east_1", "9.6/main"])
+def test_split_cluster_takes_what_pg_lsclusters_names(cluster):
+    version, name = pgctl.split_cluster(cluster)
+    assert "%s/%s" % (version, name) == cluster
+
+
+@pytest.mark.parametrize("cluster", ["main", "15", "15/", "/main", "15/main/x", "15/ma in", "15/main;rm", "x/main"])
+def test_split_cluster_refuses_anything_else_naming_the_option(cluster):
+    with pytest.raises(FediflowError, match="cluster must be VERSION/NAME"):
+        pgctl.split_cluster(cluster)
+
+
+def test_a_debian_cluster_is_controlled_with_pg_ctlcluster():
+    assert pgctl.control_argv("/bin", "stop", "/d", "15/main", mode="immediate") == [
+        "pg_ctlcluster", "-m", "immediate", "15", "main", "stop"]
+    assert pgctl.control_argv("/bin", "start", "/d", "15/main", log_file="/l") == ["pg_ctlcluster", "15", "main", "start"]
+    assert pgctl.control_argv("/bin", "reload", "/d", "15/main") == ["pg_ctlcluster", "15", "main", "reload"]
+
+
+def test_a_plain_data_directory_is_controlled_with_pg_ctl():
+    assert pgctl.control_argv("/b", "start", "/d", log_file="/l", timeout=30) == [
+        "/b/pg_ctl", "start", "-D", "/d", "-l", "/l", "-w", "-t", "30"]
+    assert pgctl.control_argv("/b", "stop", "/d", mode="fast") == ["/b/pg_ctl", "stop", "-D", "/d", "-w", "-t", "60",
+                                                                   "-m", "fast"]
+    assert pgctl.control_argv("/b", "reload", "/d") == ["/b/pg_ctl", "reload", "-D", "/d"]
+
+
+def test_ensure_refuses_a_malformed_cluster_before_touching_anything(tmp_path):
+    with pytest.raises(FediflowError, match="cluster must be VERSION/NAME"):
+        pgctl.ensure(str(tmp_path), cluster="main")
