@@ -2,6 +2,8 @@
 (``fediflow_wal.py --config FILE push``, system Python, no boto3) against the runbook's
 ``aws s3 cp`` (awscli 1.45, in its own venv so the project's pinned botocore is untouched),
 each run the way PostgreSQL runs an archive_command: one ``/bin/sh -c`` process per segment.
+Also the lab's default: the same command pushing every segment to **both regions' buckets** at once
+(``{"repositories": [...]}``, each region's own S3), the cost of the second copy side by side.
 
 pgBackRest's ``archive-push`` (0.12 s per segment in BENCH.md) is the goal's anchor; it speaks
 only HTTPS to S3 and needs a TLS front for moto, so it is quoted from BENCH.md, not run here.
@@ -67,7 +69,7 @@ def main():
     parser.add_argument("-n", "--segments", type=int, default=20)
     args = parser.parse_args()
 
-    hv = lab_hostvars()[0]
+    hv, hv2 = lab_hostvars()
     endpoint, region, bucket = s3_endpoint(hv), hv["fediflow_region"], hv["fediflow_backup_bucket"]
     try:
         urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
@@ -76,6 +78,10 @@ def main():
     aws, aws_version = aws_cli()
     run = uuid.uuid4().hex[:10]
     ours_prefix, aws_prefix = "bench/wal-push-%s/ours" % run, "bench/wal-push-%s/aws" % run
+    two_prefix = "bench/wal-push-%s/two" % run
+    s3_2 = boto3.client("s3", endpoint_url=s3_endpoint(hv2), region_name=hv2["fediflow_region"],
+                        aws_access_key_id=hv2["fediflow_aws_access_key"],
+                        aws_secret_access_key=hv2["fediflow_aws_secret_key"])
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=hv["fediflow_aws_access_key"],
                       aws_secret_access_key=hv["fediflow_aws_secret_key"])
 
@@ -89,6 +95,12 @@ def main():
             json.dump({"backend": "s3", "bucket": bucket, "prefix": ours_prefix, "endpoint_url": endpoint,
                        "region": region, "access_key": hv["fediflow_aws_access_key"],
                        "secret_key": hv["fediflow_aws_secret_key"], "sse": "AES256"}, handle)
+        cfg2 = os.path.join(work, "wal-two.json")  # the lab's default: a copy in each region's bucket
+        with open(os.open(cfg2, os.O_WRONLY | os.O_CREAT, 0o600), "w", encoding="utf-8") as handle:
+            json.dump({"repositories": [
+                {"name": h["fediflow_region"], "backend": "s3", "bucket": h["fediflow_backup_bucket"], "prefix": two_prefix,
+                 "endpoint_url": s3_endpoint(h), "region": h["fediflow_region"], "access_key": h["fediflow_aws_access_key"],
+                 "secret_key": h["fediflow_aws_secret_key"], "sse": "AES256"} for h in (hv, hv2)]}, handle)
         aws_env = dict(os.environ, AWS_ACCESS_KEY_ID=hv["fediflow_aws_access_key"],
                        AWS_SECRET_ACCESS_KEY=hv["fediflow_aws_secret_key"], AWS_DEFAULT_REGION=region)
         segments = []
@@ -101,17 +113,20 @@ def main():
             args.segments, bucket, run, endpoint, aws_version,
             subprocess.run(["/usr/bin/python3", "--version"], capture_output=True, text=True, check=True).stdout.strip()))
 
-        ours, anchor = [], []
+        ours, anchor, two = [], [], []
         script = os.path.join(work, "fediflow_wal.py")
-        for i, path in enumerate(segments):  # interleaved, so load changes hit both alike
+        for i, path in enumerate(segments):  # interleaved, so load changes hit all alike
             name = os.path.basename(path)
             t_ours = timed_sh("/usr/bin/python3 %s --config %s push %s %s" % (
                 shlex.quote(script), shlex.quote(cfg), shlex.quote(path), name), os.environ)
+            t_two = timed_sh("/usr/bin/python3 %s --config %s push %s %s" % (
+                shlex.quote(script), shlex.quote(cfg2), shlex.quote(path), name), os.environ)
             t_aws = timed_sh("%s s3 cp --only-show-errors --sse AES256 --endpoint-url %s %s s3://%s/%s/%s" % (
                 shlex.quote(aws), shlex.quote(endpoint), shlex.quote(path), bucket, aws_prefix, name), aws_env)
             if i:
                 ours.append(t_ours)
                 anchor.append(t_aws)
+                two.append(t_two)
 
         # moto's own time for the same PUT, from this process over a warm connection
         spec = importlib.util.spec_from_file_location("walarchive_bench", os.path.join(work, "walarchive.py"))
@@ -138,6 +153,8 @@ def main():
             head = s3.head_object(Bucket=bucket, Key="%s/%s" % (ours_prefix, name))
             assert head["ContentLength"] == SEGMENT_SIZE and head["ServerSideEncryption"] == "AES256"
             assert s3.head_object(Bucket=bucket, Key="%s/%s" % (aws_prefix, name))["ContentLength"] == SEGMENT_SIZE
+            for client, where in ((s3, bucket), (s3_2, hv2["fediflow_backup_bucket"])):  # a copy in each region
+                assert client.head_object(Bucket=where, Key="%s/%s" % (two_prefix, name))["ContentLength"] == SEGMENT_SIZE
 
         aws_median = statistics.median(anchor)
         print()
@@ -145,6 +162,7 @@ def main():
                                              "vs aws cp"))
         print(row("runbook: aws s3 cp (awscli, process/segment)", anchor, aws_median))
         print(row("fediflow_wal.py push (process/segment)", ours, aws_median))
+        print(row("fediflow_wal.py push, both regions (default)", two, aws_median))
         print(row("moto floor: PUT from a running process", floor, aws_median))
         print("%-44s %8s %8.3f %8s %8s %9s" % ("anchor: pgBackRest archive-push (BENCH.md)", "", PGBACKREST_S, "", "",
                                                "%.2fx" % (PGBACKREST_S / aws_median)))
@@ -152,9 +170,13 @@ def main():
         print("fediflow_wal.py / aws s3 cp = %.2fx (median); fediflow_wal.py / pgBackRest's %.2f s = %.2fx "
               "(goal <= 1.0x; pgBackRest not run here: needs a TLS front for moto)" % (
                   statistics.median(ours) / aws_median, PGBACKREST_S, statistics.median(ours) / PGBACKREST_S))
+        print("to both regions (two repositories, at once): %.3f s = %.2fx one repository, %.2fx pgBackRest's %.2f s "
+              "(to one)" % (statistics.median(two), statistics.median(two) / statistics.median(ours),
+                            statistics.median(two) / PGBACKREST_S, PGBACKREST_S))
     finally:
         shutil.rmtree(work)
         delete_prefix(s3, bucket, "bench/wal-push-%s/" % run)
+        delete_prefix(s3_2, hv2["fediflow_backup_bucket"], "bench/wal-push-%s/" % run)
 
 
 def delete_prefix(s3, bucket, prefix):

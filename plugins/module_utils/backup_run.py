@@ -32,10 +32,12 @@ def _ledger(dest, s3):
 
 def same_source(manifest, p):
     """Retention only ever weighs backups of the same source: cluster, region and (logical)
-    database. Two databases sharing a dest never prune each other's backups."""
+    database. Two databases sharing a dest never prune each other's backups. The region is the DR region
+    (region_name), never the AWS API region of the S3 options (region): the same source backed up with and
+    without S3 options is one source."""
     source = manifest.get("source") or {}
     return (manifest.get("cluster") == p.get("cluster_name")
-            and manifest.get("region") == (p.get("region_name") or p.get("region"))
+            and manifest.get("region") == p.get("region_name")
             and (p["mode"] != "logical" or source.get("database") == p.get("db")))
 
 
@@ -146,7 +148,7 @@ def ensure(p, check_mode=False):
     if check_mode:
         placeholder = {"id": "(new)", "kind": p["mode"], "stop_time": ledger.iso(ledger.utcnow()),
                        "verification": {"ok": True}, "cluster": p.get("cluster_name"),
-                       "region": p.get("region_name") or p.get("region"), "source": {"database": p.get("db")}}
+                       "region": p.get("region_name"), "source": {"database": p.get("db")}}
         plan = [(i, r) for i, r in _retention(p, entries, placeholder) if i != "(new)"]
         result.update(changed=True, backup_id=None, would_prune=[{"id": i, "reason": r} for i, r in plan],
                       diff={"before": {"backups": before_ids},
@@ -172,7 +174,7 @@ def ensure(p, check_mode=False):
             files = ledger.file_entries(work)
         manifest = {
             "ledger_version": ledger.LEDGER_VERSION, "id": backup_id, "kind": p["mode"],
-            "region": p.get("region_name") or p.get("region"), "cluster": p.get("cluster_name"),
+            "region": p.get("region_name"), "cluster": p.get("cluster_name"),
             "start_time": ledger.iso(start), "stop_time": ledger.iso(stop),
             "start_lsn": source.get("start_lsn"), "stop_lsn": source.get("stop_lsn"), "source": source,
             "files": files, "size_bytes": sum(f["size"] for f in files),

@@ -91,11 +91,8 @@ def read_archive(p):
     except walarchive.ArchiveError as exc:
         raise FediflowError("wal_config: %s" % exc)
     try:
-        if cfg["backend"] == "dir":
-            entries = [(name, os.stat(os.path.join(cfg["repo"], name)).st_mtime)
-                       for name in os.listdir(cfg["repo"]) if walarchive.SEGMENT_RE.match(name)]
-        else:
-            entries = archive.list_objects()
+        # several repositories: every one that answers (the surviving region's, when a region is lost)
+        entries = archive.list_objects()
         histories = {}
         work = tempfile.mkdtemp(prefix="fediflow-pitr-hist-")
         try:
@@ -109,11 +106,19 @@ def read_archive(p):
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except (walarchive.ArchiveError, OSError) as exc:
-        raise FediflowError("cannot read the WAL archive (%s): %s" % (cfg["backend"], exc))
+        raise FediflowError("cannot read the WAL archive (%s): %s" % (_archive_kind(cfg)["backend"], exc))
     finally:
         if hasattr(archive, "close"):
             archive.close()
     return pitr.archive_index(entries, histories, p.get("wal_segment_size") or pitr.DEFAULT_SEGMENT_SIZE), cfg
+
+
+def _archive_kind(cfg):
+    """``backend`` (s3, dir) of the WAL archive, and its ``repositories`` when it has several."""
+    if "repositories" not in cfg:
+        return {"backend": cfg["backend"]}
+    return {"backend": "+".join(sorted({repo["backend"] for repo in cfg["repositories"]})),
+            "repositories": cfg["names"], "required_copies": cfg["required_copies"]}
 
 
 def xid_hint(p, target):
@@ -176,7 +181,7 @@ def preflight(p, target, timeline_req, result):
                      "start_lsn": pitr.format_lsn(base["start_lsn"]) if base["start_lsn"] is not None else None,
                      "stop_lsn": pitr.format_lsn(base["stop_lsn"]), "timeline": base["timeline"],
                      "where": where, "why": why},
-        archive=dict(bounds, backend=cfg["backend"]), recovery_settings=settings,
+        archive=dict(bounds, **_archive_kind(cfg)), recovery_settings=settings,
         cluster_before={"state": current["state"], "pid": current["pid"]})
     if xid_info:
         result["xid_check"] = xid_info

@@ -27,7 +27,13 @@ this file on the database host::
     python3 fediflow_wal.py --repo DIR push %p %f        # directory backend shorthand
 
 The configuration file is JSON (mode 0600: it may hold credentials, which never go in argv
-because ``archive_command`` is visible in ``pg_settings`` and ``ps``); see CONFIG_KEYS.
+because ``archive_command`` is visible in ``pg_settings`` and ``ps``); see CONFIG_KEYS. It names one
+repository, or several (``{"repositories": [{"name": ..., <one repository's keys>}, ...],
+"required_copies": N}``, e.g. a bucket in each region, so that losing a region does not lose the
+archive): ``push`` writes to every repository at once and succeeds when N of them hold the segment
+(default: all; the copies made are kept, so PostgreSQL's retry completes the rest), ``fetch`` reads
+from the first repository that has the segment (list the host's own region first), ``status`` and
+``list_objects`` read every repository that answers.
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ CONFIG_KEYS = {
     "storage_class": "s3 backend: e.g. STANDARD, STANDARD_IA (default: the bucket's)",
 }
 SECRET_KEYS = ("secret_key", "session_token")
+# several repositories: these keys at the top, each repository's own keys (CONFIG_KEYS + "name") in the list
+MULTI_KEYS = {
+    "repositories": "list of repositories, each an object of the keys above plus 'name' (unique)",
+    "required_copies": "how many repositories must hold a segment for push to succeed (1..count, default all)",
+}
 SSE_CHOICES = (None, "AES256", "aws:kms")
 
 # Retries of transient S3 failures (5xx, throttling, connection reset/refused, timeouts):
@@ -248,6 +259,95 @@ class DirArchive:
     def status(self, now=None):
         return status(self.repo, now)
 
+    def list_objects(self):
+        """``(name, archived_at_epoch)`` of every WAL file in the repository."""
+        return [(name, os.stat(os.path.join(self.repo, name)).st_mtime)
+                for name in os.listdir(self.repo) if SEGMENT_RE.match(name)]
+
+
+class MultiArchive:
+    """Several repositories behind the same interface (see the module's docstring)."""
+
+    def __init__(self, archives, names, required):
+        self.archives = archives
+        self.names = names
+        self.required = required
+        self.failed = []  # (name, error) of the last push's repositories that failed
+
+    def _each(self, call):
+        """``call(archive)`` on every repository at once (one thread each: the slowest bounds the wait);
+        ``[(name, result, error)]`` in the configuration's order."""
+        out = [None] * len(self.archives)
+
+        def worker(index, archive):
+            try:
+                out[index] = (self.names[index], call(archive), None)
+            except (ArchiveError, OSError) as exc:
+                out[index] = (self.names[index], None, exc)
+        threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(self.archives)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return out
+
+    def push(self, src, name):
+        results = self._each(lambda archive: archive.push(src, name))
+        held = [n for n, _r, err in results if err is None]
+        self.failed = [(n, err) for n, _r, err in results if err is not None]
+        if len(held) < self.required:
+            raise ArchiveError("%s is in %d of %d repositories, %d required (%s); the copies made are kept" % (
+                name, len(held), len(results), self.required, _errors(self.failed)))
+        return "archived"
+
+    def fetch(self, name, dest):
+        """From the first repository (in the configuration's order) that has it."""
+        errors = []
+        for repo_name, archive in zip(self.names, self.archives):
+            try:
+                return archive.fetch(name, dest)
+            except NotInArchive:
+                continue
+            except (ArchiveError, OSError) as exc:
+                errors.append((repo_name, exc))
+        if errors:
+            raise ArchiveError("%s: not found where asked, and %s" % (name, _errors(errors)))
+        raise NotInArchive("%s is in none of the %d repositories" % (name, len(self.archives)))
+
+    def status(self, now=None):
+        """Each repository's status; at the top the newest segment every answering repository holds (the
+        archive's position with ``required_copies`` all), ``answering`` and ``degraded``."""
+        now = time.time() if now is None else now
+        results = self._each(lambda archive: archive.status(now))
+        per = {n: (r if err is None else {"error": " ".join(str(err).split())}) for n, r, err in results}
+        ok = [r for _n, r, err in results if err is None]
+        top = (min(ok, key=lambda r: r["last_segment"] or "") if ok
+               else {"segments": 0, "last_segment": None, "last_archived_at": None, "age_s": None})
+        out = dict(top, repositories=per, required_copies=self.required, answering=len(ok))
+        out["degraded"] = len(ok) < len(results)
+        return out
+
+    def list_objects(self):
+        """The WAL files of every repository that answers (each name once, its earliest time); fails only
+        when none answers."""
+        results = self._each(lambda archive: archive.list_objects())
+        seen = {}
+        for _n, entries, err in results:
+            for name, at in entries if err is None else []:
+                seen[name] = min(at, seen.get(name, at))
+        if all(err is not None for _n, _e, err in results):
+            raise ArchiveError("no repository answered: %s" % _errors([(n, e) for n, _r, e in results]))
+        return sorted(seen.items())
+
+    def close(self):
+        for archive in self.archives:
+            if hasattr(archive, "close"):
+                archive.close()
+
+
+def _errors(failed):
+    return "; ".join("%s: %s" % (name, " ".join(str(err).split())) for name, err in failed)
+
 
 # ---------------------------------------------------------------------------------------------
 # configuration and credentials
@@ -301,6 +401,39 @@ def validate_config(cfg, source="config"):
     return out
 
 
+def validate_multi(cfg, source="config"):
+    """A configuration of several repositories (see MULTI_KEYS); a normalized copy, or ArchiveError naming
+    the key and the repository."""
+    unknown = sorted(set(cfg) - set(MULTI_KEYS))
+    if unknown:
+        raise ArchiveError("%s: unknown key(s) %s beside 'repositories' (known: %s)"
+                           % (source, ", ".join(unknown), ", ".join(sorted(MULTI_KEYS))))
+    repos = cfg.get("repositories")
+    if not isinstance(repos, list) or not repos:
+        raise ArchiveError("%s: 'repositories' must be a non-empty list" % source)
+    out, names = [], []
+    for index, repo in enumerate(repos):
+        if not isinstance(repo, dict):
+            raise ArchiveError("%s: repositories[%d] must be an object" % (source, index))
+        name = repo.get("name")
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", name) or name in names:
+            raise ArchiveError("%s: repositories[%d] needs a unique 'name' of letters, digits, '_', '.', '-' (got %r)"
+                               % (source, index, name))
+        names.append(name)
+        out.append(validate_config({k: v for k, v in repo.items() if k != "name"},
+                                   "%s: repository '%s'" % (source, name)))
+    required = cfg.get("required_copies", len(out))
+    if isinstance(required, bool) or not isinstance(required, int) or not 1 <= required <= len(out):
+        raise ArchiveError("%s: 'required_copies' must be a whole number from 1 to %d (the repositories), got %r"
+                           % (source, len(out), required))
+    return {"repositories": out, "names": names, "required_copies": required}
+
+
+def _has_secret(cfg):
+    repos = cfg.get("repositories") if isinstance(cfg.get("repositories"), list) else [cfg]
+    return any(isinstance(r, dict) and any(r.get(k) for k in SECRET_KEYS) for r in repos)
+
+
 def load_config(path):
     """Read and validate the JSON configuration file. A file holding a secret must not be
     readable by group or others (as libpq treats ~/.pgpass)."""
@@ -314,9 +447,11 @@ def load_config(path):
         cfg = json.loads(raw.decode("utf-8"))
     except ValueError as exc:
         raise ArchiveError("config %s is not valid JSON: %s" % (path, exc))
-    if isinstance(cfg, dict) and any(cfg.get(k) for k in SECRET_KEYS) and mode & 0o077:
+    if isinstance(cfg, dict) and _has_secret(cfg) and mode & 0o077:
         raise ArchiveError("config %s holds credentials but is readable by group/others (mode %04o): "
                            "make it 0600, owned by the PostgreSQL OS user" % (path, mode & 0o7777))
+    if isinstance(cfg, dict) and "repositories" in cfg:
+        return validate_multi(cfg, "config %s" % path)
     return validate_config(cfg, "config %s" % path)
 
 
@@ -761,6 +896,9 @@ def parse_s3_time(text):
 
 
 def open_archive(cfg, environ=None, imds=imds_credentials):
+    if "repositories" in cfg:
+        return MultiArchive([open_archive(repo, environ, imds) for repo in cfg["repositories"]], cfg["names"],
+                            cfg["required_copies"])
     if cfg["backend"] == "dir":
         return DirArchive(cfg["repo"])
     return S3Archive(cfg, resolve_credentials(cfg, environ, imds))
@@ -794,6 +932,10 @@ def main(argv=None, environ=None):
         archive = open_archive(cfg, environ)
         if args.cmd == "push":
             archive.push(args.path, args.name)
+            if getattr(archive, "failed", None):  # enough copies, not every one: said in the server log
+                held = len(archive.archives) - len(archive.failed)
+                return 0, "", "fediflow-wal push: %s archived in %d of %d repositories (required_copies %d); " \
+                    "missing in %s\n" % (args.name, held, len(archive.archives), archive.required, _errors(archive.failed))
             return 0, "", ""
         if args.cmd == "fetch":
             archive.fetch(args.name, args.path)
@@ -802,5 +944,5 @@ def main(argv=None, environ=None):
     except (ArchiveError, OSError) as exc:
         return 1, "", "fediflow-wal %s: %s\n" % (args.cmd, " ".join(str(exc).split()))
     finally:
-        if isinstance(archive, S3Archive):
+        if hasattr(archive, "close"):
             archive.close()

@@ -119,7 +119,10 @@ options:
     type: dict
     default: {}
   region_name:
-    description: The inventory region this backup belongs to, recorded in the manifest.
+    description:
+      - The DR (inventory) region this backup belongs to, recorded in the manifest; with O(cluster_name) (and the
+        database of a logical backup) it names the source whose backups retention weighs together.
+      - Never taken from O(region), the AWS API region of the S3 options - unset, the backup names no region.
     type: str
   cluster_name:
     description: A name for the source cluster, recorded in the manifest.

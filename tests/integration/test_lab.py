@@ -86,14 +86,16 @@ def test_row_written_on_the_primary_appears_on_the_standby(lab):
         standby.close()
 
 
-def _archived(lab, segment):
-    """The segment's S3 head (s3 backend) or True (dir backend) once archived, else None."""
+def _archived(lab, segment, where=None):
+    """The segment's S3 head in ``where``'s bucket (s3 backend: the primary's by default; every region's bucket
+    holds a copy, under wal/<primary region>) or True (dir backend) once archived, else None."""
     p = lab["primary"]
     if p.get("fediflow_wal_backend", "dir") != "s3":
         return os.path.exists(os.path.join(p["fediflow_wal_archive_dir"], segment)) or None
+    where = where or p
     try:
-        return _aws(lab, "s3", p).head_object(Bucket=p["fediflow_backup_bucket"],
-                                              Key="wal/%s/%s" % (p["fediflow_region"], segment))
+        return _aws(lab, "s3", where).head_object(Bucket=where["fediflow_backup_bucket"],
+                                                  Key="wal/%s/%s" % (p["fediflow_region"], segment))
     except ClientError:
         return None
 
@@ -120,6 +122,9 @@ def test_wal_is_archived_by_the_collections_command(lab):
     if p.get("fediflow_wal_backend", "dir") == "s3":
         assert found["ContentLength"] == 16 * 1024 * 1024 and found["ServerSideEncryption"] == "AES256"
         assert len(found["Metadata"]["sha256"]) == 64
+        # the other region's bucket holds the same copy (required_copies all: archived means both)
+        other = _archived(lab, segment, lab["standby"])
+        assert other and other["Metadata"]["sha256"] == found["Metadata"]["sha256"]
     else:
         archive = p["fediflow_wal_archive_dir"]
         assert oct(os.stat(archive).st_mode & 0o777) == "0o700"

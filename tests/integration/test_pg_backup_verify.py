@@ -115,6 +115,21 @@ def test_retention_by_ledger_check_mode_predicts_exactly(bk):
     assert sorted(p["where"] for p in real["pruned"]) == [["local", "s3"]]
 
 
+def test_the_s3_api_region_is_not_the_backups_dr_region(bk):
+    """A new user's sequence: a backup with S3 options (region: the bucket's AWS region), then two without S3 and
+    retention_count 1. One source all along (no region_name given): the first backup is pruned, not kept forever
+    as if it came from another region."""
+    first = module("fediflow.dr.pg_backup_verify", dict(bk["args"], verify="list"))
+    assert first["changed"] and first["verified"] is True, first.get("msg")
+    local = {k: v for k, v in bk["args"].items()
+             if k not in ("s3_bucket", "s3_prefix", "endpoint_url", "access_key", "secret_key", "region")}
+    ids = [first["backup_id"]] + [module("fediflow.dr.pg_backup_verify", dict(local, verify="list", retention_count=1))
+                                  ["backup_id"] for _attempt in range(2)]
+    assert sorted(os.listdir(bk["args"]["dest"])) == [ids[2]]
+    with open(os.path.join(bk["args"]["dest"], ids[2], "manifest.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["region"] is None  # no DR region was named
+
+
 @pytest.mark.parametrize("change, message", [
     ({"login_password": "wrong"}, "password authentication failed"),
     ({"login_port": 1}, "cannot connect|Connection refused|connection to server"),

@@ -138,6 +138,45 @@ def test_partitioned_primary_keeps_writing_inside_while_nothing_outside_reaches_
     assert poll(lambda: _has_row(standby, marker), timeout=RESUME_S)
 
 
+def _archive_the_marker(primary):
+    """Switch WAL and wait until the segment holding what was written is archived (in every region's bucket:
+    the lab's WAL archive requires all copies); returns its name."""
+    with pg_connect(primary) as conn, conn.cursor() as cur:
+        # the segment that ends with the switch (at a segment's start nothing is switched: then the previous one,
+        # which holds everything written so far)
+        cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
+        segment = cur.fetchone()[0]
+
+        seen = []
+
+        def archived():
+            # a transaction keeps one statistics snapshot (PostgreSQL 15), and psycopg2's `with conn` is one
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver")
+            seen[:] = cur.fetchone()
+            last = seen[0] or ""
+            return last[8:] >= segment[8:] and last[:8] == segment[:8]
+        assert poll(archived, timeout=60), (segment, seen)
+    return segment
+
+
+def _fetch_in_region(hv, segment):
+    """The region's own restore_command (fediflow_wal.py fetch, as postgres, in the region's namespace, its
+    configuration: its own region's bucket first) fetches ``segment``; returns its size."""
+    base = os.path.dirname(hv["fediflow_pg_data_dir"])
+    dest = os.path.join(base, "outage-fetch-" + segment)
+    proc = subprocess.run([IP, "netns", "exec", _netns(hv), "runuser", "-u", hv["fediflow_pg_os_user"], "--",
+                           "/usr/bin/python3", os.path.join(hv["fediflow_tools_dir"], "fediflow_wal.py"),
+                           "--config", os.path.join(base, "fediflow-wal.json"), "fetch", segment, dest],
+                          cwd="/", capture_output=True, text=True, timeout=60, check=False)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        return os.path.getsize(dest)
+    finally:
+        if os.path.exists(dest):
+            os.unlink(dest)
+
+
 def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data(home):
     primary, standby = home["primary"], home["standby"]
     assert poll(lambda: pg_streaming(standby), timeout=RESUME_S)
@@ -148,6 +187,7 @@ def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data
     with open(os.path.join(primary["fediflow_lab_dir"], "run", "s3-%s.pid" % primary["fediflow_region"]),
               encoding="ascii") as handle:
         s3_pid = handle.read().split()[0]
+    segment = _archive_the_marker(primary)
     out = _region(primary, "down")
     assert "up -> down" in out and "1 frozen" in out
     try:
@@ -159,6 +199,8 @@ def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data
             assert all(r.startswith("error") for r in reached.values()), (where, reached)
         # the other region is untouched: its standby answers (and has the row)
         assert _has_row(standby, marker)
+        # the WAL up to the outage is in the surviving region's own bucket: its restore_command gets it alone
+        assert _fetch_in_region(standby, segment) == 16 * 1024 * 1024
     finally:
         back = _region(primary, "up")
     assert "down -> up" in back and "1 woken" in back

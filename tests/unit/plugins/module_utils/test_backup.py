@@ -71,6 +71,14 @@ def test_retention_weighs_only_backups_of_the_same_source():
     assert same_source(dict(mine, source={"database": "b"}), dict(p, mode="physical"))
 
 
+def test_the_s3_api_region_never_stands_in_for_the_dr_region():
+    from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import same_source
+    p = {"mode": "physical", "cluster_name": "pg1", "region": "us-east-1"}  # S3 options, no DR region named
+    assert same_source({"cluster": "pg1", "region": None}, p)
+    assert not same_source({"cluster": "pg1", "region": "us-east-1"}, p)  # a DR region us-east-1 is another source
+    assert same_source({"cluster": "pg1", "region": "us-east-1"}, dict(p, region_name="us-east-1", region="eu-west-1"))
+
+
 def test_counts_not_recorded_prove_the_restore_without_comparing():
     manifest = {"source": {"row_counts": None}}
     verdict = backup._counts_verdict(manifest, {"public.t": 3})

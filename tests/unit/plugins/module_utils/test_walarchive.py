@@ -302,3 +302,99 @@ def test_listing_pages_and_status_ignore_history_and_backup_files():
     entries.append((SEG + ".00000028.backup", 1369354000.0))
     assert walarchive.summarize(entries, now=1369353660.5) == {
         "segments": 2, "last_segment": "000000010000000000000002", "last_archived_at": 1369353600.5, "age_s": 60.0}
+
+
+# --- several repositories (a bucket per region): directory repositories, one of them "down" (gone)
+
+def _multi(tmp_path, names=("us-east-1", "eu-west-1"), required=None, make=None):
+    repos = []
+    for name in names:
+        path = tmp_path / ("repo-" + name)
+        if make is None or name in make:
+            path.mkdir(exist_ok=True)
+        repos.append({"name": name, "backend": "dir", "repo": str(path)})
+    cfg = {"repositories": repos}
+    if required is not None:
+        cfg["required_copies"] = required
+    path = tmp_path / "wal.json"
+    path.write_text(json.dumps(cfg))
+    return str(path), [r["repo"] for r in repos]
+
+
+def test_push_writes_every_repository_and_fetch_reads_the_first_that_has_it(tmp_path):
+    cfg, (first, second) = _multi(tmp_path)
+    src = _segment(tmp_path)
+    assert walarchive.main(["--config", cfg, "push", src, SEG]) == (0, "", "")
+    assert os.path.isfile(os.path.join(first, SEG)) and os.path.isfile(os.path.join(second, SEG))
+    os.unlink(os.path.join(first, SEG))  # the first repository lost it: the second serves
+    assert walarchive.main(["--config", cfg, "fetch", SEG, str(tmp_path / "got")]) == (0, "", "")
+    assert (tmp_path / "got").read_bytes() == b"x" * 4096
+    code, _out, err = walarchive.main(["--config", cfg, "fetch", "000000010000000000000009", str(tmp_path / "n")])
+    assert code == 1 and "in none of the 2 repositories" in err
+
+
+def test_a_repository_that_is_down_fails_the_push_until_it_answers_and_the_copy_made_is_kept(tmp_path):
+    cfg, (first, second) = _multi(tmp_path, make=["us-east-1"])
+    src = _segment(tmp_path)
+    code, _out, err = walarchive.main(["--config", cfg, "push", src, SEG])
+    assert code == 1 and "in 1 of 2 repositories, 2 required" in err and "eu-west-1:" in err
+    assert os.path.isfile(os.path.join(first, SEG))  # kept: PostgreSQL's retry completes the rest
+    os.mkdir(second)  # the region is back
+    assert walarchive.main(["--config", cfg, "push", src, SEG]) == (0, "", "")
+    assert os.path.isfile(os.path.join(second, SEG))
+
+
+def test_fewer_required_copies_succeed_and_say_which_repository_lacks_the_segment(tmp_path):
+    cfg, _repos = _multi(tmp_path, required=1, make=["eu-west-1"])
+    code, _out, err = walarchive.main(["--config", cfg, "push", _segment(tmp_path), SEG])
+    assert code == 0 and "archived in 1 of 2 repositories (required_copies 1); missing in us-east-1:" in err
+
+
+def test_status_is_the_segment_every_answering_repository_holds_and_says_who_did_not_answer(tmp_path):
+    cfg, (first, second, _third) = _multi(tmp_path, names=("a", "b", "c"), make=["a", "b"])
+    for repo, names in ((first, [SEG, "000000010000000000000004"]), (second, [SEG])):
+        for name in names:
+            walarchive.push(repo, _segment(tmp_path), name)
+    code, out, _err = walarchive.main(["--config", cfg, "status"])
+    status = json.loads(out)
+    assert code == 0 and status["last_segment"] == SEG and status["answering"] == 2 and status["degraded"] is True
+    assert status["repositories"]["a"]["last_segment"] == "000000010000000000000004"
+    assert "error" in status["repositories"]["c"]
+    archive = walarchive.open_archive(walarchive.load_config(cfg))
+    assert [name for name, _at in archive.list_objects()] == [SEG, "000000010000000000000004"]  # the union
+
+
+def test_no_repository_answering_a_listing_fails(tmp_path):
+    cfg, _repos = _multi(tmp_path, make=[])
+    with pytest.raises(ArchiveError, match="no repository answered"):
+        walarchive.open_archive(walarchive.load_config(cfg)).list_objects()
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"repositories": []}, "'repositories' must be a non-empty list"),
+    ({"repositories": [{"name": "a", "backend": "dir", "repo": "/a"}], "copies": 1}, "unknown key(s) copies"),
+    ({"repositories": [{"backend": "dir", "repo": "/a"}]}, "repositories[0] needs a unique 'name'"),
+    ({"repositories": [{"name": "a", "backend": "dir", "repo": "/a"}, {"name": "a", "backend": "dir", "repo": "/b"}]},
+     "repositories[1] needs a unique 'name'"),
+    ({"repositories": [{"name": "a", "backend": "dir", "repo": "/a"}], "required_copies": 2},
+     "'required_copies' must be a whole number from 1 to 1"),
+    ({"repositories": [{"name": "a", "backend": "dir", "repo": "/a"}], "required_copies": True}, "'required_copies'"),
+    ({"repositories": [{"name": "eu", "backend": "s3", "region": "eu-west-1"}]},
+     "repository 'eu': 'bucket' is required for the s3 backend"),
+])
+def test_several_repositories_are_validated_naming_the_key_and_the_repository(cfg, message):
+    with pytest.raises(ArchiveError) as err:
+        walarchive.validate_multi(cfg)
+    assert message in str(err.value)
+
+
+def test_a_repository_holding_credentials_makes_the_file_private(tmp_path):
+    path = tmp_path / "wal.json"
+    path.write_text(json.dumps({"repositories": [
+        {"name": "a", "backend": "dir", "repo": "/a"},
+        {"name": "b", "backend": "s3", "bucket": "bkt", "region": "eu-west-1", "access_key": "k", "secret_key": "s"}]}))
+    os.chmod(path, 0o644)
+    with pytest.raises(ArchiveError, match="readable by group/others"):
+        walarchive.load_config(str(path))
+    os.chmod(path, 0o600)
+    assert walarchive.load_config(str(path))["required_copies"] == 2
