@@ -11,6 +11,7 @@ the module fixture rebuilds the lab when a failure left it elsewhere; they are m
 restarts_lab so they run after the tests that assume a steady lab.
 """
 import json
+import os
 import time
 import urllib.request
 
@@ -310,6 +311,24 @@ def test_after_a_failover_with_region_2_cache_flushed_recover_brings_the_critica
     assert r2.info("replication")["role"] == "master"  # the region's cache takes writes now
     _proc, again, _took = playbook_result(*recover)
     assert again["ok"] and again["changed_steps"] == [] and again["cache"]["counts"]["already_present"] == len(expected)
+
+
+def test_after_the_switchover_backup_yml_unchanged_backs_up_the_new_primary(switchover):
+    """The inventory still names us-east-1 the primary; backup.yml probes and backs up eu-west-1, the database that
+    takes writes (its WAL archiving checked, a logical backup in its own region's ledger), and nothing on us-east-1."""
+    primary, standby = switchover["primary"], switchover["standby"]
+    assert pg_role(standby) == "primary" and pg_role(primary) != "primary"  # stopped, or a standby
+    ledger = os.path.join(standby["fediflow_backup_dir"], "logical")
+    before = set(os.listdir(ledger)) if os.path.isdir(ledger) else set()
+    proc, _took = playbook("backup.yml", "-e", "backup_physical=false", "-e", "backup_media=false",
+                           "-e", "backup_cache=false", "-e", "backup_config=false", "-e", "backup_logical_verify=list")
+    assert "WAL archiving healthy" in proc.stdout
+    counts = recap(proc.stdout)
+    assert [c["changed"] for host, c in counts.items() if primary["fediflow_region"] in host] == [0]  # the standby: nothing
+    new = sorted(set(os.listdir(ledger)) - before)
+    assert len(new) == 1, new
+    with open(os.path.join(ledger, new[0], "manifest.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["region"] == standby["fediflow_region"]
 
 
 def test_failback_after_the_planned_switchover(switchover):
