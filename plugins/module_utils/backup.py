@@ -370,7 +370,7 @@ def restore_physical(p, backup_dir, manifest, commands):
             if os.path.exists(path):
                 os.unlink(path)
         # a backup of a Debian cluster holds no configuration (it lived in /etc/postgresql): enough to start
-        pgconf.ensure_minimal(data_dir, ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256"])
+        pgconf.ensure_minimal(data_dir, pgconf.minimal_hba())
         with open(os.path.join(data_dir, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
             handle.write("\n# fediflow.dr scratch verification cluster\n"
                          "port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"

@@ -73,6 +73,16 @@ def copy_config(config_dir, data_dir, dest):
     return copied
 
 
+def minimal_hba(login_host=None):
+    """pg_hba lines of a restore that has none: the OS user on the socket, passwords from loopback and from
+    ``login_host`` (the address the restore is probed at) when it is an IP address."""
+    lines = ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256", "host all all ::1/128 scram-sha-256"]
+    host = login_host or ""
+    if host and host not in ("127.0.0.1", "::1", "localhost") and re.match(r"^[0-9a-fA-F.:]+$", host):
+        lines.append("host all all %s/%d scram-sha-256" % (host, 128 if ":" in host else 32))
+    return lines
+
+
 def ensure_minimal(data_dir, hba_lines):
     """Write the configuration files a server needs to start where ``data_dir`` has none (a base backup of a
     Debian cluster): an empty ``postgresql.conf`` (PostgreSQL's defaults; ``postgresql.auto.conf`` is kept),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -251,17 +250,7 @@ def fetch_base(p, plan, new_dir, result, timer):
         copied = pgconf.copy_config(config_dir, p["data_dir"], new_dir)
     result["config_from_current"] = copied
     # a base backup of a Debian cluster holds no configuration: enough for the restore to start and be probed
-    result["config_written"] = pgconf.ensure_minimal(new_dir, minimal_hba(p))
-
-
-def minimal_hba(p):
-    """pg_hba lines of a restore that has none: the OS user on the socket, passwords from loopback and the
-    address the restore is probed at."""
-    lines = ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256", "host all all ::1/128 scram-sha-256"]
-    host = p.get("login_host") or ""
-    if host and host not in ("127.0.0.1", "::1", "localhost") and re.match(r"^[0-9a-fA-F.:]+$", host):
-        lines.append("host all all %s/%d scram-sha-256" % (host, 128 if ":" in host else 32))
-    return lines
+    result["config_written"] = pgconf.ensure_minimal(new_dir, pgconf.minimal_hba(p.get("login_host")))
 
 
 TAR_FLAGS = {".tar": [], ".tar.gz": ["--gzip"], ".tar.zst": ["--zstd"], ".tar.lz4": ["--use-compress-program=lz4"]}

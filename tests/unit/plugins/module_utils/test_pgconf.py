@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from ansible_collections.fediflow.dr.plugins.module_utils import pgconf
 
 DEBIAN_CONF = """data_directory = '/var/lib/postgresql/15/main'\t# use data in another directory
@@ -72,3 +74,13 @@ def test_ensure_minimal_writes_only_what_is_missing(tmp_path):
         "pg_hba.conf"]
     assert _read(tmp_path / "pg_hba.conf") == "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
     assert oct(os.stat(tmp_path / "pg_hba.conf").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("host, extra", [
+    (None, []), ("127.0.0.1", []), ("198.18.0.11", ["host all all 198.18.0.11/32 scram-sha-256"]),
+    ("fd00::5", ["host all all fd00::5/128 scram-sha-256"]), ("db.example", []),
+])
+def test_a_restore_without_configuration_is_reachable_where_it_is_probed(host, extra):
+    lines = pgconf.minimal_hba(host)
+    assert lines[:3] == ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256",
+                         "host all all ::1/128 scram-sha-256"] and lines[3:] == extra

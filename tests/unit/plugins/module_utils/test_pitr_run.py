@@ -58,13 +58,3 @@ def test_marker(tmp_path):
     assert pitr_run.read_marker(str(tmp_path)) == {"target": "x", "kind": "name"}
     (tmp_path / pitr_run.MARKER).write_text("not json")
     assert pitr_run.read_marker(str(tmp_path)) is None
-
-
-@pytest.mark.parametrize("host, extra", [
-    (None, []), ("127.0.0.1", []), ("198.18.0.11", ["host all all 198.18.0.11/32 scram-sha-256"]),
-    ("fd00::5", ["host all all fd00::5/128 scram-sha-256"]), ("db.example", []),
-])
-def test_a_restore_without_configuration_is_reachable_where_it_is_probed(host, extra):
-    lines = pitr_run.minimal_hba({"login_host": host})
-    assert lines[:3] == ["local all all peer", "host all all 127.0.0.1/32 scram-sha-256",
-                         "host all all ::1/128 scram-sha-256"] and lines[3:] == extra
