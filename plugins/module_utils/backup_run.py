@@ -11,23 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from ansible_collections.fediflow.dr.plugins.module_utils import backup, ledger
+from ansible_collections.fediflow.dr.plugins.module_utils import backup, ledger, repos as repositories
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
-from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups
-
-
-def _ledger(dest, s3):
-    """Union of the local and S3 ledgers: {id: (manifest, where)}."""
-    entries = {}
-    for manifest in ledger.list_local(dest):
-        entries[manifest["id"]] = (manifest, {"local"})
-    if s3 is not None:
-        for manifest in s3.list_manifests():
-            if manifest["id"] in entries:
-                entries[manifest["id"]][1].add("s3")
-            else:
-                entries[manifest["id"]] = (manifest, {"s3"})
-    return entries
 
 
 def same_source(manifest, p):
@@ -41,22 +26,10 @@ def same_source(manifest, p):
             and (p["mode"] != "logical" or source.get("database") == p.get("db")))
 
 
-def _retention(p, entries, extra=None):
-    manifests = [m for m, _where in entries.values() if same_source(m, p)] + ([extra] if extra else [])
+def _retention(p, manifests, extra=None):
+    manifests = [m for m in manifests if same_source(m, p)] + ([extra] if extra else [])
     return ledger.plan_retention(manifests, ledger.utcnow(), p.get("retention_count"),
                                  p.get("retention_days"), kind=p["mode"])
-
-
-def _prune(p, entries, plan, s3):
-    pruned = []
-    for backup_id, reason in plan:
-        where = entries[backup_id][1] if backup_id in entries else set()
-        if "local" in where:
-            ledger.remove_local(p["dest"], backup_id)
-        if "s3" in where and s3 is not None:
-            s3.delete_backup(backup_id)
-        pruned.append({"id": backup_id, "reason": reason, "where": sorted(where)})
-    return pruned
 
 
 def _clean_leftovers(dest, older_than_s):
@@ -82,23 +55,36 @@ def _chmod_tree(path):
     os.chmod(path, 0o700)
 
 
-def verify_existing(p, s3, result, timer):
+def verify_existing(p, repos, result, timer):
+    """Verify a backup of the ledger again: the local copy, else the first repository holding it
+    (downloaded and checked against its manifest)."""
     backup_id = p["backup_id"]
     local_dir = os.path.join(p["dest"], backup_id)
     manifest = ledger.read_manifest(local_dir)
     source = "local"
     temp = None
-    if manifest is None and s3 is not None:
-        found = [m for m in s3.list_manifests() if m["id"] == backup_id]
-        if found:
-            manifest = found[0]
-            source = "s3"
+    if manifest is None and repos.any:
+        entries = repositories.ledger_union(None, repos)
+        if backup_id in entries:
+            manifest, where = entries[backup_id]
             temp = os.path.join(p["dest"], ".verify-" + backup_id)
-            with timer.phase("download"):
-                s3.download_backup(manifest, temp)
+            errors = []
+            for name, store in repositories.first_holding(repos, where):
+                try:
+                    with timer.phase("download"):
+                        store.download_backup(manifest, temp)
+                        backup.verify_checksums(temp, manifest)
+                    source = name
+                    break
+                except FediflowError as exc:
+                    shutil.rmtree(temp, ignore_errors=True)
+                    errors.append("%s: %s" % (name, exc.message))
+            else:
+                raise FediflowError("backup %s could not be read from any repository holding it (%s)"
+                                    % (backup_id, "; ".join(errors) or "none answers"))
     if manifest is None:
         raise FediflowError("backup_id '%s' is not in the ledger (%s%s)" % (
-            backup_id, p["dest"], " or s3://%s/%s" % (s3.bucket, s3.prefix) if s3 else ""))
+            backup_id, p["dest"], " or the repositories " + repos.describe() if repos.any else ""))
     try:
         with timer.phase("verify"):
             record = backup.verify(p, temp or local_dir, manifest, p["verify"], result["commands"])
@@ -122,34 +108,33 @@ def ensure(p, check_mode=False):
     timer = Timer()
     backup.validate(p)
     result = {"changed": False, "commands": [], "pruned": [], "s3_keys": [], "verified": False}
-    s3 = S3Backups(p, p["s3_bucket"], p.get("s3_prefix")) if p.get("s3_bucket") else None
-    if s3 is not None:
-        with timer.phase("preflight"):
-            s3.check_bucket()
+    with timer.phase("preflight"):
+        repos = repositories.Repositories(p)
+    result["repositories_down"] = dict(repos.down)
 
     if p.get("backup_id") and check_mode:
         known = ledger.read_manifest(os.path.join(p["dest"], p["backup_id"])) is not None or (
-            s3 is not None and any(m["id"] == p["backup_id"] for m in s3.list_manifests()))
+            p["backup_id"] in repositories.ledger_union(None, repos))
         if not known:
             raise FediflowError("backup_id '%s' is not in the ledger" % p["backup_id"])
         result.update(changed=True, backup_id=p["backup_id"], would_verify=p["verify"],
                       duration_s=timer.elapsed())
         return result
     if p.get("backup_id"):
-        record = verify_existing(p, s3, result, timer)
+        record = verify_existing(p, repos, result, timer)
         result.update(duration_s=timer.elapsed(), phases=timer.phases)
         if not record["ok"] and record["ok"] is not None:
             raise FediflowError("backup %s failed verification (%s): %s" % (
                 p["backup_id"], p["verify"], record.get("error")), result=result)
         return result
 
-    entries = _ledger(p["dest"], s3)
+    entries = repositories.ledger_union(p["dest"], repos)
     before_ids = sorted(entries)
     if check_mode:
         placeholder = {"id": "(new)", "kind": p["mode"], "stop_time": ledger.iso(ledger.utcnow()),
                        "verification": {"ok": True}, "cluster": p.get("cluster_name"),
                        "region": p.get("region_name"), "source": {"database": p.get("db")}}
-        plan = [(i, r) for i, r in _retention(p, entries, placeholder) if i != "(new)"]
+        plan = [(i, r) for i, r in _retention(p, [m for m, _w in entries.values()], placeholder) if i != "(new)"]
         result.update(changed=True, backup_id=None, would_prune=[{"id": i, "reason": r} for i, r in plan],
                       diff={"before": {"backups": before_ids},
                             "after": {"backups": sorted(set(before_ids) - {item[0] for item in plan}) + ["(new backup)"]}},
@@ -198,23 +183,22 @@ def ensure(p, check_mode=False):
         raise FediflowError("backup %s failed verification (%s): %s — kept as failed in the ledger, "
                             "nothing uploaded or pruned" % (backup_id, p["verify"], record.get("error")),
                             result=result)
-    if s3 is not None:
+    where = {repositories.LOCAL}
+    if repos.any:
         with timer.phase("upload"):
-            try:
-                result["s3_keys"] = s3.upload_backup(final, manifest, p.get("s3_sse"), p.get("s3_kms_key_id"),
-                                                     p.get("s3_storage_class"))
-            except FediflowError as exc:
-                result["duration_s"] = timer.elapsed()
-                raise FediflowError("backup %s is verified and kept locally in %s, but its S3 copy failed (no "
-                                    "manifest was uploaded, so S3 does not list it): %s" % (backup_id, final, exc.message),
-                                    result=result)
-        entries[backup_id] = (manifest, {"local", "s3"})
-    else:
-        entries[backup_id] = (manifest, {"local"})
+            copies, result["s3_keys"] = repositories.copy_backup(
+                repos, final, manifest, p.get("s3_sse"), p.get("s3_kms_key_id"), p.get("s3_storage_class"))
+        ledger.write_manifest(final, manifest)   # the local entry says where every copy lives
+        where.update(c["repository"] for c in copies if c["ok"])
+        if not repositories.record_copies(result, repos, copies, "backup " + backup_id):
+            result["duration_s"] = timer.elapsed()
+            raise FediflowError("backup %s is verified and kept locally in %s, but %s" % (
+                backup_id, final, repositories.copies_error("it", repos, copies)), result=result)
+    entries[backup_id] = (manifest, where)
     with timer.phase("retention"):
-        plan = _retention(p, entries)
-        result["pruned"] = _prune(p, entries, plan, s3)
+        plan, result["pruned"] = repositories.prune_each(p["dest"], repos, entries, lambda held: _retention(p, held),
+                                                         ledger.remove_local)
     result["diff"] = {"before": {"backups": before_ids},
-                      "after": {"backups": sorted(set(entries) - {item[0] for item in plan})}}
+                      "after": {"backups": sorted(set(entries) - set(plan))}}
     result.update(duration_s=timer.elapsed(), phases=timer.phases)
     return result

@@ -16,7 +16,8 @@ import shutil
 import socket
 import tempfile
 
-from ansible_collections.fediflow.dr.plugins.module_utils import backup, ledger, pgconf, pgctl, pitr, postgres, walarchive
+from ansible_collections.fediflow.dr.plugins.module_utils import (
+    backup, ledger, pgconf, pgctl, pitr, postgres, repos as repositories, walarchive)
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, current_user, last_lines, run, wait_until)
 
@@ -45,8 +46,10 @@ def validate(p):
         raise FediflowError("config_dir must be an absolute path, got '%s'" % p["config_dir"])
     if p.get("cluster"):
         pgctl.split_cluster(p["cluster"])
-    if not p.get("backup_dest") and not p.get("s3_bucket"):
-        raise FediflowError("give backup_dest (the local ledger of physical backups) or s3_bucket, or both")
+    if not p.get("backup_dest") and not p.get("s3_bucket") and not p.get("repositories"):
+        raise FediflowError("give backup_dest (the local ledger of physical backups), or repositories (or s3_bucket), "
+                            "or both")
+    repositories.normalize(p)
     if p.get("backup_dest") and not os.path.isabs(p["backup_dest"]):
         raise FediflowError("backup_dest must be an absolute path, got '%s'" % p["backup_dest"])
     port = p.get("restore_port")
@@ -65,21 +68,21 @@ def validate(p):
 # --------------------------------------------------------------------------- reading (preflight)
 
 def read_ledger(p):
-    """``[(manifest, where)]`` from the local ledger and S3 (local copy preferred)."""
-    found = {}
-    if p.get("backup_dest"):
-        for manifest in ledger.list_local(p["backup_dest"]):
-            found[manifest["id"]] = (manifest, "local")
-    if p.get("s3_bucket"):
-        from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups  # pylint: disable=import-outside-toplevel
-        s3 = S3Backups(p, p["s3_bucket"], p.get("s3_prefix"))
-        s3.check_bucket()
-        for manifest in s3.list_manifests():
-            found.setdefault(manifest["id"], (manifest, "s3"))
-    entries = list(found.values())
+    """``([(manifest, where)], repos)`` from the local ledger and every repository that answers (the local copy
+    preferred, else the first repository holding it: the host's own region's, the survivor's after a region is
+    lost). ``where``: ``local`` or that repository's name."""
+    repos = repositories.Repositories(p)
+    if repos.any and not repos.stores and not p.get("backup_dest"):
+        raise FediflowError("no repository answers (%s)" % "; ".join("%s: %s" % kv for kv in repos.down.items()))
+    found = repositories.ledger_union(p.get("backup_dest"), repos)
+    order = [r["name"] for r in repos.repos]
+    entries = []
+    for manifest, where in found.values():
+        entries.append((manifest, repositories.LOCAL if repositories.LOCAL in where
+                        else next(n for n in order if n in where)))
     if p.get("backup_cluster"):
         entries = [(m, w) for m, w in entries if m.get("cluster") == p["backup_cluster"]]
-    return entries
+    return entries, repos, {m["id"]: w for m, w in found.values()}
 
 
 def read_archive(p):
@@ -163,7 +166,7 @@ def preflight(p, target, timeline_req, result):
     if p["switch"] and current["state"] == "absent" and os.path.isdir(p["data_dir"]) and os.listdir(p["data_dir"]):
         raise FediflowError("data_dir '%s' is not empty but holds no cluster (no PG_VERSION): move it away first, "
                             "the restore takes its place" % p["data_dir"])
-    manifests = read_ledger(p)
+    manifests, repos, holders = read_ledger(p)
     index, cfg = read_archive(p)
     hint_time, xid_info = xid_hint(p, target)
     tli = pitr.choose_timeline(index, target, timeline_req)
@@ -184,7 +187,10 @@ def preflight(p, target, timeline_req, result):
         cluster_before={"state": current["state"], "pid": current["pid"]})
     if xid_info:
         result["xid_check"] = xid_info
+    if repos.down:
+        result["repositories_down"] = dict(repos.down)
     return {"bindir": bindir, "current": current, "base": base, "where": where, "settings": settings,
+            "repos": repos, "holders": holders.get(base["id"], set()),
             "tli": tli, "segment_size": index["segment_size"],
             "last_segment_lsn": pitr.parse_lsn(bounds["end_lsn"]) - index["segment_size"]}
 
@@ -220,11 +226,21 @@ def fetch_base(p, plan, new_dir, result, timer):
     src = os.path.join(p["backup_dest"], manifest["id"]) if plan["where"] == "local" else None
     download = None
     if src is None:
-        from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups  # pylint: disable=import-outside-toplevel
         download = new_dir + ".download"
-        with timer.phase("download"):
-            S3Backups(p, p["s3_bucket"], p.get("s3_prefix")).download_backup(manifest, download)
-            backup.verify_checksums(download, manifest)  # what came back from S3 is what was verified
+        errors = []
+        for name, store in repositories.first_holding(plan["repos"], plan["holders"]):
+            try:
+                with timer.phase("download"):
+                    store.download_backup(manifest, download)
+                    backup.verify_checksums(download, manifest)  # what came back is what was verified
+                result["base_backup"]["read_from"] = name
+                break
+            except FediflowError as exc:
+                shutil.rmtree(download, ignore_errors=True)
+                errors.append("%s: %s" % (name, exc.message))
+        else:
+            raise FediflowError("base backup %s could not be read from any repository holding it (%s)"
+                                % (manifest["id"], "; ".join(errors) or "none answers"))
         src = download
     try:
         with timer.phase("extract"):

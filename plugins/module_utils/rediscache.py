@@ -28,11 +28,9 @@ import os
 import shutil
 import time
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, redisconn
-from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import (
-    _chmod_tree, _clean_leftovers, _ledger, _prune)
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, redisconn, repos as repositories
+from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import _chmod_tree, _clean_leftovers
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
-from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
 
 KIND = "cache"
@@ -279,10 +277,6 @@ def verify_files(backup_dir, manifest):
                 manifest["id"], entry["path"]))
 
 
-def _s3(p):
-    return S3Backups(p, p["s3_bucket"], p.get("s3_prefix")) if p.get("s3_bucket") else None
-
-
 def _same_source(manifest, p):
     return manifest.get("cluster") == p.get("source_name") and manifest.get("region") == p.get("region_name")
 
@@ -295,9 +289,8 @@ def backup(p, check_mode=False):
         client = redisconn.connect(p)
     try:
         with timer.phase("preflight"):
-            s3 = _s3(p)
-            if s3 is not None:
-                s3.check_bucket()
+            repos = repositories.Repositories(p)
+        result["repositories_down"] = dict(repos.down)
         role = redisconn.replication(client)["role"]
         with timer.phase("scan"):
             keyed, per_pattern = scan_keys(client, p["patterns"], p["scan_count"])
@@ -352,25 +345,27 @@ def backup(p, check_mode=False):
                       types=types, files=files, size_bytes=manifest["size_bytes"], manifest=manifest,
                       start_time=manifest["start_time"], stop_time=manifest["stop_time"])
         with timer.phase("ledger"):
-            entries = _ledger(p["dest"], s3)
+            entries = repositories.ledger_union(p["dest"], repos)
         before_ids = sorted(i for i in entries if i != backup_id)
-        if s3 is not None:
+        where = {repositories.LOCAL}
+        if repos.any:
             with timer.phase("upload"):
-                try:
-                    result["s3_keys"] = s3.upload_backup(final, manifest, p.get("s3_sse"), p.get("s3_kms_key_id"))
-                except FediflowError as exc:
-                    result["duration_s"] = timer.elapsed()
-                    raise FediflowError("cache backup %s is kept locally in %s, but its S3 copy failed (no manifest "
-                                        "was uploaded, so S3 does not list it): %s" % (backup_id, final, exc.message),
-                                        result=result)
-            entries[backup_id] = (manifest, {"local", "s3"})
+                copies, result["s3_keys"] = repositories.copy_backup(repos, final, manifest, p.get("s3_sse"),
+                                                                     p.get("s3_kms_key_id"))
+            ledger.write_manifest(final, manifest)   # the local entry says where every copy lives
+            where.update(c["repository"] for c in copies if c["ok"])
+            if not repositories.record_copies(result, repos, copies, "cache backup " + backup_id):
+                result["duration_s"] = timer.elapsed()
+                raise FediflowError("cache backup %s is kept locally in %s, but %s" % (
+                    backup_id, final, repositories.copies_error("it", repos, copies)), result=result)
+        entries[backup_id] = (manifest, where)
         with timer.phase("retention"):
-            manifests = [m for m, _where in entries.values() if _same_source(m, p)]
-            plan = ledger.plan_retention(manifests, ledger.utcnow(), p.get("retention_count"),
-                                         p.get("retention_days"), kind=KIND)
-            result["pruned"] = _prune(p, entries, plan, s3)
+            plan, result["pruned"] = repositories.prune_each(
+                p["dest"], repos, entries, lambda held: ledger.plan_retention(
+                    [m for m in held if _same_source(m, p)], ledger.utcnow(), p.get("retention_count"),
+                    p.get("retention_days"), kind=KIND), ledger.remove_local)
         result["diff"] = {"before": {"backups": before_ids},
-                          "after": {"backups": sorted(set(entries) - {item[0] for item in plan})}}
+                          "after": {"backups": sorted(set(entries) - set(plan))}}
     finally:
         client.close()
     result.update(duration_s=timer.elapsed(), phases=timer.phases)
@@ -379,27 +374,33 @@ def backup(p, check_mode=False):
 
 # --------------------------------------------------------------------------- restore
 
-def _load_backup(p, s3, timer):
-    """(manifest, records) of the backup to restore; S3 copies are downloaded, checked, removed."""
-    s3_error = None
-    try:
-        with timer.phase("ledger"):
-            entries = _ledger(p["dest"], s3)
-    except FediflowError as exc:
-        # after a region outage its bucket may be unreachable: a local ledger is enough then
-        entries = _ledger(p["dest"], None)
-        if not any(m.get("kind") == KIND for m, _where in entries.values()):
-            raise
-        s3_error = exc.message
+def _load_backup(p, repos, timer):
+    """(manifest, records) of the backup to restore: the local copy, else the first repository holding it
+    that answers (downloaded, checked, removed). A repository that is down (a lost region) is skipped."""
+    with timer.phase("ledger"):
+        entries = repositories.ledger_union(p["dest"], repos)
+    down = "; ".join("%s: %s" % kv for kv in sorted(repos.down.items())) or None
+    if not any(m.get("kind") == KIND for m, _where in entries.values()) and down:
+        raise FediflowError("no cache backup in the local ledger and repositories that answer (down: %s)" % down)
     manifest = newest_backup([m for m, _where in entries.values()], p.get("backup_id"))
     where = entries[manifest["id"]][1]
     local_dir = os.path.join(p["dest"], manifest["id"])
-    temp = None
-    if "local" not in where:
+    temp, errors = None, []
+    if repositories.LOCAL not in where:
         temp = os.path.join(p["dest"], ".restore-" + manifest["id"])
         os.makedirs(p["dest"], mode=0o700, exist_ok=True)
-        with timer.phase("download"):
-            s3.download_backup(manifest, temp)
+        for name, store in repositories.first_holding(repos, where):
+            try:
+                with timer.phase("download"):
+                    store.download_backup(manifest, temp)
+                    verify_files(temp, manifest)
+                break
+            except FediflowError as exc:
+                shutil.rmtree(temp, ignore_errors=True)
+                errors.append("%s: %s" % (name, exc.message))
+        else:
+            raise FediflowError("cache backup %s could not be read from any repository holding it (%s)"
+                                % (manifest["id"], "; ".join(errors)))
     try:
         with timer.phase("read"):
             verify_files(temp or local_dir, manifest)
@@ -407,7 +408,7 @@ def _load_backup(p, s3, timer):
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
-    return manifest, records, sorted(where), s3_error
+    return manifest, records, sorted(where), "; ".join(filter(None, [down] + errors)) or None
 
 
 def _current(client, batch, overwrite):
@@ -470,8 +471,8 @@ def restore(p, check_mode=False):
                 "region failover" % (redisconn.describe(p), repl["master_host"], repl["master_port"]))
         promote = repl["role"] != "master"
         with timer.phase("preflight"):
-            s3 = _s3(p)
-        manifest, records, where, s3_error = _load_backup(p, s3, timer)
+            repos = repositories.Repositories(p)
+        manifest, records, where, s3_error = _load_backup(p, repos, timer)
         result.update(backup_id=manifest["id"], backup_stop_time=manifest.get("stop_time"), backup_where=where,
                       role_before="replica" if promote else "primary", s3_error=s3_error)
         if promote and not check_mode:

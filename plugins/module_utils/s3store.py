@@ -16,6 +16,10 @@ from ansible_collections.fediflow.dr.plugins.module_utils.ledger import MANIFEST
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
 
+class MissingBucket(FediflowError):
+    """The bucket does not exist (or these credentials cannot see it): bad input, never an outage."""
+
+
 def _error_text(exc):
     resp = getattr(exc, "response", None) or {}
     err = resp.get("Error") or {}
@@ -26,6 +30,7 @@ class S3Backups:
     def __init__(self, params, bucket, prefix):
         self.bucket = bucket
         self.prefix = (prefix or "").strip("/")
+        self.params = params
         self.client = aws.client("s3", params)
         try:
             from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
@@ -48,18 +53,21 @@ class S3Backups:
             raise FediflowError("S3 %s failed for s3://%s/%s: %s: %s" % (
                 what, self.bucket, kwargs.get("Key") or kwargs.get("Prefix") or "", code, message))
 
-    def check_bucket(self):
+    def check_bucket(self, quick=False):
+        """The bucket answers. ``quick``: two attempts (a repository of a lost region costs seconds, not
+        the minutes of the full retry policy) - for probing which of several repositories are up."""
+        client = aws.client("s3", self.params, max_attempts=2) if quick else self.client
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # pylint: disable=broad-except
             code, message = _error_text(exc)
             if code in ("404", "NoSuchBucket", "NotFound"):
-                raise FediflowError("s3_bucket '%s' does not exist (or is not visible with these credentials)"
+                raise MissingBucket("s3_bucket '%s' does not exist (or is not visible with these credentials)"
                                     % self.bucket)
             raise FediflowError("cannot reach s3_bucket '%s': %s: %s" % (self.bucket, code, message))
 
-    def upload_backup(self, backup_dir, manifest, sse=None, kms_key_id=None, storage_class=None):
-        """Upload every file of the manifest, check each landed intact, then the manifest."""
+    @staticmethod
+    def _extra(sse, kms_key_id, storage_class=None):
         extra = {}
         if sse:
             extra["ServerSideEncryption"] = sse
@@ -67,6 +75,17 @@ class S3Backups:
             extra["SSEKMSKeyId"] = kms_key_id
         if storage_class:
             extra["StorageClass"] = storage_class
+        return extra
+
+    def upload_backup(self, backup_dir, manifest, sse=None, kms_key_id=None, storage_class=None):
+        """Upload every file of the manifest, check each landed intact, then the manifest."""
+        keys = self.upload_files(backup_dir, manifest, sse, kms_key_id, storage_class)
+        keys.append(self.put_manifest(manifest, sse, kms_key_id))
+        return keys
+
+    def upload_files(self, backup_dir, manifest, sse=None, kms_key_id=None, storage_class=None):
+        """Every file of the manifest, each checked where it landed (size and sha256); no manifest."""
+        extra = self._extra(sse, kms_key_id, storage_class)
         keys = []
         for entry in manifest["files"]:
             key = self.key(manifest["id"], entry["path"])
@@ -85,12 +104,15 @@ class S3Backups:
             if sse and head.get("ServerSideEncryption") != sse:
                 raise FediflowError("s3://%s/%s is not encrypted with %s" % (self.bucket, key, sse))
             keys.append(key)
+        return keys
+
+    def put_manifest(self, manifest, sse=None, kms_key_id=None):
+        """The manifest, last: from here on the backup exists in this bucket."""
         body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
         mkey = self.key(manifest["id"], MANIFEST)
         self._call("PUT", self.client.put_object, Bucket=self.bucket, Key=mkey, Body=body,
-                   ContentType="application/json", **extra)
-        keys.append(mkey)
-        return keys
+                   ContentType="application/json", **self._extra(sse, kms_key_id))
+        return mkey
 
     def list_manifests(self):
         manifests = []

@@ -34,7 +34,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, repos as repositories
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups, _error_text
 
@@ -88,11 +88,11 @@ def validate(params):
     p["state"] = p.get("state") or "present"
     if p["state"] not in STATES:
         raise FediflowError("state must be one of %s, got '%s'" % (", ".join(STATES), p["state"]))
-    if not p.get("s3_bucket"):
-        raise FediflowError("s3_bucket is required")
+    if not p.get("s3_bucket") and not p.get("repositories"):
+        raise FediflowError("s3_bucket or repositories is required")
     p["s3_prefix"] = (p.get("s3_prefix") or "").strip("/")
-    if ".." in p["s3_prefix"].split("/") or "//" in p["s3_prefix"]:
-        raise FediflowError("s3_prefix '%s' must not hold '..' or empty parts" % p["s3_prefix"])
+    p["repos"] = repositories.normalize(p)
+    p["copies_required"] = repositories.required(p, p["repos"])
     parallel = 4 if p.get("parallel") is None else p["parallel"]
     if not 1 <= parallel <= 64:
         raise FediflowError("parallel must be between 1 and 64, got %s" % parallel)
@@ -455,8 +455,8 @@ def parallel_map(func, items, workers):
 class SnapshotRepo(S3Backups):
     """The content-addressed layout on top of the backups store's client and error handling."""
 
-    def __init__(self, p):
-        super().__init__(p, p["s3_bucket"], p["s3_prefix"])
+    def __init__(self, p, bucket=None, prefix=None):
+        super().__init__(p, bucket or p["s3_bucket"], p["s3_prefix"] if prefix is None else prefix)
         from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
         threshold = p["multipart_threshold_mb"] * 1024 * 1024
         self.threshold = threshold
@@ -718,9 +718,9 @@ def take_snapshot(repo, p, check_mode, timer, result, run_ids):
     })
     if check_mode:
         # what retention would see in a real run: the new snapshot, newest of all
-        return dict(manifest, id="(new snapshot)", stop_time=ledger.iso(ledger.utcnow())) if write else None
+        return (dict(manifest, id="(new snapshot)", stop_time=ledger.iso(ledger.utcnow())) if write else None), parent
     if not (write or uploaded):
-        return None          # unchanged: nothing to write, no lock needed
+        return None, parent  # unchanged: nothing to write, no lock needed
     with timer.phase("lock"):
         run_ids.append(secrets.token_hex(8))
         repo.take_lock(run_ids[-1], exclusive=False)
@@ -738,7 +738,7 @@ def take_snapshot(repo, p, check_mode, timer, result, run_ids):
         inherited = {e["sha256"] for e in parent["files"]} if parent else set()
         uploader.confirm({e["sha256"]: e["size"] for e in files if e["sha256"] not in inherited})
     if not write:
-        return None
+        return None, parent
     stop = ledger.utcnow()
     manifest.update({"id": ledger.new_backup_id("snapshot", stop), "stop_time": ledger.iso(stop),
                      "verification": {"ok": True, "objects_uploaded": len(uploaded),
@@ -753,7 +753,77 @@ def take_snapshot(repo, p, check_mode, timer, result, run_ids):
             result["ledger_path"] = os.path.join(p["ledger_dir"], manifest["id"], ledger.MANIFEST)
     result.update(snapshot_id=manifest["id"], manifest_key=repo.manifest_key(manifest["id"]),
                   start_time=manifest["start_time"], stop_time=manifest["stop_time"])
-    return None
+    return None, manifest
+
+
+def _fetch_object(source, digest, size, label):
+    """One object's content from another repository, checked against its digest: bytes, or a temporary file."""
+    hasher = hashlib.sha256()
+    if size < source.threshold:
+        data = b"".join(source.stream(digest, label))
+        hasher.update(data)
+        spool = data
+    else:
+        import tempfile  # pylint: disable=import-outside-toplevel
+        fd, spool = tempfile.mkstemp(prefix=".fediflow-copy-")
+        with os.fdopen(fd, "wb") as handle:
+            for block in source.stream(digest, label):
+                hasher.update(block)
+                handle.write(block)
+    if hasher.hexdigest() != digest:
+        if not isinstance(spool, bytes):
+            os.unlink(spool)
+        raise FediflowError("%s read back from %s does not match its sha256" % (label, source.url(source.path())))
+    return spool
+
+
+def replicate(repo, source, src, manifest, p, run_ids):
+    """Make ``repo`` hold the snapshot ``manifest`` (taken, or found unchanged, in ``source``): the objects
+    it lacks - from the local file when it still has the content, else copied from ``source`` - each checked,
+    then the same manifest. A repository that already holds it costs one HEAD. Returns the objects copied."""
+    if repo.head_key(repo.manifest_key(manifest["id"])) is not None:
+        return 0
+    run_ids.append(secrets.token_hex(8))
+    repo.take_lock(run_ids[-1], exclusive=False)
+    busy = [lock for lock in repo.other_locks(run_ids)[0] if lock.get("exclusive")]
+    if busy:
+        raise FediflowError("garbage collection is running on %s (host %s); this copy is left for the next run"
+                            % (repo.url(repo.path()), busy[0].get("host")))
+    listed = repo.objects()
+    needed = {}
+    for entry in manifest.get("files", []):
+        needed.setdefault(entry["sha256"], entry)
+    missing = [entry for digest, entry in sorted(needed.items()) if listed.get(digest) != entry["size"]]
+
+    def copy(entry):
+        digest, full = entry["sha256"], os.path.join(src, entry["path"]) if src else None
+        data = None
+        if full and entry["size"] < repo.threshold:
+            try:
+                data = _read_file(full)
+            except (OSError, FediflowError):
+                data = None
+            if data is not None and sha256_bytes(data) == digest:
+                repo.put_small(digest, data)
+                return
+        spool = _fetch_object(source, digest, entry["size"], entry["path"])
+        if isinstance(spool, bytes):
+            repo.put_small(digest, spool)
+            return
+        try:
+            repo.upload_large(spool, digest)
+        finally:
+            os.unlink(spool)
+
+    parallel_map(copy, missing, p["parallel"])
+    if missing:
+        now = repo.objects()
+        bad = [e["path"] for d, e in needed.items() if now.get(d) != e["size"]]
+        if bad:
+            raise FediflowError("%d object(s) missing or of the wrong size after the copy (e.g. %s); no manifest "
+                                "written" % (len(bad), bad[0]))
+    repo.put_json(repo.manifest_key(manifest["id"]), manifest)   # last: now the copy exists
+    return len(missing)
 
 
 # ---------------------------------------------------------------- selection
@@ -1057,37 +1127,126 @@ def prune(repo, p, check_mode, timer, result, run_ids, pending=None):
 
 # ---------------------------------------------------------------- entry point
 
+def _locations(repos, p, result):
+    """The repositories that answer, in order; refuses when none does."""
+    if not repos.stores:
+        raise FediflowError("no repository answers (%s)" % "; ".join("%s: %s" % kv for kv in repos.down.items()),
+                            result=result)
+    return list(repos.stores.items())
+
+
+def _select(live, p, timer, result, action):
+    """restored / verified: the first repository (the host's own region first) that holds the selection."""
+    errors = []
+    for name, repo in live:
+        try:
+            with timer.phase("ledger"):
+                resolve(repo, p)
+        except FediflowError as exc:
+            errors.append("%s: %s" % (name, exc.message))
+            continue
+        result["repository"] = name
+        action(repo)
+        return
+    raise FediflowError("; ".join(errors), result=result)
+
+
+def _present(repos, live, p, check_mode, timer, result, run_ids):
+    """Snapshot into the first repository that answers, then make every other one hold the same snapshot."""
+    (first_name, first), others = live[0], live[1:]
+    pending, manifest = take_snapshot(first, p, check_mode, timer, result, run_ids.setdefault(first_name, []))
+    result["repository"] = first_name
+    copies = [{"repository": first_name, "ok": True, "error": None, "objects_copied": result["objects_uploaded"]}]
+    if check_mode or manifest is None:
+        return pending, copies + [{"repository": n, "ok": None, "error": None, "objects_copied": None}
+                                  for n, _r in others]
+    with timer.phase("copies"):
+        def one(item):
+            name, repo = item
+            try:
+                count = replicate(repo, first, os.path.normpath(p["src"]), manifest, p, run_ids.setdefault(name, []))
+                return {"repository": name, "ok": True, "error": None, "objects_copied": count}
+            except FediflowError as exc:
+                return {"repository": name, "ok": False, "error": exc.message, "objects_copied": None}
+        copies += repositories.parallel(one, others)
+    return pending, copies
+
+
+def _record_copies(repos, p, copies, result):
+    by_name = {c["repository"]: c for c in copies}
+    full = []
+    for repo in repos.repos:
+        copy = by_name.get(repo["name"]) or {"repository": repo["name"], "ok": False, "objects_copied": None,
+                                             "error": "repository down: %s" % repos.down.get(repo["name"], "?")}
+        full.append(dict(copy, bucket=repo["bucket"], prefix=repo["prefix"], region=repo["region"]))
+    if any(c["ok"] is None for c in full):   # check mode: what would be copied is not known
+        result["copies"] = full
+        return True
+    complete = repositories.record_copies(result, repos, full, "snapshot %s" % result.get("snapshot_id"))
+    if p.get("ledger_dir") and result.get("snapshot_id"):
+        local = os.path.join(p["ledger_dir"], result["snapshot_id"])
+        manifest = ledger.read_manifest(local) if os.path.isdir(local) else None
+        listed = [{k: v for k, v in c.items() if k != "objects_copied"} for c in full]
+        if manifest is not None and manifest.get("copies") != listed:
+            manifest["copies"] = listed
+            ledger.write_manifest(local, manifest)   # the ledger entry says where every copy lives
+    return complete
+
+
 def run(params, check_mode=False):
     """The whole module as plain data in, plain dict out."""
     timer = Timer()
     p = validate(params)
+    result = {"changed": False, "state": p["state"], "s3_bucket": p["repos"][0]["bucket"],
+              "s3_prefix": p["repos"][0]["prefix"]}
     with timer.phase("connect"):
-        repo = SnapshotRepo(p)
-    result = {"changed": False, "state": p["state"], "s3_bucket": p["s3_bucket"], "s3_prefix": p["s3_prefix"]}
-    run_ids = []
+        repos = repositories.Repositories(
+            p, factory=lambda params, repo: SnapshotRepo(params, repo["bucket"], repo["prefix"]))
+    result["repositories_down"] = dict(repos.down)
+    if len(p["repos"]) == 1 and repos.down:   # one repository: its outage is the failure, as before
+        raise FediflowError(next(iter(repos.down.values())), result=dict(result, duration_s=timer.elapsed()))
+    run_ids = {}
+    complete = True
     try:
-        with timer.phase("connect"):
-            repo.check_bucket()
+        live = _locations(repos, p, result)
         pending = None
         if p["state"] == "present":
-            pending = take_snapshot(repo, p, check_mode, timer, result, run_ids)
+            pending, copies = _present(repos, live, p, check_mode, timer, result, run_ids)
+            complete = _record_copies(repos, p, copies, result)
         elif p["state"] == "restored":
-            restore(repo, p, check_mode, timer, result)
+            _select(live, p, timer, result, lambda repo: restore(repo, p, check_mode, timer, result))
         elif p["state"] == "verified":
-            verify(repo, p, timer, result)
-        if p["state"] == "absent" or (p["state"] == "present" and p["retention"]):
-            prune(repo, p, check_mode, timer, result, run_ids, pending)
+            _select(live, p, timer, result, lambda repo: verify(repo, p, timer, result))
+        if complete and (p["state"] == "absent" or (p["state"] == "present" and p["retention"])):
+            retention = {}
+            for name, repo in live:
+                if p["state"] == "present" and not _holds(result, name):
+                    continue   # a copy that failed: this repository keeps what it has
+                mine = result if name == live[0][0] else {"changed": False}
+                prune(repo, p, check_mode, timer, mine, run_ids.setdefault(name, []), pending)
+                retention[name] = {k: mine.get(k) for k in ("removed", "objects_deleted", "bytes_deleted",
+                                                            "gc_skipped")}
+                result["changed"] = result["changed"] or mine["changed"]
+            result["retention"] = retention
+        if not complete:
+            raise FediflowError("snapshot %s: %s" % (result.get("snapshot_id"), repositories.copies_error(
+                "it", repos, result["copies"])), result=result)
     except FediflowError as exc:
         exc.details.setdefault("result", result)
         result["duration_s"] = timer.elapsed()
         raise
     finally:
-        if run_ids:
-            try:
-                with timer.phase("lock"):
-                    repo.release(run_ids)
-            except FediflowError:
-                pass  # a lock left behind turns stale once this process is gone
+        for name, ids in run_ids.items():
+            if ids and name in repos.stores:
+                try:
+                    with timer.phase("lock"):
+                        repos.stores[name].release(ids)
+                except FediflowError:
+                    pass  # a lock left behind turns stale once this process is gone
     result["phases"] = timer.phases
     result["duration_s"] = timer.elapsed()
     return result
+
+
+def _holds(result, name):
+    return any(c["repository"] == name and c["ok"] is not False for c in result.get("copies") or [])

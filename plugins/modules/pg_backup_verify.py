@@ -14,7 +14,8 @@ description:
   - Takes a logical (C(pg_dump)) or physical (C(pg_basebackup) with a backup manifest) backup
     into a local backup repository O(dest), verifies it, writes its ledger manifest (id, kind,
     start/stop time and LSN, snapshot, every file with size and sha256, verification result),
-    optionally uploads it to S3, and applies retention.
+    writes it to every repository of O(repositories) (one S3 bucket per region) or to O(s3_bucket), and applies
+    retention.
   - Verification levels, each including the ones before it. V(list) reads the dump's table of
     contents (C(pg_restore --list)) or checks a physical backup against PostgreSQL's own
     C(backup_manifest) (C(pg_verifybackup) for plain format; for tar format every file inside
@@ -27,17 +28,22 @@ description:
     For physical backups they are taken when the backup ends, and each table may differ by the
     inserts and deletes that happened during the backup (from C(pg_stat_user_tables)); on an idle
     source the comparison is exact.
-  - With O(backup_id), no backup is taken; that backup (local, else downloaded from S3) is
-    verified and its ledger entry gets the result.
+  - With O(backup_id), no backup is taken; that backup (local, else downloaded from the first repository that
+    holds it and answers, checked against its manifest) is verified and its ledger entry gets the result.
   - Nothing is half-visible. The backup is built in a hidden C(.partial-*) directory and its
     manifest is written last; in S3 the manifest is uploaded after every file has been
     uploaded and checked. A failed backup is kept in the ledger as failed and nothing is
-    uploaded or pruned after it. Retention never removes the newest verified backup.
+    uploaded or pruned after it. Retention never removes the newest verified backup, and runs
+    per location (the local O(dest) and each repository).
+  - A backup with fewer copies than O(required_copies) fails the run after its copies are made (nothing pruned);
+    one with enough but not every repository is C(degraded) (a warning).
 author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
   - fediflow.dr.postgres
   - fediflow.dr.aws
+  - fediflow.dr.repositories
+  - fediflow.dr.repositories.copies
   - fediflow.dr.attributes
   - fediflow.dr.attributes.ALL_SUPPORTED
 attributes:
@@ -89,10 +95,14 @@ options:
     type: path
     required: true
   s3_bucket:
-    description: Upload verified backups to this bucket (and include its ledger in retention).
+    description:
+      - Upload verified backups to this bucket (and include its ledger in retention); the one-repository shorthand
+        of O(repositories).
     type: str
   s3_prefix:
-    description: Key prefix in O(s3_bucket); a backup lives under C(<prefix>/<backup_id>/).
+    description:
+      - Key prefix in O(s3_bucket), or in each of O(repositories) after the repository's own prefix; a backup lives
+        under C(<prefix>/<backup_id>/).
     type: str
     default: ''
   s3_sse:
@@ -226,8 +236,40 @@ s3_keys:
   returned: always
   type: list
   elements: str
+copies:
+  description:
+    - One per repository - C(repository), C(bucket), C(prefix), C(region), C(ok), C(error) (why the copy failed,
+      C(repository down ...) when it did not answer), C(keys) written. The ledger manifest carries the same list
+      (without C(keys)).
+  returned: when a backup was taken and there are repositories
+  type: list
+  elements: dict
+copies_ok:
+  description: Repositories holding the backup (files and manifest).
+  returned: when a backup was taken and there are repositories
+  type: int
+copies_required:
+  description: Copies needed (O(required_copies), 0 resolved to every repository).
+  returned: when a backup was taken and there are repositories
+  type: int
+degraded:
+  description: Fewer copies than repositories (a repository down or a copy that failed).
+  returned: when a backup was taken and there are repositories
+  type: bool
+complete:
+  description: At least O(required_copies) copies (else the run failed).
+  returned: when a backup was taken and there are repositories
+  type: bool
+repositories_down:
+  description: Repositories that did not answer, with why.
+  returned: always
+  type: dict
+source:
+  description: Where a backup verified with O(backup_id) was read from (V(local) or a repository's name).
+  returned: when O(backup_id) was verified
+  type: str
 pruned:
-  description: Backups removed by retention, with the reason and where (local, s3).
+  description: Backups removed by retention, with the reason and where (V(local), repository names).
   returned: always
   type: list
   elements: dict
@@ -259,7 +301,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
-from ansible_collections.fediflow.dr.plugins.module_utils import backup_run
+from ansible_collections.fediflow.dr.plugins.module_utils import backup_run, repos
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
 
@@ -267,6 +309,7 @@ from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgr
 def main():
     spec = postgres_common_argument_spec()
     spec.update(aws_common_argument_spec())
+    spec.update(repos.argument_spec())
     spec.update(
         mode={"type": "str", "default": "logical", "choices": ["logical", "physical"]},
         format={"type": "str", "choices": ["custom", "directory", "tar", "plain"]},
@@ -292,7 +335,8 @@ def main():
         scratch_dir={"type": "path", "default": "/var/tmp"},
         command_timeout={"type": "int", "default": 7200},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=[["repositories", "s3_bucket"]])
     params = dict(module.params)
     if not params["format"]:
         params["format"] = "custom" if params["mode"] == "logical" else "tar"

@@ -16,7 +16,7 @@ description:
     (the collection's own backend, read through O(wal_config)) listed with its timeline history
     files; the recovery timeline chosen (O(timeline)), refusing a target that could be on either
     side of a fork; the newest B(verified) physical base backup of the ledger (O(backup_dest)
-    and/or O(s3_bucket)) that ends before the target and lies on that timeline's history; a
+    and/or every repository of O(repositories) that answers, or O(s3_bucket)) that ends before the target and lies on that timeline's history; a
     target before the oldest verified backup's end, after the newest archived WAL, or behind a
     gap in the archive refused, naming the backup or segment."
   - "Restore: the base backup goes into a B(new) data directory beside O(data_dir)
@@ -48,6 +48,7 @@ author:
 extends_documentation_fragment:
   - fediflow.dr.postgres
   - fediflow.dr.aws
+  - fediflow.dr.repositories
   - fediflow.dr.attributes
   - fediflow.dr.attributes.ALL_SUPPORTED
 options:
@@ -92,10 +93,12 @@ options:
     description: Local ledger directory of physical backups (O(fediflow.dr.pg_backup_verify#module:dest) of mode=physical).
     type: path
   s3_bucket:
-    description: Bucket of the S3 ledger (also searched when O(backup_dest) is given; local copies are preferred).
+    description:
+      - Bucket of the S3 ledger (also searched when O(backup_dest) is given; local copies are preferred); the
+        one-repository shorthand of O(repositories).
     type: str
   s3_prefix:
-    description: Key prefix of the S3 ledger of physical backups.
+    description: Key prefix of the S3 ledger of physical backups (after each repository's own prefix).
     type: str
     default: ""
   backup_id:
@@ -238,8 +241,14 @@ target:
   type: dict
   sample: {kind: time, value: "2026-11-25 14:03:00.000000+00", inclusive: false, action: promote, timeline: 2, lineage: [1, 2]}
 base_backup:
-  description: The base backup chosen - C(id), C(stop_time), C(start_lsn), C(stop_lsn), C(timeline), C(where) (local or s3), C(why).
+  description:
+    - The base backup chosen - C(id), C(stop_time), C(start_lsn), C(stop_lsn), C(timeline), C(where) (V(local), else the
+      first repository holding it), C(why), C(read_from) (the repository it was downloaded from).
   returned: always
+  type: dict
+repositories_down:
+  description: Repositories of O(repositories) that did not answer (for example a lost region's), with why.
+  returned: when one did not answer
   type: dict
 archive:
   description: The WAL the restore reads - C(first_segment), C(last_segment), C(segments_available), C(end_lsn),
@@ -346,7 +355,7 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fediflow.dr.plugins.module_utils import pitr_run
+from ansible_collections.fediflow.dr.plugins.module_utils import pitr_run, repos
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
@@ -355,6 +364,7 @@ from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgr
 def main():
     spec = postgres_common_argument_spec()
     spec.update(aws_common_argument_spec())
+    spec.update(repos.argument_spec(write=False))
     spec.update(
         data_dir={"type": "path", "required": True},
         target_time={"type": "str"},
@@ -390,7 +400,8 @@ def main():
         log_file={"type": "path"},
         timeout={"type": "int", "default": 3600},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=[["repositories", "s3_bucket"]])
     run_module(module, pitr_run.ensure, dict(module.params), check_mode=module.check_mode, warn=module.warn)
 
 

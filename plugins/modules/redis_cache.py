@@ -16,16 +16,17 @@ description:
     inside C(MULTI)/C(EXEC). The records are written, gzip-compressed JSON lines, into a new
     backup directory under O(dest) with files of mode C(0600), read back to verify, and recorded
     in the backup ledger (a C(manifest.json) with sizes and sha256 checksums, written last);
-    with O(s3_bucket) the backup is uploaded too, files first, manifest last, encrypted with O(s3_sse).
+    the backup is then written to every repository of O(repositories) (or to O(s3_bucket)), files first,
+    manifest last, encrypted with O(s3_sse).
   - "Consistency: each batch is atomic, the key set as a whole is not a point-in-time snapshot
     (keys written or deleted while the scan runs may or may not be in it). The manifest records
     C(start_time) and C(stop_time), and each batch the millisecond it was read."
   - A pattern that matches no key fails the backup, naming the pattern, unless
     O(allow_empty_patterns=true). Nothing is written when Redis cannot be reached.
   - V(restore) (cache warm-up) writes the keys of a backup (O(backup_id), else the newest
-    verified cache backup in the ledger of O(dest) and O(s3_bucket)) into the Redis server the
-    connection options name, with C(RESTORE), keeping type, value and TTL. When the S3 ledger
-    cannot be read but the local one has a cache backup, the local ledger is used (RV(s3_error) says why). A key gets the TTL it
+    verified cache backup in the ledger of O(dest) and every repository that answers) into the Redis server the
+    connection options name, with C(RESTORE), keeping type, value and TTL. A repository that is down (a lost
+    region) is skipped (RV(s3_error) says why); the backup is read from the first one that holds it. A key gets the TTL it
     had at backup time minus the time elapsed since it was read; a key whose TTL ran out in
     between is not written and counted as V(expired).
   - A key already present in the target is newer than the backup and kept (V(already_present)),
@@ -44,6 +45,8 @@ author:
 extends_documentation_fragment:
   - fediflow.dr.redis
   - fediflow.dr.aws
+  - fediflow.dr.repositories
+  - fediflow.dr.repositories.copies
   - fediflow.dr.attributes
   - fediflow.dr.attributes.ALL_SUPPORTED
 attributes:
@@ -59,7 +62,7 @@ options:
   dest:
     description:
       - Local cache backup repository (created C(0700)); each backup is a subdirectory named by its id.
-      - For V(restore), the local ledger searched for the backup (S3 too with O(s3_bucket)).
+      - For V(restore), the local ledger searched for the backup (the repositories too).
     type: path
     required: true
   patterns:
@@ -109,10 +112,14 @@ options:
     type: dict
     default: {}
   s3_bucket:
-    description: Upload the backup to this bucket (V(backup)); also search its ledger (V(restore)).
+    description:
+      - Upload the backup to this bucket (V(backup)); also search its ledger (V(restore)). The one-repository
+        shorthand of O(repositories).
     type: str
   s3_prefix:
-    description: Key prefix in O(s3_bucket); a backup lives under C(<prefix>/<backup_id>/).
+    description:
+      - Key prefix in O(s3_bucket), or in each of O(repositories) after its own prefix; a backup lives under
+        C(<prefix>/<backup_id>/).
     type: str
     default: ''
   s3_sse:
@@ -241,8 +248,36 @@ s3_keys:
   returned: when O(state=backup)
   type: list
   elements: str
+copies:
+  description:
+    - One per repository (C(repository), C(bucket), C(prefix), C(region), C(ok), C(error), C(keys)), as
+      M(fediflow.dr.pg_backup_verify) returns them; with RV(copies_ok), RV(copies_required), RV(degraded),
+      RV(complete).
+  returned: when a backup was taken and there are repositories
+  type: list
+  elements: dict
+copies_ok:
+  description: Repositories holding the backup.
+  returned: when a backup was taken and there are repositories
+  type: int
+copies_required:
+  description: Copies needed (O(required_copies), 0 resolved to every repository).
+  returned: when a backup was taken and there are repositories
+  type: int
+degraded:
+  description: Fewer copies than repositories.
+  returned: when a backup was taken and there are repositories
+  type: bool
+complete:
+  description: At least O(required_copies) copies (else the run failed).
+  returned: when a backup was taken and there are repositories
+  type: bool
+repositories_down:
+  description: Repositories that did not answer, with why.
+  returned: when O(state=backup)
+  type: dict
 pruned:
-  description: Backups removed by retention, with the reason.
+  description: Backups removed by retention (per location), with the reason and where.
   returned: when O(state=backup)
   type: list
   elements: dict
@@ -272,14 +307,14 @@ backup_stop_time:
   returned: when O(state=restore)
   type: str
 backup_where:
-  description: Where the restored backup was found (V(local), V(s3)).
+  description: Where the restored backup is held (V(local), repository names).
   returned: when O(state=restore)
   type: list
   elements: str
 s3_error:
   description:
-    - Why the S3 ledger could not be read when the local ledger was used instead (for example the
-      lost region's bucket is unreachable), else null.
+    - Why a repository was skipped (down, for example the lost region's bucket, or a copy that could not be
+      read), else null.
   returned: when O(state=restore)
   type: str
 phases:
@@ -296,7 +331,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
-from ansible_collections.fediflow.dr.plugins.module_utils import rediscache
+from ansible_collections.fediflow.dr.plugins.module_utils import rediscache, repos
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.redisconn import REDIS_IMPORT_ERROR, redis_common_argument_spec
 
@@ -304,6 +339,7 @@ from ansible_collections.fediflow.dr.plugins.module_utils.redisconn import REDIS
 def main():
     spec = redis_common_argument_spec()
     spec.update(aws_common_argument_spec())
+    spec.update(repos.argument_spec())
     spec.update(
         state={"type": "str", "required": True, "choices": ["backup", "restore"]},
         dest={"type": "path", "required": True},
@@ -325,7 +361,8 @@ def main():
         retention_count={"type": "int"},
         retention_days={"type": "int"},
     )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=[["repositories", "s3_bucket"]])
     if REDIS_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR, duration_s=0.0)
     run_module(module, rediscache.ensure, dict(module.params), check_mode=module.check_mode)

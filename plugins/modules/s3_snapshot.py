@@ -44,6 +44,13 @@ description:
   - V(verified) checks that every object of a snapshot exists with the right size and SHA-256
     (the checksum S3 stored at upload, else the sha256 metadata); with O(deep=true) every object
     is downloaded and hashed. The run fails when anything is missing or wrong.
+  - With O(repositories) (one bucket per region), V(present) snapshots into the first one that answers (the
+    host's own region first), then makes every other one hold the same snapshot (same id) - the objects it lacks,
+    from the local file when its content is unchanged, else copied from the first, each checked, then the
+    manifest. An unchanged tree costs one C(HEAD) per other repository; a repository that missed a snapshot (it
+    was down) gets it on the next run. Retention runs in each repository that holds the snapshot. RV(copies) says
+    which hold it; fewer than O(required_copies) fails the run. V(restored) and V(verified) read from the first
+    repository that answers and holds the selection (the surviving region's after a region is lost).
   - Symlinks are recorded with their target and never followed; empty directories are kept;
     hard links are stored as separate files (their content once); sockets, FIFOs and devices
     are skipped and listed in RV(skipped).
@@ -51,6 +58,8 @@ author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
   - fediflow.dr.aws
+  - fediflow.dr.repositories
+  - fediflow.dr.repositories.copies
   - fediflow.dr.attributes
   - fediflow.dr.attributes.ALL_SUPPORTED
 attributes:
@@ -66,11 +75,13 @@ options:
     choices: [ present, restored, absent, verified ]
     default: present
   s3_bucket:
-    description: Bucket holding the snapshots.
+    description:
+      - Bucket holding the snapshots; the one-repository shorthand of O(repositories). One of the two is required.
     type: str
-    required: true
   s3_prefix:
-    description: Key prefix of this snapshot repository inside O(s3_bucket).
+    description:
+      - Key prefix of this snapshot repository inside O(s3_bucket), or inside each of O(repositories) after the
+        repository's own prefix.
     type: str
     default: ''
   src:
@@ -224,6 +235,42 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+repository:
+  description: The repository the snapshot was taken in, or restored / verified from.
+  returned: when O(state) is V(present), V(restored) or V(verified)
+  type: str
+copies:
+  description:
+    - One per repository - C(repository), C(bucket), C(prefix), C(region), C(ok) (null in check mode), C(error),
+      C(objects_copied) - with RV(copies_ok), RV(copies_required), RV(degraded), RV(complete) as
+      M(fediflow.dr.pg_backup_verify) returns them. The local ledger entry (O(ledger_dir)) carries the list too.
+  returned: when O(state=present)
+  type: list
+  elements: dict
+copies_ok:
+  description: Repositories holding the snapshot.
+  returned: when O(state=present) and not in check mode
+  type: int
+copies_required:
+  description: Copies needed (O(required_copies), 0 resolved to every repository).
+  returned: when O(state=present) and not in check mode
+  type: int
+degraded:
+  description: Fewer copies than repositories.
+  returned: when O(state=present) and not in check mode
+  type: bool
+complete:
+  description: At least O(required_copies) copies (else the run failed).
+  returned: when O(state=present) and not in check mode
+  type: bool
+repositories_down:
+  description: Repositories that did not answer, with why.
+  returned: always
+  type: dict
+retention:
+  description: Per repository, what retention removed (C(removed), C(objects_deleted), C(bytes_deleted), C(gc_skipped)).
+  returned: when retention ran
+  type: dict
 snapshot_id:
   description:
     - The snapshot taken (or, when the tree was unchanged, the previous one), restored or
@@ -408,16 +455,17 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fediflow.dr.plugins.module_utils import snapshot
+from ansible_collections.fediflow.dr.plugins.module_utils import repos, snapshot
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
 
 def main():
     spec = aws_common_argument_spec()
+    spec.update(repos.argument_spec())
     spec.update(
         state={"type": "str", "default": "present", "choices": list(snapshot.STATES)},
-        s3_bucket={"type": "str", "required": True},
+        s3_bucket={"type": "str"},
         s3_prefix={"type": "str", "default": ""},
         src={"type": "path"},
         dest={"type": "path"},
@@ -445,7 +493,8 @@ def main():
         argument_spec=spec,
         supports_check_mode=True,
         required_if=[("state", "present", ["src"]), ("state", "restored", ["dest"])],
-        mutually_exclusive=[("snapshot_id", "before")],
+        mutually_exclusive=[("snapshot_id", "before"), ("repositories", "s3_bucket")],
+        required_one_of=[("repositories", "s3_bucket")],
     )
     run_module(module, snapshot.run, module.params, check_mode=module.check_mode)
 

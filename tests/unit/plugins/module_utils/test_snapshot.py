@@ -24,7 +24,7 @@ def _p(tmp_path, **kw):
 
 @pytest.mark.parametrize("change, message", [
     ({"state": "paused"}, "state must be one of present, restored, absent, verified"),
-    ({"s3_bucket": ""}, "s3_bucket is required"),
+    ({"s3_bucket": ""}, "s3_bucket or repositories is required"),
     ({"s3_prefix": "a/../b"}, "s3_prefix 'a/../b' must not hold"),
     ({"parallel": 0}, "parallel must be between 1 and 64, got 0"),
     ({"multipart_threshold_mb": 4}, "multipart_threshold_mb must be at least 5"),
