@@ -37,8 +37,8 @@ extends_documentation_fragment:
 options:
   wal_config:
     description:
-      - The WAL archive's configuration file (C(replication_wal_config_file), e.g. C(/var/lib/postgresql/15/fediflow-wal.json)):
-        one repository, or C({"repositories": [...]}), one per region.
+      - "The WAL archive's configuration file (C(replication_wal_config_file), for example
+        C(/var/lib/postgresql/15/fediflow-wal.json)): one repository, or several under C(repositories), one per region."
       - Exactly one of O(wal_config) and O(repositories).
     type: path
   repositories:
