@@ -221,8 +221,9 @@ def read_ledgers(ledgers, archive):
     for item in ledgers:
         if item.get("path"):
             if not os.path.isdir(item["path"]):
-                raise FediflowError("ledgers: backup ledger directory %s does not exist (a ledger that cannot be read "
-                                    "would let WAL its backups need expire)" % item["path"])
+                raise FediflowError("ledgers: backup ledger directory %s does not exist: nothing expired (a ledger that "
+                                    "cannot be read would let WAL its backups need expire); take a physical backup "
+                                    "there first, or fix the path" % item["path"])
             found = ledger.list_local(item["path"])
             report.append({"ledger": item["path"], "backups": len(found), "read_from": ["local"], "errors": {}})
         else:
