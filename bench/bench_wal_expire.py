@@ -124,8 +124,8 @@ def main():
             "ca_cert": primary["fediflow_pg_ca_cert"]})
         if not res.get("verified"):
             sys.exit("the physical backup did not verify: %s" % res.get("msg"))
-        ledgers = [{"path": ledger_dir}] + [{"path": os.path.join(hv["fediflow_backup_dir"], "physical")}
-                                             for hv in regions if os.path.isdir(os.path.join(hv["fediflow_backup_dir"], "physical"))]
+        local = [os.path.join(hv["fediflow_backup_dir"], "physical") for hv in regions]
+        ledgers = [{"path": ledger_dir}] + [{"path": path} for path in local if os.path.isdir(path)]
         ledgers += [{"s3_prefix": "postgres/%s/physical" % hv["fediflow_region"]} for hv in regions]
         wal_config = os.path.join(os.path.dirname(primary["fediflow_pg_data_dir"]), "fediflow-wal.json")
         netns = "fdl%d-%s" % (int(primary["lab_net_index"]), primary["fediflow_region"])

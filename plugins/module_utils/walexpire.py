@@ -272,8 +272,8 @@ def _repo_result(name, plan, error=None):
 def _diff_line(repo):
     if not repo["answered"]:
         return "%s: did not answer\n" % repo["name"]
-    return "%s: %d segments, %d files, %d bytes\n" % (repo["name"], repo["before"]["segments"],
-                                                       repo["before"]["files"], repo["before"]["bytes"])
+    size = repo["before"]
+    return "%s: %d segments, %d files, %d bytes\n" % (repo["name"], size["segments"], size["files"], size["bytes"])
 
 
 def expire(p, check_mode=False, now=None, warn=None):
@@ -328,8 +328,8 @@ def expire(p, check_mode=False, now=None, warn=None):
                 warn("WAL expiry: repository %s: %s (left as it is)" % (repo["name"], repo["error"]))
         if window is not None and keep_days and window["days"] < keep_days:
             warn("PITR reaches back %.2f days (the oldest verified base backup, %s, ended then), less than keep_days "
-                 "%s: older targets cannot be restored whatever WAL is kept" % (window["days"], window["backup_id"],
-                                                                               keep_days))
+                 "%s: older targets cannot be restored whatever WAL is kept"
+                 % (window["days"], window["backup_id"], keep_days))
     diff = {"before": "".join(_diff_line(r) for r in repos),
             "after": "".join(_diff_line(dict(r, before=r["after"])) if r["answered"] else _diff_line(r) for r in repos)}
     return {"changed": removed > 0, "removed": removed,

@@ -61,8 +61,8 @@ def _oldest_start_segno(ledger_dir, regions):
     for hv in regions:
         client = _s3(hv)
         for prefix in LEDGER_PREFIXES:
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=hv["fediflow_backup_bucket"],
-                                                                          Prefix=prefix + "/"):
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=hv["fediflow_backup_bucket"], Prefix=prefix + "/")
+            for page in pages:
                 for obj in page.get("Contents", []):
                     if obj["Key"].endswith("/manifest.json"):
                         body = client.get_object(Bucket=hv["fediflow_backup_bucket"], Key=obj["Key"])["Body"].read()
@@ -78,7 +78,7 @@ def _oldest_start_segno(ledger_dir, regions):
 def _switch_and_archive(hv, count):
     """``count`` segments written (a message record, then a switch each) and archived in every bucket."""
     with pg_connect(hv) as conn, conn.cursor() as cur:
-        for _ in range(count):
+        for _index in range(count):
             cur.execute("SELECT pg_logical_emit_message(false, 'fediflow-wal-expire-test', 'x')")
             cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
             segment = cur.fetchone()[0]

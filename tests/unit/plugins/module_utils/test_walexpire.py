@@ -60,7 +60,7 @@ def test_no_verified_physical_backup_means_nothing_expires():
 def test_min_verified_backups_and_margin():
     manifests = [backup("a", 0x10), backup("b", 0x20)]
     assert walexpire.expiry_bound(manifests, min_verified_backups=3)[0] is None
-    bound, _ = walexpire.expiry_bound(manifests, min_verified_backups=2, margin_segments=3)
+    bound, _reason = walexpire.expiry_bound(manifests, min_verified_backups=2, margin_segments=3)
     assert bound["segno"] == 0x0D and bound["start_segment"] == seg(1, 0x10)
     assert walexpire.expiry_bound([backup("a", 2)], margin_segments=9)[0]["segno"] == 0
 
@@ -81,7 +81,7 @@ def test_backup_clusters_filter():
 # --------------------------------------------------------------------------- one repository
 
 def test_only_files_before_the_bound_go_history_and_labels_stay():
-    bound, _ = walexpire.expiry_bound([backup("b", 0x10)])
+    bound, _reason = walexpire.expiry_bound([backup("b", 0x10)])
     names = [seg(1, i) for i in range(0x0C, 0x13)] + [
         "00000001.history", seg(1, 0x0E) + ".partial", seg(1, 0x0D) + ".00000028.backup",
         walexpire.backup_label_name(1, 0x10 * SEG + 0x28), "README", ".tmp-x"]
@@ -97,7 +97,7 @@ def test_only_files_before_the_bound_go_history_and_labels_stay():
 def test_timelines_compare_by_position_not_by_name():
     """A backup on timeline 2 (promoted at segment 0x18): timeline 1's WAL after the fork sorts before every
     timeline 2 name but is not older than the backup; timeline 2's first segments are."""
-    bound, _ = walexpire.expiry_bound([backup("tl2", 0x20, tli=2)])
+    bound, _reason = walexpire.expiry_bound([backup("tl2", 0x20, tli=2)])
     tl1 = [seg(1, i) for i in range(0x10, 0x26)]  # the old primary went on to 0x25
     tl2 = [seg(2, i) for i in range(0x18, 0x28)]
     plan = walexpire.plan_repository(listing(tl1 + tl2 + ["00000002.history"]), bound, NOW)
@@ -109,14 +109,14 @@ def test_timelines_compare_by_position_not_by_name():
 
 
 def test_a_backup_on_timeline_1_keeps_timeline_2_from_its_start():
-    bound, _ = walexpire.expiry_bound([backup("tl1", 0x10, tli=1), backup("tl2", 0x30, tli=2)])
+    bound, _reason = walexpire.expiry_bound([backup("tl1", 0x10, tli=1), backup("tl2", 0x30, tli=2)])
     names = [seg(1, i) for i in range(0x08, 0x20)] + [seg(2, i) for i in range(0x1F, 0x32)]
     plan = walexpire.plan_repository(listing(names), bound, NOW)
     assert set(plan["remove"]) == {seg(1, i) for i in range(0x08, 0x10)}
 
 
 def test_keep_days_keeps_recent_files_before_the_bound():
-    bound, _ = walexpire.expiry_bound([backup("b", 0x10)])
+    bound, _reason = walexpire.expiry_bound([backup("b", 0x10)])
     old = listing([seg(1, i) for i in range(0x08, 0x0C)], age_days=3)
     recent = listing([seg(1, i) for i in range(0x0C, 0x12)], age_days=0.5)
     plan = walexpire.plan_repository(old + recent, bound, NOW, keep_days=1)
@@ -126,7 +126,7 @@ def test_keep_days_keeps_recent_files_before_the_bound():
 
 
 def test_second_plan_after_the_first_removes_nothing():
-    bound, _ = walexpire.expiry_bound([backup("b", 0x10)])
+    bound, _reason = walexpire.expiry_bound([backup("b", 0x10)])
     entries = listing([seg(1, i) for i in range(0x20)])
     plan = walexpire.plan_repository(entries, bound, NOW)
     rest = [e for e in entries if e[0] not in set(plan["remove"])]
@@ -135,11 +135,11 @@ def test_second_plan_after_the_first_removes_nothing():
 
 def test_segment_size_is_honoured_and_impossible_names_are_refused():
     size = 64 * 1024 * 1024  # 64 segments a log file
-    bound, _ = walexpire.expiry_bound([backup("b", 0)], segment_size=size)
+    bound, _reason = walexpire.expiry_bound([backup("b", 0)], segment_size=size)
     assert bound["segno"] == 0
     per64 = ["%08X%08X%08X" % (1, 0, i) for i in range(3)] + ["%08X%08X%08X" % (1, 1, 0)]
-    bound, _ = walexpire.expiry_bound([{"id": "x", "kind": "physical", "start_lsn": "1/28",
-                                        "verification": {"ok": True}}], segment_size=size)
+    manifest = {"id": "x", "kind": "physical", "start_lsn": "1/28", "verification": {"ok": True}}
+    bound, _reason = walexpire.expiry_bound([manifest], segment_size=size)
     assert bound["segno"] == 64
     assert walexpire.plan_repository(listing(per64), bound, NOW, segment_size=size)["remove"] == per64[:3]
     with pytest.raises(FediflowError, match="cannot exist with wal_segment_size"):
