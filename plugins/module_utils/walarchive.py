@@ -964,15 +964,20 @@ class S3Archive:
         return summarize(entries, time.time() if now is None else now)
 
 
-def parse_list_page(data, prefix, sizes=False):
-    """One ListObjectsV2 response: ``([(name under prefix, last_modified_epoch)], next token or None)``
-    (with ``sizes``: ``(name, last_modified_epoch, size)``)."""
+def _xml(data, what):
+    """An S3 XML answer's root element and its namespace prefix (``{...}`` or empty)."""
     import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
-        raise ArchiveError("unexpected ListObjectsV2 answer from S3: %s" % exc)
-    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+        raise ArchiveError("unexpected %s answer from S3: %s" % (what, exc))
+    return root, (root.tag.split("}")[0] + "}" if root.tag.startswith("{") else "")
+
+
+def parse_list_page(data, prefix, sizes=False):
+    """One ListObjectsV2 response: ``([(name under prefix, last_modified_epoch)], next token or None)``
+    (with ``sizes``: ``(name, last_modified_epoch, size)``)."""
+    root, ns = _xml(data, "ListObjectsV2")
     entries = []
     for item in root.iter(ns + "Contents"):
         key = item.findtext(ns + "Key") or ""
@@ -996,12 +1001,7 @@ def delete_request_body(keys):
 
 def parse_delete_errors(data, prefix):
     """The keys a DeleteObjects answer says it could not delete: ``[(name under prefix, "Code: message")]``."""
-    import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ArchiveError("unexpected DeleteObjects answer from S3: %s" % exc)
-    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+    root, ns = _xml(data, "DeleteObjects")
     out = []
     for item in root.iter(ns + "Error"):
         key = item.findtext(ns + "Key") or ""
