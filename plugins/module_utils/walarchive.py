@@ -54,6 +54,7 @@ SEGMENT_RE = re.compile(r"^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A
 WAL_RE = re.compile(r"^[0-9A-F]{24}$")
 CHUNK = 1024 * 1024
 IN_MEMORY_MAX = 64 * 1024 * 1024
+DELETE_BATCH = 1000  # S3's DeleteObjects limit
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 # The configuration file's keys (anything else is refused, so a typo cannot go unnoticed).
@@ -261,8 +262,37 @@ class DirArchive:
 
     def list_objects(self):
         """``(name, archived_at_epoch)`` of every WAL file in the repository."""
-        return [(name, os.stat(os.path.join(self.repo, name)).st_mtime)
-                for name in os.listdir(self.repo) if SEGMENT_RE.match(name)]
+        return [(name, at) for name, at, _size in self.list_entries()]
+
+    def list_entries(self):
+        """``(name, archived_at_epoch, size)`` of every WAL file in the repository."""
+        out = []
+        for name in os.listdir(self.repo):
+            if SEGMENT_RE.match(name):
+                try:
+                    st = os.stat(os.path.join(self.repo, name))
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                out.append((name, st.st_mtime, st.st_size))
+        return out
+
+    def delete(self, names):
+        """Remove WAL files (a name already gone counts as removed: a rerun finishes the job).
+        ``{"deleted": [names], "errors": [(name, message)]}``; the directory is fsynced once."""
+        deleted, errors = [], []
+        for name in names:
+            _check_name(name)
+            try:
+                os.unlink(os.path.join(self.repo, name))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                errors.append((name, exc.strerror or str(exc)))
+                continue
+            deleted.append(name)
+        if deleted:
+            _fsync_dir(self.repo)
+        return {"deleted": deleted, "errors": errors}
 
 
 class MultiArchive:
@@ -338,6 +368,33 @@ class MultiArchive:
         if all(err is not None for _n, _e, err in results):
             raise ArchiveError("no repository answered: %s" % _errors([(n, e) for n, _r, e in results]))
         return sorted(seen.items())
+
+    def list_each(self):
+        """Every repository's own listing: ``[(name, [(file, at, size)] or None, error or None)]``
+        (expiry is planned per repository: each holds what it holds)."""
+        return self._each(lambda archive: archive.list_entries())
+
+    def delete_each(self, names_by_repo):
+        """``{repository name: [files]}`` deleted in each repository at once, independently (one that is
+        down is reported, the others go on): ``[(name, {"deleted", "errors"} or None, error or None)]``."""
+        by_name = dict(zip(self.names, self.archives))
+        out = [None] * len(self.names)
+        todo = [(i, n) for i, n in enumerate(self.names) if names_by_repo.get(n)]
+        for index, name in enumerate(self.names):
+            if not names_by_repo.get(name):
+                out[index] = (name, {"deleted": [], "errors": []}, None)
+
+        def worker(index, name):
+            try:
+                out[index] = (name, by_name[name].delete(names_by_repo[name]), None)
+            except (ArchiveError, OSError) as exc:
+                out[index] = (name, None, exc)
+        threads = [threading.Thread(target=worker, args=item) for item in todo]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return out
 
     def close(self):
         for archive in self.archives:
@@ -631,7 +688,7 @@ HINTS = {
     "ExpiredToken": "the session token expired: refresh the credentials",
     "RequestTimeTooSkewed": "this host's clock is off: fix NTP",
     "NoSuchBucket": "the bucket does not exist in this region/endpoint",
-    "AccessDenied": "the credentials lack s3:PutObject/GetObject/ListBucket on this bucket/prefix",
+    "AccessDenied": "the credentials lack s3:PutObject/GetObject/ListBucket (wal_expire: DeleteObject) on this bucket/prefix",
     "PermanentRedirect": "the bucket is in another region: fix 'region' in the config",
     "AuthorizationHeaderMalformed": "the bucket is in another region: fix 'region' in the config",
 }
@@ -849,6 +906,10 @@ class S3Archive:
     def list_objects(self, page_size=None):
         """``(name, last_modified_epoch)`` of every object under the prefix (ListObjectsV2, paged;
         S3 answers at most 1000 keys a page)."""
+        return [(name, at) for name, at, _size in self.list_entries(page_size)]
+
+    def list_entries(self, page_size=None):
+        """``(name, last_modified_epoch, size)`` of every object under the prefix."""
         prefix = self.prefix + "/" if self.prefix else ""
         params = {"list-type": "2", "prefix": prefix}
         if page_size:
@@ -858,32 +919,95 @@ class S3Archive:
             status, _hdrs, data = self.request("GET", None, params=params)
             if status != 200:
                 raise ArchiveError(self._describe("GET (list)", None, status, data))
-            page, token = parse_list_page(data, prefix)
+            page, token = parse_list_page(data, prefix, sizes=True)
             entries.extend(page)
             if not token:
                 return entries
             params["continuation-token"] = token
+
+    def read(self, name, limit=IN_MEMORY_MAX):
+        """A small object under the prefix (a ledger manifest) as bytes; NotInArchive when absent."""
+        key = self.key(name)
+        status, hdrs, data = self.request("GET", key)
+        if status == 404:
+            raise NotInArchive("%s is not there" % self.url(key))
+        if status != 200:
+            raise ArchiveError(self._describe("GET", key, status, data))
+        if len(data) > limit or int(hdrs.get("content-length") or 0) > limit:
+            raise ArchiveError("%s is larger than %d bytes: not a manifest" % (self.url(key), limit))
+        return data
+
+    def delete(self, names, batch=DELETE_BATCH):
+        """Remove WAL files: DeleteObjects (up to ``batch`` keys a request, quiet mode: S3 answers only
+        the keys it could not delete); an absent key counts as deleted (S3 says so too), so a rerun
+        finishes an interrupted expiry. ``{"deleted": [names], "errors": [(name, message)]}``."""
+        for name in names:
+            _check_name(name)
+        deleted, errors = [], []
+        for start in range(0, len(names), batch):
+            chunk = list(names[start:start + batch])
+            body = delete_request_body([self.key(name) for name in chunk])
+            headers = {"Content-Type": "application/xml", "Content-Length": str(len(body)),
+                       "Content-MD5": base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")}
+            status, _hdrs, data = self.request("POST", None, params={"delete": ""}, headers=headers, body=body,
+                                               payload_hash=hashlib.sha256(body).hexdigest())
+            if status != 200:
+                raise ArchiveError(self._describe("POST (DeleteObjects)", None, status, data))
+            failed = parse_delete_errors(data, self.prefix + "/" if self.prefix else "")
+            errors.extend(failed)
+            bad = {name for name, _msg in failed}
+            deleted.extend(name for name in chunk if name not in bad)
+        return {"deleted": deleted, "errors": errors}
 
     def status(self, now=None):
         entries = self.list_objects()
         return summarize(entries, time.time() if now is None else now)
 
 
-def parse_list_page(data, prefix):
-    """One ListObjectsV2 response: ``([(name under prefix, last_modified_epoch)], next token or None)``."""
+def _xml(data, what):
+    """An S3 XML answer's root element and its namespace prefix (``{...}`` or empty)."""
     import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
-        raise ArchiveError("unexpected ListObjectsV2 answer from S3: %s" % exc)
-    ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+        raise ArchiveError("unexpected %s answer from S3: %s" % (what, exc))
+    return root, (root.tag.split("}")[0] + "}" if root.tag.startswith("{") else "")
+
+
+def parse_list_page(data, prefix, sizes=False):
+    """One ListObjectsV2 response: ``([(name under prefix, last_modified_epoch)], next token or None)``
+    (with ``sizes``: ``(name, last_modified_epoch, size)``)."""
+    root, ns = _xml(data, "ListObjectsV2")
     entries = []
     for item in root.iter(ns + "Contents"):
         key = item.findtext(ns + "Key") or ""
-        entries.append((key[len(prefix):], parse_s3_time(item.findtext(ns + "LastModified") or "")))
+        entry = (key[len(prefix):], parse_s3_time(item.findtext(ns + "LastModified") or ""))
+        if sizes:
+            size = (item.findtext(ns + "Size") or "0").strip()
+            entry += (int(size) if size.isdigit() else 0,)
+        entries.append(entry)
     token = root.findtext(ns + "NextContinuationToken")
     truncated = (root.findtext(ns + "IsTruncated") or "").lower() == "true"
     return entries, (token if truncated and token else None)
+
+
+def delete_request_body(keys):
+    """The XML of a quiet DeleteObjects request."""
+    from xml.sax.saxutils import escape  # pylint: disable=import-outside-toplevel
+    objects = "".join("<Object><Key>%s</Key></Object>" % escape(key) for key in keys)
+    return ('<?xml version="1.0" encoding="UTF-8"?><Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            "<Quiet>true</Quiet>%s</Delete>" % objects).encode("utf-8")
+
+
+def parse_delete_errors(data, prefix):
+    """The keys a DeleteObjects answer says it could not delete: ``[(name under prefix, "Code: message")]``."""
+    root, ns = _xml(data, "DeleteObjects")
+    out = []
+    for item in root.iter(ns + "Error"):
+        key = item.findtext(ns + "Key") or ""
+        out.append((key[len(prefix):] if key.startswith(prefix) else key,
+                    "%s: %s" % (item.findtext(ns + "Code") or "?", " ".join((item.findtext(ns + "Message") or "").split()))))
+    return out
 
 
 def parse_s3_time(text):

@@ -1,0 +1,246 @@
+"""WAL expiry on the real lab: the us-east-1 primary archives every segment into both regions' buckets
+(wal/us-east-1 in each, the replication role's configuration). Physical backups are taken into a private
+ledger with retention; fediflow.dr.wal_expire runs on the region's host (its namespace, its configuration
+file) weighing that ledger and the lab's S3 ledgers. Checked independently with boto3 (every bucket: only
+files before the oldest retained verified backup's start segment are gone, every .history stays) and with a
+point-in-time restore to just after the oldest retained backup's end, beside the lab (row-checked with
+psycopg2). Then region us-east-1 goes down during an expiry run from eu-west-1: eu-west-1's copy is expired,
+us-east-1 is reported and, once back, untouched until the next run."""
+import json
+import os
+import shutil
+import tempfile
+import uuid
+
+import boto3
+import psycopg2
+import pytest
+
+from doubles_fixtures import free_port
+from lab_fixtures import lab_netns, module, pg_connect, pg_streaming, pg_tls, playbook, poll
+from pair_fixtures import _as_pg, bindir
+
+pytestmark = pytest.mark.slow
+
+SEG = 16 * 1024 * 1024
+PREFIX = "wal/us-east-1/"
+LEDGER_PREFIXES = ["postgres/us-east-1/physical", "postgres/eu-west-1/physical"]
+
+
+def _position(name):
+    """(kind, segno) of an archive file name, as PostgreSQL orders WAL (never by name: timelines sort first)."""
+    if name.endswith(".history"):
+        return "history", None
+    return ("partial" if name.endswith(".partial") else "backup" if name.endswith(".backup") else "segment",
+            int(name[8:16], 16) * 256 + int(name[16:24], 16))
+
+
+def _s3(hv):
+    return boto3.client("s3", endpoint_url=hv["fediflow_s3_endpoint_url"], region_name=hv["fediflow_region"],
+                        aws_access_key_id=hv["fediflow_aws_access_key"], aws_secret_access_key=hv["fediflow_aws_secret_key"],
+                        config=boto3.session.Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}))
+
+
+def _wal_files(hv):
+    """{name: size} of the WAL archive in this region's bucket."""
+    out = {}
+    for page in _s3(hv).get_paginator("list_objects_v2").paginate(Bucket=hv["fediflow_backup_bucket"], Prefix=PREFIX):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(PREFIX):]] = obj["Size"]
+    return out
+
+
+def _oldest_start_segno(ledger_dir, regions):
+    """The start segment of the oldest verified physical backup of every ledger, read independently."""
+    manifests = []
+    for name in os.listdir(ledger_dir):
+        path = os.path.join(ledger_dir, name, "manifest.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                manifests.append(json.load(handle))
+    for hv in regions:
+        client = _s3(hv)
+        for prefix in LEDGER_PREFIXES:
+            pages = client.get_paginator("list_objects_v2").paginate(Bucket=hv["fediflow_backup_bucket"], Prefix=prefix + "/")
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    if obj["Key"].endswith("/manifest.json"):
+                        body = client.get_object(Bucket=hv["fediflow_backup_bucket"], Key=obj["Key"])["Body"].read()
+                        manifests.append(json.loads(body))
+    starts = []
+    for m in manifests:
+        if m.get("kind") == "physical" and (m.get("verification") or {}).get("ok"):
+            high, low = m["start_lsn"].split("/")
+            starts.append(((int(high, 16) << 32) | int(low, 16)) // SEG)
+    return min(starts)
+
+
+def _switch_and_archive(hv, count):
+    """``count`` segments written (a message record, then a switch each) and archived in every bucket."""
+    with pg_connect(hv) as conn, conn.cursor() as cur:
+        for _index in range(count):
+            cur.execute("SELECT pg_logical_emit_message(false, 'fediflow-wal-expire-test', 'x')")
+            cur.execute("SELECT pg_walfile_name(pg_switch_wal())")
+            segment = cur.fetchone()[0]
+
+    def archived():
+        with pg_connect(hv) as conn, conn.cursor() as cur:
+            cur.execute("SELECT last_archived_wal >= %s FROM pg_stat_archiver", (segment,))
+            return cur.fetchone()[0]
+    assert poll(archived, 60), "segment %s not archived" % segment
+    return segment
+
+
+def _backup(hv, ledger_dir, keep):
+    res = module("fediflow.dr.pg_backup_verify", {
+        "mode": "physical", "compression": "zstd", "verify": "list", "dest": ledger_dir, "cluster_name": "wal-expire-test",
+        "login_host": hv["fediflow_pg_host"], "login_port": hv["fediflow_pg_port"],
+        "login_password": hv["fediflow_pg_superuser_password"], "db": hv["fediflow_app_db"], "retention_count": keep})
+    assert res.get("verified") is True, res.get("msg")
+    return res
+
+
+def _marker(hv):
+    """A row committed now; returns (marker, the LSN just after its commit)."""
+    marker = "walexp-%s" % uuid.uuid4().hex[:10]
+    with pg_connect(hv, "fediflow") as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO accounts (username, domain) VALUES (%s, 'wal-expire.example')", (marker,))
+    with pg_connect(hv) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
+        return marker, cur.fetchone()[0]
+
+
+def _expire(hv, ledger_dir, **extra):
+    args = {"wal_config": os.path.join(os.path.dirname(hv["fediflow_pg_data_dir"]), "fediflow-wal.json"),
+            "ledgers": [{"path": ledger_dir}] + [{"s3_prefix": p} for p in LEDGER_PREFIXES], "keep_days": 0}
+    args.update(extra)
+    return module("fediflow.dr.wal_expire", args, netns=lab_netns(hv))  # on the region's host
+
+
+def _check_only_older_gone(before, after, bound_segno):
+    gone = set(before) - set(after)
+    assert gone, "nothing was expired"
+    for name in gone:
+        kind, segno = _position(name)
+        assert kind != "history" and segno < bound_segno, name
+    for name in before:
+        kind, segno = _position(name)
+        if kind == "history" or segno >= bound_segno:
+            assert name in after, name
+    return gone
+
+
+@pytest.fixture
+def work(lab):
+    path = tempfile.mkdtemp(prefix="fediflow-wal-expire-", dir="/var/tmp")
+    shutil.chown(path, "postgres")
+    yield lab, path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_expiry_removes_only_what_the_oldest_retained_backup_does_not_need_and_pitr_still_works(work):
+    lab, path = work
+    primary, standby = lab["primary"], lab["standby"]
+    ledger_dir = os.path.join(path, "backups")
+    _switch_and_archive(primary, 2)
+    _backup(primary, ledger_dir, keep=2)  # pruned by the third backup: its WAL goes
+    _switch_and_archive(primary, 3)
+    oldest = _backup(primary, ledger_dir, keep=2)
+    marker, target_lsn = _marker(primary)  # just after the oldest retained backup's end
+    _switch_and_archive(primary, 1)
+    later, _lsn = _marker(primary)  # after the target: not in the restore
+    _switch_and_archive(primary, 3)
+    third = _backup(primary, ledger_dir, keep=2)
+    assert [p["id"] for p in third["pruned"]] and oldest["backup_id"] not in [p["id"] for p in third["pruned"]]
+    _switch_and_archive(primary, 1)
+    bound_segno = _oldest_start_segno(ledger_dir, (primary, standby))
+    before = {hv["fediflow_region"]: _wal_files(hv) for hv in (primary, standby)}
+
+    check = module("fediflow.dr.wal_expire", dict(
+        wal_config=os.path.join(os.path.dirname(primary["fediflow_pg_data_dir"]), "fediflow-wal.json"),
+        ledgers=[{"path": ledger_dir}] + [{"s3_prefix": p} for p in LEDGER_PREFIXES], keep_days=0),
+        check_mode=True, diff=True, netns=lab_netns(primary))
+    assert check.get("failed") is not True, check.get("msg")
+    assert check["changed"] is True and check["diff"]["before"] != check["diff"]["after"]
+    assert {hv["fediflow_region"]: _wal_files(hv) for hv in (primary, standby)} == before  # check mode touched nothing
+
+    res = _expire(primary, ledger_dir)
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["changed"] is True and res["degraded"] is False
+    assert res["bound"]["segno"] == bound_segno and res["bound"]["backup_id"] == oldest["backup_id"]
+    assert "lab-secret-key" not in json.dumps(res)  # the credentials of the configuration file stay in it
+    for repo in res["repositories"]:
+        region = repo["name"]
+        after = _wal_files(primary if region == primary["fediflow_region"] else standby)
+        gone = _check_only_older_gone(before[region], after, bound_segno)  # in EVERY region's bucket
+        assert repo["removed"] == len(gone) and repo["removed_bytes"] == sum(before[region][n] for n in gone)
+        assert repo["before"]["bytes"] == sum(before[region].values()) and repo["after"]["bytes"] == sum(after.values())
+        assert repo["oldest_kept_segment"] == min((n for n in after if _position(n)[0] == "segment"), key=_position)
+    again = _expire(primary, ledger_dir)
+    assert again["changed"] is False and again["removed"] == 0  # idempotent
+
+    # PITR from the oldest retained backup to just after its end, beside the lab, from the expired archive
+    port = free_port()
+    data_dir = primary["fediflow_pg_data_dir"]
+    pitr = module("fediflow.dr.pitr_restore", dict(
+        login_host=primary["fediflow_pg_host"], login_port=primary["fediflow_pg_port"],
+        login_password=primary["fediflow_pg_superuser_password"], db=primary["fediflow_app_db"],
+        data_dir=data_dir, target_lsn=target_lsn, backup_id=oldest["backup_id"], action="pause", switch=False,
+        restore_port=port, config_dir=primary.get("fediflow_pg_config_dir"), backup_dest=ledger_dir,
+        wal_config=os.path.join(os.path.dirname(data_dir), "fediflow-wal.json"),
+        wal_tool=os.path.join(primary["fediflow_tools_dir"], "fediflow_wal.py"), timeout=180), netns=lab_netns(primary))
+    try:
+        assert pitr.get("failed") is not True, pitr.get("msg")
+        assert pitr["base_backup"]["id"] == oldest["backup_id"] and pitr["state"] == "paused"
+        conn = psycopg2.connect(host=primary["fediflow_pg_host"], port=port, user="postgres", dbname="fediflow",
+                                password=primary["fediflow_pg_superuser_password"], **pg_tls(primary))
+        with conn.cursor() as cur:
+            cur.execute("SELECT username FROM accounts WHERE username IN (%s, %s)", (marker, later))
+            assert [r[0] for r in cur.fetchall()] == [marker]
+        conn.close()
+    finally:
+        new_dir = pitr.get("new_data_dir")
+        if new_dir and os.path.isdir(new_dir):
+            _as_pg([os.path.join(bindir(), "pg_ctl"), "stop", "-D", new_dir, "-m", "immediate", "-w"], check=False)
+            shutil.rmtree(new_dir, ignore_errors=True)
+        if new_dir and os.path.exists(new_dir + ".log"):
+            os.unlink(new_dir + ".log")
+
+
+def _region(hv, state):
+    proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
+    return proc.stdout
+
+
+@pytest.mark.restarts_lab
+def test_a_region_down_during_expiry_the_other_repository_is_expired_and_the_down_one_reported(work):
+    lab, path = work
+    primary, standby = lab["primary"], lab["standby"]
+    ledger_dir = os.path.join(path, "backups")
+    _backup(primary, ledger_dir, keep=1)
+    _switch_and_archive(primary, 3)
+    _backup(primary, ledger_dir, keep=1)  # the first one pruned: its WAL may go
+    _switch_and_archive(primary, 1)
+    bound_segno = _oldest_start_segno(ledger_dir, (primary, standby))
+    before = {hv["fediflow_region"]: _wal_files(hv) for hv in (primary, standby)}
+    assert "up -> down" in _region(primary, "down")
+    try:
+        res = _expire(standby, ledger_dir)  # from eu-west-1's host, with its configuration (both buckets)
+    finally:
+        _region(primary, "up")
+        playbook("lab_up.yml")
+        assert poll(lambda: pg_streaming(standby), timeout=120), "the standby did not stream again"
+    assert res.get("failed") is not True, res.get("msg")
+    assert res["degraded"] is True and res["not_answered"] == [primary["fediflow_region"]]
+    down = [r for r in res["repositories"] if r["name"] == primary["fediflow_region"]][0]
+    up = [r for r in res["repositories"] if r["name"] == standby["fediflow_region"]][0]
+    assert down["answered"] is False and down["error"] and up["removed"] > 0 and up["error"] is None
+    assert any(primary["fediflow_region"] in w for w in res.get("warnings", []))
+    _check_only_older_gone(before[standby["fediflow_region"]], _wal_files(standby), bound_segno)
+    assert set(before[primary["fediflow_region"]]) <= set(_wal_files(primary))  # the down one: untouched
+    # back up: the next run expires it, the other has nothing left to remove
+    res = _expire(primary, ledger_dir)
+    assert res.get("failed") is not True, res.get("msg")
+    by_name = {r["name"]: r for r in res["repositories"]}
+    assert by_name[primary["fediflow_region"]]["removed"] > 0 and by_name[standby["fediflow_region"]]["removed"] == 0
+    _check_only_older_gone(before[primary["fediflow_region"]], _wal_files(primary), bound_segno)
