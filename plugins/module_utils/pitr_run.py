@@ -71,7 +71,7 @@ def read_ledger(p):
     """``([(manifest, where)], repos)`` from the local ledger and every repository that answers (the local copy
     preferred, else the first repository holding it: the host's own region's, the survivor's after a region is
     lost). ``where``: ``local`` or that repository's name."""
-    repos = repositories.Repositories(p)
+    repos = repositories.Repositories(p, strict=False)
     if repos.any and not repos.stores and not p.get("backup_dest"):
         raise FediflowError("no repository answers (%s)" % "; ".join("%s: %s" % kv for kv in repos.down.items()))
     found = repositories.ledger_union(p.get("backup_dest"), repos)

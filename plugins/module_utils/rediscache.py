@@ -471,7 +471,7 @@ def restore(p, check_mode=False):
                 "region failover" % (redisconn.describe(p), repl["master_host"], repl["master_port"]))
         promote = repl["role"] != "master"
         with timer.phase("preflight"):
-            repos = repositories.Repositories(p)
+            repos = repositories.Repositories(p, strict=False)
         manifest, records, where, s3_error = _load_backup(p, repos, timer)
         result.update(backup_id=manifest["id"], backup_stop_time=manifest.get("stop_time"), backup_where=where,
                       role_before="replica" if promote else "primary", s3_error=s3_error)

@@ -110,10 +110,13 @@ def repo_params(p, repo):
 
 class Repositories:
     """The repositories of one run: ``stores`` (name -> store, in order) that answered, ``down``
-    (name -> why) that did not. ``factory(params, repo)`` makes a store (S3Backups by default)."""
+    (name -> why) that did not. ``factory(params, repo)`` makes a store (S3Backups by default).
+    ``strict`` (writers): a bucket that does not exist is bad input, refused; a reader (a restore after
+    a region is lost, when its bucket may be gone) counts it as down."""
 
-    def __init__(self, p, factory=None, probe=True):
+    def __init__(self, p, factory=None, probe=True, strict=True):
         self.p = p
+        self.strict = strict
         self.repos = normalize(p)
         self.required = required(p, self.repos)
         self.by_name = {r["name"]: r for r in self.repos}
@@ -137,8 +140,10 @@ class Repositories:
         names = list(self.stores)
         answers = parallel(check, names)
         for name, answer in zip(names, answers):
-            if isinstance(answer, MissingBucket):
+            if isinstance(answer, MissingBucket) and self.strict:
                 raise FediflowError("repository '%s': %s" % (name, answer.message))
+            if isinstance(answer, MissingBucket):
+                answer = answer.message
             if answer:
                 self.mark_down(name, answer)
 
