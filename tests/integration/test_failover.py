@@ -12,6 +12,7 @@ restarts_lab so they run after the tests that assume a steady lab.
 """
 import json
 import os
+import shutil
 import time
 import urllib.request
 
@@ -19,7 +20,7 @@ import boto3
 import pytest
 
 from lab_fixtures import (ROOT, lab_is_home, pg_connect, pg_role, pg_streaming, playbook, playbook_result, poll,
-                          rebuild_lab_unless_home, recap)
+                          rebuild_lab_unless_home, recap, s3_endpoint)
 from redis_fixtures import critical_keys, redis_value, region_redis
 
 pytestmark = pytest.mark.restarts_lab
@@ -329,6 +330,74 @@ def test_after_the_switchover_backup_yml_unchanged_backs_up_the_new_primary(swit
     assert len(new) == 1, new
     with open(os.path.join(ledger, new[0], "manifest.json"), encoding="utf-8") as handle:
         assert json.load(handle)["region"] == standby["fediflow_region"]
+
+
+def _archived(hv, segment):
+    conn = pg_connect(hv, "postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("SELECT coalesce(last_archived_wal, '') >= %s FROM pg_stat_archiver", (segment,))
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_after_the_switchover_pitr_in_region_2_reaches_a_time_after_it(switchover, tmp_path):
+    """backup.yml unchanged backs up the new primary; its base backup and the new timeline's WAL and .history file,
+    in every region's copy of the cluster's one archive, take region 2 to a time after the switchover: a restore
+    beside the new primary (pitr_restore.yml, switch=false, paused at the target) holds the row committed before
+    the target and not the one after it."""
+    from doubles_fixtures import free_port  # pylint: disable=import-outside-toplevel
+    from pair_fixtures import _as_pg, bindir  # pylint: disable=import-outside-toplevel
+    primary, standby = switchover["primary"], switchover["standby"]
+    assert pg_role(standby) == "primary", "the switchover did not leave production in eu-west-1"
+    playbook("backup.yml", "-e", "backup_logical=false", "-e", "backup_media=false", "-e", "backup_cache=false",
+             "-e", "backup_config=false")
+    before, after = "pitr-before-%d" % time.time_ns(), "pitr-after-%d" % time.time_ns()
+    _one(standby, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (before,))
+    target = _one(standby, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    _one(standby, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (after,))
+    segment = _one(standby, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
+    assert poll(lambda: _archived(standby, segment), 60), "segment %s not archived by the new primary" % segment
+    timeline = int(segment[:8], 16)
+    assert timeline >= 2
+    for hv in (primary, standby):   # the new timeline's history in each region's copy of the archive
+        s3 = boto3.client("s3", endpoint_url=s3_endpoint(hv), region_name=hv["fediflow_region"],
+                          aws_access_key_id=hv["fediflow_aws_access_key"],
+                          aws_secret_access_key=hv["fediflow_aws_secret_key"])
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=hv["fediflow_backup_bucket"],
+                                                     Prefix="wal/%s/%08X" % (primary["fediflow_region"], timeline))
+                .get("Contents", [])]
+        assert "wal/%s/%08X.history" % (primary["fediflow_region"], timeline) in keys, (hv["fediflow_region"], keys)
+    port = free_port()
+    proc, _took = playbook("pitr_restore.yml", "-e", "pitr_restore_region=%s" % standby["fediflow_region"],
+                           "-e", "pitr_restore_target_time=%s" % target, "-e", "pitr_restore_switch=false",
+                           "-e", "pitr_restore_action=pause", "-e", "pitr_restore_restore_port=%d" % port,
+                           "-e", "pitr_restore_inclusive=true", check=False)
+    data_dir = standby["fediflow_pg_data_dir"]
+    side = [os.path.join(os.path.dirname(data_dir), n) for n in os.listdir(os.path.dirname(data_dir))
+            if n.startswith(os.path.basename(data_dir) + ".pitr-") and not n.endswith(".log")]
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        import psycopg2  # pylint: disable=import-outside-toplevel
+        from lab_fixtures import pg_tls  # pylint: disable=import-outside-toplevel
+        conn = psycopg2.connect(host=standby["fediflow_pg_host"], port=port, user="postgres", dbname="fediflow",
+                                password=standby["fediflow_pg_superuser_password"], **pg_tls(standby))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT v FROM dr_failover_probe WHERE v IN (%s, %s)", (before, after))
+                assert [r[0] for r in cur.fetchall()] == [before]
+                cur.execute("SELECT pg_get_wal_replay_pause_state()")
+                assert cur.fetchone()[0] == "paused"
+        finally:
+            conn.close()
+    finally:
+        for path in side:
+            _as_pg([os.path.join(bindir(), "pg_ctl"), "stop", "-D", path, "-m", "immediate", "-w"], check=False)
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.exists(path + ".log"):
+                os.unlink(path + ".log")
 
 
 def test_failback_after_the_planned_switchover(switchover):
