@@ -334,9 +334,9 @@ def print_rows(rows, info, unchanged):
     print()
     for row in [("measure", "anchor", "fediflow.dr", "ratio", "goal")] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, width)))
+    prices = ", ".join("%s $%s" % kv for kv in PRICE_PER_1000.items())
     print("\n(BENCH_SCALE=%s: %d files, %s; parallel=%d for both tools; request prices: S3 Standard us-east-1 list"
-          " prices, %s per 1,000)" % (SCALE, info["files"], gb(info["bytes"]), PARALLEL,
-                                     ", ".join("%s $%s" % kv for kv in PRICE_PER_1000.items())))
+          " prices, %s per 1,000)" % (SCALE, info["files"], gb(info["bytes"]), PARALLEL, prices))
 
 
 if __name__ == "__main__":

@@ -487,6 +487,13 @@ def build_report(v, now):
     failed_objectives = [row_title(r) for r in rows if r["pass"] is False]
     failed_steps = [s["name"] for s in v["steps"] if s["status"] == "failed"]
     steps = [{k: val for k, val in s.items() if not k.startswith("_")} for s in v["steps"]]
+    if v["drill_interval_days"] is not None:
+        next_drill = started.date() + timedelta(days=v["drill_interval_days"])
+    else:
+        next_drill = add_months(started.date(), v["drill_interval_months"])
+    detection = None
+    if v["detection"]:
+        detection = {k: val for k, val in v["detection"].items() if k not in ("objectives", "sources")}
     return {
         "schema": REPORT_SCHEMA,
         "drill_id": drill_id,
@@ -503,10 +510,8 @@ def build_report(v, now):
         "drill_interval_days": v["drill_interval_days"],
         "drill_interval_months": v["drill_interval_months"],
         "drill_interval": interval_text(v),
-        "next_drill": (started.date() + timedelta(days=v["drill_interval_days"]) if v["drill_interval_days"] is not None
-                       else add_months(started.date(), v["drill_interval_months"])).isoformat(),
-        "detection": {k: val for k, val in v["detection"].items() if k not in ("objectives", "sources")}
-                     if v["detection"] else None,
+        "next_drill": next_drill.isoformat(),
+        "detection": detection,
     }
 
 
