@@ -10,7 +10,8 @@ Measured in the same run, the anchor first:
   4. storage after 6 snapshots, each after 1 % churn, vs the runbook's 6 full copies.
   5. the 5-minute media schedule (docs/schedules.md: 288 runs a day): the unchanged-tree run's S3
      requests, counted by kind through a small counting proxy in front of moto, and its seconds, per
-     run and per day; then the schedule itself as it runs for a user, `ansible-playbook
+     run and per day, with the snapshot in one region and in both (two repositories, as
+     fediflow_backup_repositories has it); then the schedule itself as it runs for a user, `ansible-playbook
      playbooks/backup.yml --tags backup_media` against the lab inventory (SSH, the primary probe, the
      lab's media tree), per run and per day. BENCH_CADENCE_ONLY=1 measures the first snapshot and 5. only.
 The module runs through `ansible localhost -m fediflow.dr.s3_snapshot` as a user runs it.
@@ -55,14 +56,22 @@ CADENCE_ONLY = os.environ.get("BENCH_CADENCE_ONLY") == "1"
 
 def lab():
     """moto's endpoint and credentials from the lab inventory (the lab must be up)."""
-    hvars = lab_hostvars()[0]
-    try:
-        urllib.request.urlopen(s3_endpoint(hvars) + "/moto-api/", timeout=3).close()
-    except OSError:
-        sys.exit("moto is not answering at %s: run `make lab-up` first" % s3_endpoint(hvars))
+    hvars, other = lab_hostvars()[:2]
+    for host in (hvars, other):
+        try:
+            urllib.request.urlopen(s3_endpoint(host) + "/moto-api/", timeout=3).close()
+        except OSError:
+            sys.exit("moto is not answering at %s: run `make lab-up` first" % s3_endpoint(host))
     return {"endpoint_url": s3_endpoint(hvars), "region": hvars["fediflow_region"],
+            "other_endpoint_url": s3_endpoint(other), "other_region": other["fediflow_region"],
             "AWS_ACCESS_KEY_ID": hvars["fediflow_aws_access_key"],
             "AWS_SECRET_ACCESS_KEY": hvars["fediflow_aws_secret_key"]}
+
+
+def repositories(first_url, second_url, conn):
+    """Both regions' buckets, the snapshot's own region first (as fediflow_backup_repositories lists them)."""
+    return [{"name": conn["region"], "bucket": BUCKET, "region": conn["region"], "endpoint_url": first_url},
+            {"name": conn["other_region"], "bucket": BUCKET, "region": conn["other_region"], "endpoint_url": second_url}]
 
 
 def generate():
@@ -168,34 +177,65 @@ def schedule_runs(runs=3):
     return walls, changed
 
 
-def cadence(conn, rows):
-    """5. The unchanged tree at the media schedule's rate: S3 requests and seconds, per run and per day."""
-    proxy = CountingProxy(conn["endpoint_url"])
+def counted_run(conn, two_regions):
+    """The unchanged tree snapshotted again through counting proxies (one per region's endpoint)."""
+    proxies = [CountingProxy(conn["endpoint_url"])] + ([CountingProxy(conn["other_endpoint_url"])] if two_regions else [])
     try:
-        res, wall = ansible_snapshot(dict(conn, endpoint_url=proxy.url), "snap", WORK)
+        repos = repositories(proxies[0].url, proxies[1].url, conn) if two_regions else None
+        res, wall = ansible_snapshot(dict(conn, endpoint_url=proxies[0].url), "snap2" if two_regions else "snap", WORK, repos)
     finally:
-        proxy.close()
+        for proxy in proxies:
+            proxy.close()
     assert not res["changed"], res
-    counts = dict(sorted(proxy.counts.items()))
-    total = sum(counts.values())
-    rows.append(("unchanged run, S3 requests", "-", "%d (%s); %s down, %s up" % (
-        total, ", ".join("%s %d" % kv for kv in counts.items()), gb(proxy.bytes["down"]), gb(proxy.bytes["up"])), "-", "-"))
-    rows.append(("x %d runs a day (every 5 min)" % RUNS_PER_DAY, "-",
-                 "%d requests, %s down; module %.0f s, ansible call %.0f s; requests $%.4f/day" % (
-                     total * RUNS_PER_DAY, gb(proxy.bytes["down"] * RUNS_PER_DAY), res["duration_s"] * RUNS_PER_DAY,
-                     wall * RUNS_PER_DAY, per_day_cost(counts)), "-", "small"))
+    counts = collections.Counter()
+    moved = collections.Counter()
+    for proxy in proxies:
+        counts.update(proxy.counts)
+        moved.update(proxy.bytes)
+    return res, wall, dict(sorted(counts.items())), moved, [sum(p.counts.values()) for p in proxies]
+
+
+def cadence(conn, rows):
+    """5. The unchanged tree at the media schedule's rate: S3 requests and seconds, per run and per day, with the
+    snapshot in one region and in both (as fediflow_backup_repositories has it)."""
+    s3b = boto3.client("s3", endpoint_url=conn["other_endpoint_url"], region_name=conn["other_region"],
+                       aws_access_key_id=conn["AWS_ACCESS_KEY_ID"], aws_secret_access_key=conn["AWS_SECRET_ACCESS_KEY"])
+    drop_bucket(s3b)
+    s3b.create_bucket(Bucket=BUCKET, **({} if conn["other_region"] == "us-east-1" else
+                                        {"CreateBucketConfiguration": {"LocationConstraint": conn["other_region"]}}))
+    try:
+        both = repositories(conn["endpoint_url"], conn["other_endpoint_url"], conn)
+        first, first_wall = ansible_snapshot(conn, "snap2", WORK, both)  # the tree into both regions once
+        copies = ", ".join("%s %s" % (c["repository"], "ok" if c["ok"] else "FAILED") for c in first.get("copies", []))
+        rows.append(("first snapshot, both regions", "-", "ansible %.1fs (module %.1fs; copies %s)" % (
+            first_wall, first["duration_s"], copies), "-", "-"))
+        for two_regions in (False, True):
+            res, wall, counts, moved, per_region = counted_run(conn, two_regions)
+            total = sum(counts.values())
+            where = "both regions" if two_regions else "one region"
+            rows.append(("unchanged run, %s: S3 requests" % where, "-", "%d (%s%s); %s down, %s up; module %.2fs" % (
+                total, ", ".join("%s %d" % kv for kv in counts.items()),
+                "; per region %s" % "+".join(str(n) for n in per_region) if two_regions else "",
+                gb(moved["down"]), gb(moved["up"]), res["duration_s"]), "-", "-"))
+            rows.append(("  x %d runs a day (every 5 min)" % RUNS_PER_DAY, "-",
+                         "%d requests, %s down; module %.0f s, ansible call %.0f s; requests $%.4f/day" % (
+                             total * RUNS_PER_DAY, gb(moved["down"] * RUNS_PER_DAY), res["duration_s"] * RUNS_PER_DAY,
+                             wall * RUNS_PER_DAY, per_day_cost(counts)), "-", "small"))
+    finally:
+        drop_bucket(s3b)
     walls, changed = schedule_runs()
     unchanged = [w for w, c in zip(walls, changed) if not c] or walls
     median = statistics.median(unchanged)
-    rows.append(("schedule: backup.yml --tags backup_media", "-",
+    rows.append(("schedule: backup.yml --tags backup_media (the lab: both regions)", "-",
                  "median %.1f s a run (%s; %d of %d wrote a snapshot) = %.0f s/day, %.1f%% of the day" % (
                      median, ", ".join("%.1f" % w for w in walls), sum(changed), len(walls), median * RUNS_PER_DAY,
                      100.0 * median * RUNS_PER_DAY / 86400), "-", "-"))
 
 
-def ansible_snapshot(conn, prefix, src):
-    args = {"endpoint_url": conn["endpoint_url"], "region": conn["region"], "s3_bucket": BUCKET,
+def ansible_snapshot(conn, prefix, src, repos=None):
+    args = {"endpoint_url": conn["endpoint_url"], "region": conn["region"],
             "s3_prefix": prefix, "src": str(src), "parallel": PARALLEL}
+    args.update({"repositories": repos} if repos else {"s3_bucket": BUCKET})
     t0 = time.monotonic()
     proc = subprocess.run([str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m",
                            "fediflow.dr.s3_snapshot", "-a", json.dumps(args),
