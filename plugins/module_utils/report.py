@@ -18,6 +18,7 @@ including that drill, so a later drill does not change an earlier drill's page.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import html
 import json
@@ -38,7 +39,12 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 MASK = "********"
 DETAILS_MAX = 240  # characters of a step's details shown in Markdown / HTML / JUnit
-RETURNED_ROW_KEYS = ("objective", "label", "target_s", "measured_s", "pass", "result", "source", "note")
+RETURNED_ROW_KEYS = ("objective", "label", "target_s", "measured_s", "projected_s", "pass", "result", "source", "note")
+# the measurements a failover drill times from the outage: they include the outage detection
+DETECTION_OBJECTIVES = ("rto_critical_s", "rto_full_system_s", "first_notification_s")
+DETECTION_SOURCES = ("region-failover",)
+DETECTION_KEYS = ("measured_s", "interval_s", "threshold", "production_interval_s", "production_threshold",
+                  "production_timeout_s", "objectives", "sources")
 
 # The runbook's table (DESIGN.md): key -> (target seconds, label)
 DEFAULT_OBJECTIVES = {
@@ -222,6 +228,89 @@ def kind_of(key):
     return "other"
 
 
+def add_months(day, months):
+    """``day`` plus whole calendar months, the day clamped to the month's last (31 Jan + 1 month = 28/29 Feb)."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return day.replace(year=year, month=month, day=min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def interval_text(v):
+    if v["drill_interval_days"] is not None:
+        return "every %d day%s" % (v["drill_interval_days"], "" if v["drill_interval_days"] == 1 else "s")
+    months = v["drill_interval_months"]
+    return "every month" if months == 1 else "every %d months" % months
+
+
+def _seconds(value, option, minimum=0.0):
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not _number(value) or not math.isfinite(value) or value < minimum:
+        raise FediflowError("%s must be a number >= %s, got %r" % (option, fmt_s(minimum), value))
+    return float(value)
+
+
+def normalize_detection(given):
+    """The outage detection a drill ran with against the production settings; None without it.
+
+    ``shortened``: the drill detected with fewer or faster checks than production
+    (``interval_s`` x ``threshold`` below ``production_interval_s`` x ``production_threshold``). Production's
+    worst case is ``production_threshold`` checks ``production_interval_s`` apart after the outage began just
+    after a passing check, the last one waiting ``production_timeout_s``:
+    ``production_interval_s * production_threshold + production_timeout_s``."""
+    if given in (None, {}):
+        return None
+    if not isinstance(given, dict):
+        raise FediflowError("detection must be a dict (%s)" % ", ".join(DETECTION_KEYS))
+    unknown = sorted(set(given) - set(DETECTION_KEYS))
+    if unknown:
+        raise FediflowError("detection: unknown field(s) %s (%s)" % (", ".join(unknown), ", ".join(DETECTION_KEYS)))
+    missing = [k for k in ("interval_s", "threshold", "production_interval_s", "production_threshold")
+               if given.get(k) in (None, "")]
+    if missing:
+        raise FediflowError("detection.%s is required" % ", detection.".join(missing))
+    out = {"measured_s": _seconds(given.get("measured_s") or 0, "detection.measured_s"),
+           "interval_s": _seconds(given["interval_s"], "detection.interval_s"),
+           "threshold": int(_seconds(given["threshold"], "detection.threshold", 1)),
+           "production_interval_s": _seconds(given["production_interval_s"], "detection.production_interval_s"),
+           "production_threshold": int(_seconds(given["production_threshold"], "detection.production_threshold", 1)),
+           "production_timeout_s": _seconds(given.get("production_timeout_s") or 0, "detection.production_timeout_s")}
+    for key, default in (("objectives", DETECTION_OBJECTIVES), ("sources", DETECTION_SOURCES)):
+        value = given.get(key)
+        if value in (None, ""):
+            value = list(default)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise FediflowError("detection.%s must be a list of names, got %r" % (key, value))
+        out[key] = list(value)
+    out["production_worst_case_s"] = round(
+        out["production_interval_s"] * out["production_threshold"] + out["production_timeout_s"], 3)
+    out["shortened"] = out["interval_s"] * out["threshold"] < out["production_interval_s"] * out["production_threshold"]
+    out["note"] = ("detection in this drill: %d checks %s s apart (%s s measured); production: %d checks %s s apart"
+                   "%s = %s s worst case" % (
+                       out["threshold"], fmt_s(out["interval_s"]), fmt_s(out["measured_s"]),
+                       out["production_threshold"], fmt_s(out["production_interval_s"]),
+                       " + %s s timeout" % fmt_s(out["production_timeout_s"]) if out["production_timeout_s"] else "",
+                       fmt_s(out["production_worst_case_s"])))
+    return out
+
+
+def project(measurements, detection):
+    """``projected_s`` of each measurement that includes a shortened detection: the measured time with the
+    drill's detection replaced by production's worst case. Others get None."""
+    out = []
+    for item in measurements:
+        projected = None
+        if (detection and detection["shortened"] and item["measured_s"] is not None
+                and item["objective"] in detection["objectives"] and item["source"] in detection["sources"]):
+            projected = round(max(item["measured_s"] - detection["measured_s"], 0.0)
+                              + detection["production_worst_case_s"], 3)
+        out.append(dict(item, projected_s=projected))
+    return out
+
+
 def normalize_steps(steps):
     out = []
     for index, step in enumerate(steps or []):
@@ -308,20 +397,25 @@ def normalize_measurements(measurements, objectives):
 
 def evaluate(objectives, measurements):
     """One row per measurement, and one ``not run`` row per objective nothing measured.
-    ``pass``: measured <= target; null when not measured (neither passed nor failed)."""
+    ``pass``: measured <= target, and the production projection (``projected_s``, when the drill shortened
+    the detection) <= target too; null when not measured (neither passed nor failed)."""
     rows = []
     for key, obj in objectives.items():
         items = [m for m in measurements if m["objective"] == key] or [
             {"objective": key, "measured_s": None, "source": None, "note": None}]
         for item in items:
             measured = item["measured_s"]
-            passed = None if measured is None else measured <= obj["target_s"]
+            projected = item.get("projected_s")
+            # a drill that shortened something is judged on the production projection too: it must not flatter
+            passed = None if measured is None else (measured <= obj["target_s"]
+                                                    and (projected is None or projected <= obj["target_s"]))
             rows.append({
                 "objective": key,
                 "label": obj["label"],
                 "kind": kind_of(key),
                 "target_s": obj["target_s"],
                 "measured_s": measured,
+                "projected_s": projected,
                 "pass": passed,
                 "result": "NOT RUN" if passed is None else ("PASS" if passed else "FAIL"),
                 "source": item["source"],
@@ -348,16 +442,20 @@ def validate(p):
     keep = p.get("keep_history", 100)
     if keep is None or keep < 0:
         raise FediflowError("keep_history must be >= 0 (0 keeps no history), got %r" % keep)
-    interval = p.get("drill_interval_days", 91)
-    if interval is None or interval < 1:
-        raise FediflowError("drill_interval_days must be >= 1, got %r" % interval)
+    days = p.get("drill_interval_days")
+    if days is not None and days < 1:
+        raise FediflowError("drill_interval_days must be >= 1, got %r" % days)
+    months = p.get("drill_interval_months", 1)
+    if months is None or months < 1:
+        raise FediflowError("drill_interval_months must be >= 1, got %r" % months)
+    detection = normalize_detection(p.get("detection"))
     drill_id = p.get("drill_id")
     if drill_id is not None and (not _DRILL_ID.match(str(drill_id)) or str(drill_id) in ("latest", "history")):
         raise FediflowError("drill_id %r must be 1-128 of letters, digits, '.', '_', '-' (starting with a letter or "
                             "digit) and not 'latest' or 'history': it names the report files" % drill_id)
     objectives = normalize_objectives(p.get("objectives"))
     steps = normalize_steps(p.get("steps"))
-    measurements = normalize_measurements(p.get("measurements"), objectives)
+    measurements = project(normalize_measurements(p.get("measurements"), objectives), detection)
     not_run = []
     for index, item in enumerate(p.get("not_run") or []):
         if not isinstance(item, dict) or not item.get("scenario"):
@@ -370,7 +468,8 @@ def validate(p):
     if os.path.isdir(history_file):
         raise FediflowError("history_file %s is a directory" % history_file)
     return {"dest_dir": dest_dir, "formats": [f for f in FORMATS if f in formats], "keep_history": keep,
-            "drill_interval_days": interval, "drill_id": drill_id, "objectives": objectives, "steps": steps,
+            "drill_interval_days": days, "drill_interval_months": None if days is not None else months,
+            "detection": detection, "drill_id": drill_id, "objectives": objectives, "steps": steps,
             "measurements": measurements, "not_run": not_run, "drill_time": drill_time,
             "history_file": history_file, "title": p.get("title") or "FediFlow DR drill"}
 
@@ -388,6 +487,13 @@ def build_report(v, now):
     failed_objectives = [row_title(r) for r in rows if r["pass"] is False]
     failed_steps = [s["name"] for s in v["steps"] if s["status"] == "failed"]
     steps = [{k: val for k, val in s.items() if not k.startswith("_")} for s in v["steps"]]
+    if v["drill_interval_days"] is not None:
+        next_drill = started.date() + timedelta(days=v["drill_interval_days"])
+    else:
+        next_drill = add_months(started.date(), v["drill_interval_months"])
+    detection = None
+    if v["detection"]:
+        detection = {k: val for k, val in v["detection"].items() if k not in ("objectives", "sources")}
     return {
         "schema": REPORT_SCHEMA,
         "drill_id": drill_id,
@@ -402,16 +508,26 @@ def build_report(v, now):
         "steps": steps,
         "not_run": v["not_run"],
         "drill_interval_days": v["drill_interval_days"],
-        "next_drill": (started.date() + timedelta(days=v["drill_interval_days"])).isoformat(),
+        "drill_interval_months": v["drill_interval_months"],
+        "drill_interval": interval_text(v),
+        "next_drill": next_drill.isoformat(),
+        "detection": detection,
     }
 
 
 def summary_table(report):
     """The plain-text table ``make drill`` prints."""
-    lines = ["%-64s %9s %11s  %s" % ("objective", "target s", "measured s", "result")]
+    projected = any(row["projected_s"] is not None for row in report["objectives"])
+    head = ("objective", "target s", "measured s") + (("production s",) if projected else ()) + ("result",)
+    form = "%-64s %9s %11s" + (" %12s" if projected else "") + "  %s"
+    lines = [form % head]
     for row in report["objectives"]:
-        lines.append("%-64s %9s %11s  %s" % (row_title(row), fmt_s(row["target_s"]), fmt_s(row["measured_s"]),
-                                             row["result"]))
+        cells = (row_title(row), fmt_s(row["target_s"]), fmt_s(row["measured_s"]))
+        cells += ((fmt_s(row["projected_s"]),) if projected else ()) + (row["result"],)
+        lines.append(form % cells)
+    if projected:
+        lines.append("production s: %s - the RTO with the production detection (%s)" % (
+            "the drill shortened the outage detection", report["detection"]["note"]))
     if report["failed_steps"]:
         lines.append("FAILED STEPS: %s" % ", ".join(report["failed_steps"]))
     if report["not_run"]:
@@ -489,15 +605,23 @@ def _md(text):
 
 def render_markdown(report):
     out = ["# %s - %s" % (_md(report["title"]), _md(report["drill_id"])), ""]
-    out.append("**Result: %s** - started %s%s; next drill due %s (every %d days)." % (
+    out.append("**Result: %s** - started %s%s; next drill due %s (%s)." % (
         "PASS" if report["ok"] else "FAIL", report["started"],
         ", finished %s (%s)" % (report["finished"], fmt_dur(report["duration_s"] or 0)) if report["finished"] else "",
-        report["next_drill"], report["drill_interval_days"]))
-    out += ["", "## Objectives", "", "| objective | target (s) | measured (s) | result | source |", "|---|---:|---:|---|---|"]
+        report["next_drill"], report["drill_interval"]))
+    projected = any(row["projected_s"] is not None for row in report["objectives"])
+    out += ["", "## Objectives", ""]
+    if projected:
+        out += ["**The drill shortened the outage detection**: %s. *production (s)* is the RTO with the production "
+                "detection; an objective passes only when both columns are within its target." % _md(report["detection"]["note"]), ""]
+        out += ["| objective | target (s) | measured (s) | production (s) | result | source |", "|---|---:|---:|---:|---|---|"]
+    else:
+        out += ["| objective | target (s) | measured (s) | result | source |", "|---|---:|---:|---|---|"]
     for row in report["objectives"]:
         measured = fmt_s(row["measured_s"]) if row["measured_s"] is not None else "not measured"
-        cells = (_md(row_title(row)), fmt_s(row["target_s"]), measured, row["result"], _md(row["source"] or ""))
-        out.append("| %s | %s | %s | %s | %s |" % cells)
+        cells = (_md(row_title(row)), fmt_s(row["target_s"]), measured)
+        cells += ((fmt_s(row["projected_s"]),) if projected else ()) + (row["result"], _md(row["source"] or ""))
+        out.append("|" + "|".join(" %s " % c for c in cells) + "|")
     out += ["", "## Steps", ""]
     if report["steps"]:
         out += ["| step | region | start | duration | status | message |", "|---|---|---|---:|---|---|"]
@@ -525,16 +649,22 @@ def render_junit(report):
         case = ET.Element("testcase", name=_xml_text(row_title(row)), classname="objectives.%s" % row["objective"],
                           time="0")
         if row["pass"] is False:
+            worst = max(row["measured_s"], row["projected_s"] or 0)
             failure = ET.SubElement(case, "failure", type="objective_missed",
-                                    message="measured %s s > target %s s" % (fmt_s(row["measured_s"]), fmt_s(row["target_s"])))
-            failure.text = _xml_text("%s: measured %s s, target %s s%s" % (
-                row["label"], fmt_s(row["measured_s"]), fmt_s(row["target_s"]),
-                " (source: %s)" % row["source"] if row["source"] else ""))
+                                    message="%s %s s > target %s s" % (
+                                        "measured" if worst == row["measured_s"] else "production projection",
+                                        fmt_s(worst), fmt_s(row["target_s"])))
+            failure.text = _xml_text("%s: measured %s s%s, target %s s%s" % (
+                row["label"], fmt_s(row["measured_s"]),
+                ", with the production detection %s s" % fmt_s(row["projected_s"]) if row["projected_s"] is not None else "",
+                fmt_s(row["target_s"]), " (source: %s)" % row["source"] if row["source"] else ""))
         elif row["pass"] is None:
             ET.SubElement(case, "skipped", message="not measured: NOT RUN (target %s s)" % fmt_s(row["target_s"]))
         else:
-            ET.SubElement(case, "system-out").text = "measured %s s <= target %s s" % (
-                fmt_s(row["measured_s"]), fmt_s(row["target_s"]))
+            ET.SubElement(case, "system-out").text = "measured %s s%s <= target %s s" % (
+                fmt_s(row["measured_s"]),
+                ", with the production detection %s s" % fmt_s(row["projected_s"]) if row["projected_s"] is not None else "",
+                fmt_s(row["target_s"]))
         cases.append(case)
     for step in report["steps"]:
         case = ET.Element("testcase", name=_xml_text(step["name"]),
@@ -728,11 +858,11 @@ def render_html(report, trend):
            "<title>%s</title>" % _e(title), "<style>%s</style>" % CSS, "</head>", "<body>"]
     out.append("<h1>%s</h1>" % _e(title))
     out.append('<p><span class="verdict %s">%s</span> started %s%s. <strong>Next drill due %s</strong> '
-               '(every %d days).</p>' % (
+               '(%s).</p>' % (
                    verdict, verdict, _e(report["started"]),
                    ", finished %s (%s)" % (_e(report["finished"]), _e(fmt_dur(report["duration_s"] or 0)))
                    if report["finished"] else "",
-                   _e(report["next_drill"]), report["drill_interval_days"]))
+                   _e(report["next_drill"]), _e(report["drill_interval"])))
     if report["failed_objectives"] or report["failed_steps"]:
         out.append('<p class="FAIL">Failed: %s</p>' % _e(", ".join(report["failed_steps"] + report["failed_objectives"])))
     out.append("<h2>Timeline</h2>")
@@ -746,12 +876,19 @@ def render_html(report, trend):
     if untimed:
         out.append('<p class="muted">Not on the timeline (no start/end time): %s</p>' % _e(", ".join(untimed)))
     out.append("<h2>Objectives</h2>")
-    out.append("<table><tr><th>objective</th><th>target (s)</th><th>measured (s)</th><th>result</th><th>source</th></tr>")
+    projected = any(row["projected_s"] is not None for row in report["objectives"])
+    if projected:
+        out.append('<p id="detection"><strong>The drill shortened the outage detection</strong>: %s. <em>production (s)</em> '
+                   "is the RTO with the production detection; an objective passes only when both are within its "
+                   "target.</p>" % _e(report["detection"]["note"]))
+    out.append("<table><tr><th>objective</th><th>target (s)</th><th>measured (s)</th>%s<th>result</th><th>source</th></tr>"
+               % ("<th>production (s)</th>" if projected else ""))
     for row in report["objectives"]:
-        out.append('<tr><td>%s</td><td class="num">%s</td><td class="num">%s</td><td class="%s"><strong>%s</strong>'
+        out.append('<tr><td>%s</td><td class="num">%s</td><td class="num">%s</td>%s<td class="%s"><strong>%s</strong>'
                    "</td><td>%s</td></tr>" % (
                        _e(row_title(row)), fmt_s(row["target_s"]),
                        fmt_s(row["measured_s"]) if row["measured_s"] is not None else "not measured",
+                       '<td class="num">%s</td>' % fmt_s(row["projected_s"]) if projected else "",
                        row["result"].replace(" ", ""), row["result"], _e(row["source"] or "")))
     out.append("</table>")
     out.append("<h2>Steps</h2>")

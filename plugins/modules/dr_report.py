@@ -30,7 +30,17 @@ description:
     C(target_s), C(measured_s), C(pass) (true, false, null), C(result) (C(PASS), C(FAIL), C(NOT RUN)),
     C(source), C(note)), C(steps) (C(name), C(region), C(start), C(end), C(duration_s), C(ok), C(skipped),
     C(status) (C(ok), C(failed), C(skipped)), C(msg), C(details)), C(not_run) (C(scenario), C(why)),
-    C(drill_interval_days), C(next_drill) (YYYY-MM-DD)."
+    C(drill_interval_months) and C(drill_interval_days) (the one in use, the other null), C(drill_interval) (text),
+    C(next_drill) (YYYY-MM-DD), C(detection) (null, or O(detection) as judged - C(shortened),
+    C(production_worst_case_s), C(note)); each objective row also has C(projected_s)."
+  - "Outage detection (O(detection)): a drill that detects an outage faster than production (fewer or faster
+    checks, as the lab's 3 checks 1 s apart against the runbook's 3 checks 30 s apart) measures an RTO production
+    would not get. The measurements that include the detection (O(detection.objectives) from
+    O(detection.sources)) get C(projected_s) = measured - O(detection.measured_s) + production's worst case
+    (O(detection.production_threshold) checks O(detection.production_interval_s) apart, the outage starting
+    just after a passing check, plus O(detection.production_timeout_s) for the last one). Every format says the
+    drill shortened the detection and shows the projection beside the measured value (the summary, Markdown and
+    HTML as a C(production) column); such a row passes only when both are within the target."
   - "HTML: one self-contained file (inline CSS and SVG, no script, no external URL): the verdict and the next
     drill date, the timeline (C(svg#timeline): one C(rect) per step that has a start and an end, green ok, red
     failed, grey skipped, on a time axis from the first start; dashed vertical lines at the RTO targets (objective
@@ -173,10 +183,56 @@ options:
     description: Number of drills the history keeps (the newest lines). V(0) keeps no history file at all.
     type: int
     default: 100
-  drill_interval_days:
-    description: Days between drills (the runbook - quarterly), for RV(next_drill).
+  drill_interval_months:
+    description:
+      - Calendar months between drills, for RV(next_drill) (the day clamped to the month's last). The runbook
+        drills monthly; the role C(fediflow.dr.dr_drill) passes the inventory's
+        C(fediflow_schedules.drill_interval_months).
     type: int
-    default: 91
+    default: 1
+  drill_interval_days:
+    description: Days between drills instead of O(drill_interval_months), for RV(next_drill).
+    type: int
+  detection:
+    description:
+      - The outage detection the drill ran with and the production settings, to project the RTO a shortened
+        detection flatters (see the description). Omit when the drill detected nothing (no failover).
+    type: dict
+    suboptions:
+      measured_s:
+        description: Seconds the drill's detection took (included in the measurements it applies to).
+        type: float
+        default: 0
+      interval_s:
+        description: Seconds between the drill's checks.
+        type: float
+        required: true
+      threshold:
+        description: Failed checks in a row the drill needed.
+        type: int
+        required: true
+      production_interval_s:
+        description: Seconds between production's checks (the runbook - 30).
+        type: float
+        required: true
+      production_threshold:
+        description: Failed checks in a row production needs (the runbook - 3).
+        type: int
+        required: true
+      production_timeout_s:
+        description: How long production's last check may wait for an answer.
+        type: float
+        default: 0
+      objectives:
+        description: Objectives whose measurements include the detection.
+        type: list
+        elements: str
+        default: [rto_critical_s, rto_full_system_s, first_notification_s]
+      sources:
+        description: Measurement sources (O(measurements[].source)) that include the detection.
+        type: list
+        elements: str
+        default: [region-failover]
   not_run:
     description: Scenarios of the drill that were not run, listed as NOT RUN (never as passed).
     type: list
@@ -299,8 +355,11 @@ objectives:
     measured_s:
       description: Measured seconds, null when not measured.
       type: float
+    projected_s:
+      description: The measurement with production's outage detection, when the drill shortened it (O(detection)); else null.
+      type: float
     pass:
-      description: Measured <= target; null when not measured.
+      description: Measured (and RV(objectives[].projected_s), when set) <= target; null when not measured.
       type: bool
     result:
       description: C(PASS), C(FAIL) or C(NOT RUN).
@@ -330,13 +389,13 @@ not_run:
   type: list
   elements: dict
 next_drill:
-  description: Date the next drill is due (drill start + O(drill_interval_days)).
+  description: Date the next drill is due (drill start + O(drill_interval_months), or O(drill_interval_days)).
   returned: always
   type: str
-  sample: "2026-07-31"
+  sample: "2026-06-01"
 summary:
-  description: Plain-text table - objective, target s, measured s, result - then failed steps, scenarios not run,
-    the overall verdict and the next drill.
+  description: Plain-text table - objective, target s, measured s (production s, when the drill shortened the
+    detection), result - then failed steps, scenarios not run, the overall verdict and the next drill.
   returned: always
   type: str
 history_entries:
@@ -393,7 +452,18 @@ def main():
                         "choices": list(report.FORMATS)},
             "history_file": {"type": "path"},
             "keep_history": {"type": "int", "default": 100},
-            "drill_interval_days": {"type": "int", "default": 91},
+            "drill_interval_months": {"type": "int", "default": 1},
+            "drill_interval_days": {"type": "int"},
+            "detection": {"type": "dict", "options": {
+                "measured_s": {"type": "float", "default": 0},
+                "interval_s": {"type": "float", "required": True},
+                "threshold": {"type": "int", "required": True},
+                "production_interval_s": {"type": "float", "required": True},
+                "production_threshold": {"type": "int", "required": True},
+                "production_timeout_s": {"type": "float", "default": 0},
+                "objectives": {"type": "list", "elements": "str", "default": list(report.DETECTION_OBJECTIVES)},
+                "sources": {"type": "list", "elements": "str", "default": list(report.DETECTION_SOURCES)},
+            }},
             "not_run": {"type": "list", "elements": "dict", "default": [], "options": {
                 "scenario": {"type": "str", "required": True},
                 "why": {"type": "str"},

@@ -41,7 +41,7 @@ def injected(template, lab):
 
 
 def run_template(template_name, lab, private, launch_vars=None):
-    """Launch a job template; launch_vars are the extra variables given at launch (as AWX's
+    """Launch a job template (its job_tags too, as AWX passes them); launch_vars are the extra variables given at launch (as AWX's
     "prompt on launch" passes them) on top of the survey answers. Returns (result, artifacts dir,
     the extra vars given, seconds). The job's whole stdout is also kept under tests/output/playbooks."""
     from lab_fixtures import keep_log  # pylint: disable=import-outside-toplevel
@@ -53,7 +53,7 @@ def run_template(template_name, lab, private, launch_vars=None):
     private.mkdir(parents=True)
     t0 = time.monotonic()
     result = ansible_runner.run(private_data_dir=str(private), project_dir=str(ROOT), playbook=template["playbook"],
-                                inventory=str(INVENTORY), extravars=extravars,
+                                inventory=str(INVENTORY), extravars=extravars, tags=template.get("job_tags") or None,
                                 envvars=env, quiet=True, ident="job")
     took = time.monotonic() - t0
     artifacts = private / "artifacts" / "job"

@@ -151,7 +151,7 @@ def test_reports_written_parsed_back_and_rendered_by_chromium(tmp_path):
     result = module(MODULE, _args(dest))
     assert result["changed"] and not result.get("failed"), result
     assert result["ok"] is False and result["failed_steps"] == ["file-restore"]
-    assert result["failed_objectives"] == ["RTO critical services"] and result["next_drill"] == "2026-07-31"
+    assert result["failed_objectives"] == ["RTO critical services"] and result["next_drill"] == "2026-06-01"  # a month later
     assert result["duration_s"] >= 0 and "NOT RUN: pitr" in result["summary"]
 
     doc = json.loads((dest / "drill-20260501T120000Z.json").read_text())
@@ -212,7 +212,7 @@ def test_idempotent_check_mode_diff_and_history_trend(tmp_path):
     assert predicted["changed"] and _listing(dest) == before
     assert "%s: absent" % (dest / "q3.html") in predicted["diff"]["before"]
     third = module(MODULE, later)
-    assert third["ok"] is False and third["next_drill"] == "2026-10-31" and third["history_entries"] == 2
+    assert third["ok"] is False and third["next_drill"] == "2026-09-01" and third["history_entries"] == 2
     history = [json.loads(line) for line in (dest / "history.jsonl").read_text().splitlines()]
     assert [h["drill_id"] for h in history] == ["drill-20260501T120000Z", "q3"]
     assert history[1]["objectives"]["rto_critical_s"] == {
@@ -239,3 +239,22 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
         result = module(MODULE, args)
         assert result.get("failed") and message in result["msg"], result
         assert not result["changed"] and not dest.exists()
+
+
+def test_a_shortened_detection_through_the_module(tmp_path):
+    """The module's argument spec takes the drill's detection (as the dr_drill role passes it, numbers as
+    strings); the failover RTO gets production's detection beside it and is judged on both."""
+    dest = tmp_path / "reports"
+    detection = {"measured_s": "2.5", "interval_s": "1", "threshold": "3",
+                 "production_interval_s": "30", "production_threshold": "3", "production_timeout_s": "5"}
+    measured = [{"objective": "rto_critical_s", "measured_s": 850, "source": "region-failover", "note": "kill -> serving"},
+                {"objective": "rto_full_system_s", "measured_s": 20, "source": "region-failover"}]
+    result = module(MODULE, _args(dest, measurements=measured, detection=detection, drill_interval_months=3))
+    rows = {r["objective"]: r for r in result["objectives"] if r["source"] == "region-failover"}
+    assert rows["rto_critical_s"]["projected_s"] == 942.5 and rows["rto_critical_s"]["result"] == "FAIL"
+    assert rows["rto_full_system_s"]["projected_s"] == 112.5 and rows["rto_full_system_s"]["result"] == "PASS"
+    assert "RTO critical services: kill -> serving" in result["failed_objectives"] and result["next_drill"] == "2026-08-01"
+    assert "production s" in result["summary"].splitlines()[0]
+    doc = json.loads((dest / "latest.json").read_text())
+    assert doc["detection"]["shortened"] and "3 checks 30 s apart + 5 s timeout = 95 s worst case" in doc["detection"]["note"]
+    assert "production (s)" in (dest / "latest.md").read_text() and 'id="detection"' in (dest / "latest.html").read_text()

@@ -7,9 +7,11 @@ home roles - also when a scenario fails.
 The Kubernetes API and Slack of the failover scenario are the lab's local HTTP doubles (no API
 server can run here); moto answers Route53 changes INSYNC at once and stores the S3 backups.
 """
+import datetime
 import hashlib
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -87,6 +89,17 @@ def test_the_lab_inventory_lists_every_scenario_in_order():
     assert drill_vars["fediflow_drill_scenarios"] == SCENARIOS
 
 
+def test_the_production_detection_falls_back_to_region_failovers_defaults():
+    """dr_drill projects the failover RTO with the inventory's region_failover_detect_* settings, else with the
+    region_failover role's own defaults: the fallbacks written in dr_drill's defaults must be those."""
+    ours = yaml.safe_load((ROOT / "roles" / "dr_drill" / "defaults" / "main.yml").read_text())
+    theirs = yaml.safe_load((ROOT / "roles" / "region_failover" / "defaults" / "main.yml").read_text())
+    for name in ("interval_s", "threshold", "timeout_s"):
+        fallback = re.fullmatch(r"\{\{ region_failover_detect_%s \| default\((\d+)\) \}\}" % name,
+                                ours["dr_drill_production_detect_%s" % name])
+        assert fallback and int(fallback.group(1)) == theirs["region_failover_detect_%s" % name], name
+
+
 @pytest.mark.restarts_lab
 def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     lab, stdout, report_dir, report = full_drill["lab"], full_drill["stdout"], full_drill["report_dir"], full_drill["report"]
@@ -119,12 +132,15 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     backup_rto = _one(_rows(report, "rto_standard_s"), "backup-restore")
     assert 0 < backup_rto["measured_s"] <= steps["backup-restore"]["duration_s"] + 1
     assert 0 < _rows(report, "rto_non_critical_s")[0]["measured_s"] <= steps["file-restore"]["duration_s"] + 1
-    # RPO configuration is the age of the newest configuration snapshot at drill start. backup.yml ran
-    # just before, but a configuration that did not change since the last snapshot takes no new one,
-    # so that age is the last change's (a serial run happened to build the lab minutes before; with a
-    # lab per xdist worker it can be older - the assertion "< 600 s" failed once at 924 s). Re-derive it
-    # from the snapshot's own manifest in S3 instead.
-    _check_config_rpo(primary, report, steps["file-restore"])
+    # RPO file storage and configuration: the inventory's schedule + the newest snapshot's duration (the worst
+    # case), re-derived from the schedule file and the snapshots' own manifests in S3
+    _check_schedule_rpo(primary, report, steps["file-restore"])
+    # the lab detects an outage with 3 checks 1 s apart; production with 3 checks 30 s apart (+ 5 s timeout):
+    # the failover's RTOs are shown with production's detection too, and judged on it
+    _check_detection_projection(report, failover_steps=steps["region-failover"]["details"]["steps"])
+    assert "production s" in text and "the drill shortened the outage detection" in text
+    started = datetime.date.fromisoformat(report["started"][:10])
+    assert report["drill_interval"] == "every month" and report["next_drill"] == _month_later(started).isoformat()
     failover = steps["region-failover"]["details"]
     assert [s["step"] for s in failover["steps"]][:5] == ["inspect", "detect", "promote", "dns", "kubernetes"]
     _check_pitr(lab, report, steps["pitr"])
@@ -154,23 +170,52 @@ def test_drill_template_under_ansible_runner(full_drill):
     secrets_absent(artifacts, extravars)
 
 
-def _check_config_rpo(primary, report, step):
-    import datetime  # pylint: disable=import-outside-toplevel
+def _month_later(day):
+    month = day.month % 12 + 1
+    year = day.year + (day.month == 12)
+    last = (datetime.date(year + (month == 12), month % 12 + 1, 1) - datetime.timedelta(days=1)).day
+    return day.replace(year=year, month=month, day=min(day.day, last))
+
+
+def _manifest_seconds(s3, primary, prefix, snapshot_id):
+    key = "%s/%s/snapshots/%s.json" % (prefix, primary["fediflow_region"], snapshot_id)
+    manifest = json.loads(s3.get_object(Bucket=primary["fediflow_backup_bucket"], Key=key)["Body"].read())
+    start, stop = (datetime.datetime.fromisoformat(manifest[k].replace("Z", "+00:00")) for k in ("start_time", "stop_time"))
+    return manifest, (stop - start).total_seconds()
+
+
+def _check_schedule_rpo(primary, report, step, schedules=None):
+    """RPO file storage = the media schedule's interval + the newest media snapshot's duration; RPO configuration =
+    the configuration schedule's interval + the newest configuration snapshot's duration (both from the inventory's
+    fediflow_schedules, the durations from the manifests in S3, not from the drill's own numbers)."""
     import boto3  # pylint: disable=import-outside-toplevel
+    schedules = schedules or yaml.safe_load((INVENTORY.parent / "group_vars" / "all" / "schedules.yml").read_text())["fediflow_schedules"]
     s3 = boto3.client("s3", endpoint_url=s3_endpoint(primary), region_name=primary["fediflow_region"],
                       aws_access_key_id=primary["fediflow_aws_access_key"],
                       aws_secret_access_key=primary["fediflow_aws_secret_key"])
-    snap = step["details"]["config_snapshot_id"]
-    key = "config/%s/snapshots/%s.json" % (primary["fediflow_region"], snap)
-    manifest = json.loads(s3.get_object(Bucket=primary["fediflow_backup_bucket"], Key=key)["Body"].read())
-    assert manifest["stop_time"][:19] == step["details"]["config_stop_time"][:19]
-    stop = datetime.datetime.strptime(manifest["stop_time"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
-    measured = _rows(report, "rpo_configuration_s")[0]["measured_s"]
-    # the drill starts (its preflight) before its first scenario: the age at the first scenario's start
-    # is the measured age plus that preflight, never less (whole seconds in the ISO times)
-    first_start = min(datetime.datetime.fromisoformat(s["start"].replace("Z", "+00:00")) for s in report["steps"])
-    at_first_step = (first_start - stop).total_seconds()
-    assert measured >= 0 and -2 <= at_first_step - measured < 120, (measured, at_first_step)
+    det = step["details"]
+    _media, media_s = _manifest_seconds(s3, primary, "media", det["snapshot_id"])
+    config, config_s = _manifest_seconds(s3, primary, "config", det["config_snapshot_id"])
+    assert config["stop_time"][:19] == det["config_stop_time"][:19]
+    media_interval = schedules.get("media_interval_s", schedules["backup_interval_s"])
+    rpo_files = _rows(report, "rpo_file_storage_s")[0]
+    assert rpo_files["measured_s"] == pytest.approx(max(media_interval + media_s, det["media_pending_age_s"]), abs=0.002)
+    assert rpo_files["measured_s"] >= media_interval
+    rpo_config = _rows(report, "rpo_configuration_s")[0]
+    assert rpo_config["measured_s"] == pytest.approx(schedules["config_interval_s"] + config_s, abs=0.002)
+    return rpo_files, rpo_config
+
+
+def _check_detection_projection(report, failover_steps):
+    detect = next(s["duration_s"] for s in failover_steps if s["step"] == "detect")
+    det = report["detection"]
+    assert det["shortened"] is True and det["production_worst_case_s"] == 30 * 3 + 5
+    assert det["measured_s"] == pytest.approx(detect, abs=0.001)
+    for objective in ("rto_critical_s", "rto_full_system_s"):
+        row = _rows(report, objective)[0]
+        assert row["projected_s"] == pytest.approx(row["measured_s"] - detect + 95, abs=0.002), row
+        assert row["projected_s"] > row["measured_s"] and row["pass"] is (row["projected_s"] <= row["target_s"])
+    assert all(r["projected_s"] is None for r in report["objectives"] if r["kind"] == "rpo")
 
 
 def _check_pitr(lab, report, step):
@@ -201,6 +246,7 @@ def _check_pitr(lab, report, step):
     assert not [n for n in os.listdir(parent) if ".pitr-" in n]
 
 
+FOUR_HOURLY = {"backup_interval_s": 14400, "config_interval_s": 1800, "drill_interval_months": 3}
 MEDIA_ONLY = ["-e", "backup_logical=false", "-e", "backup_physical=false", "-e", "backup_cache=false",
               "-e", "backup_config=false", "-e", "backup_wal_check=false"]
 
@@ -211,7 +257,8 @@ def partial_drill(backed_up, tmp_path_factory):
     configuration that does not exist (it must fail; the drill goes on), then backup-restore and
     file-restore, with a media file written after the newest snapshot (exposure the file-restore
     scenario must count). A fresh media snapshot is taken first, so that file is the only change
-    not in a snapshot. Run with ansible-playbook, as `make drill` runs the drill."""
+    not in a snapshot. The inventory's schedules are replaced by the one before the 5-minute media
+    snapshot (media only with the 4-hourly backup). Run with ansible-playbook, as `make drill` runs the drill."""
     lab = backed_up
     primary, standby = lab["primary"], lab["standby"]
     assert lab_is_home(primary, standby), "the lab must start in its home roles"
@@ -221,8 +268,9 @@ def partial_drill(backed_up, tmp_path_factory):
         handle.write(os.urandom(1024))
     work = tmp_path_factory.mktemp("partial-drill")
     try:
-        scenarios = json.dumps(["pitr", "backup-restore", "file-restore"])
-        proc, _took = playbook("dr_drill.yml", "-e", "drill_failover=false", "-e", '{"fediflow_drill_scenarios": %s}' % scenarios,
+        scenarios = json.dumps({"fediflow_drill_scenarios": ["pitr", "backup-restore", "file-restore"],
+                                "fediflow_schedules": FOUR_HOURLY})
+        proc, _took = playbook("dr_drill.yml", "-e", "drill_failover=false", "-e", scenarios,
                                "-e", "dr_drill_pitr_wal_config=%s" % (work / "no-such-wal.json"), check=False)
         came_home = lab_is_home(primary, standby)
         _dir, report = _latest(lab)
@@ -250,11 +298,19 @@ def test_a_failed_scenario_is_reported_and_the_lab_still_comes_home(partial_dril
     assert not [n for n in os.listdir(os.path.dirname(lab["primary"]["fediflow_pg_data_dir"])) if ".pitr-" in n]
 
 
-def test_file_storage_rpo_counts_changes_not_yet_in_a_snapshot(partial_drill):
-    """A media file written after the last snapshot is exposure: the drill must say so (failover skipped)."""
-    report = partial_drill["report"]
-    assert _rows(report, "rpo_file_storage_s")[0]["measured_s"] > 0
+def test_a_four_hour_media_schedule_fails_the_file_storage_rpo(partial_drill):
+    """Media only with the 4-hourly backup against the 15-minute RPO: a FAIL (4 h + a snapshot), however fresh the
+    snapshot the drill found; the media file written after it is counted as changes not in a snapshot."""
+    lab, report = partial_drill["lab"], partial_drill["report"]
+    steps = {s["name"]: s for s in report["steps"]}
+    rpo_files, _rpo_config = _check_schedule_rpo(lab["primary"], report, steps["file-restore"], FOUR_HOURLY)
+    assert rpo_files["measured_s"] >= 14400 and rpo_files["result"] == "FAIL"
+    assert any(f.startswith("RPO file storage (snapshot frequency): worst case: snapshot every 14400 s + a snapshot (")
+               for f in report["failed_objectives"]), report["failed_objectives"]
+    assert steps["file-restore"]["details"]["media_pending_age_s"] > 0  # the file written after the snapshot
+    assert report["drill_interval"] == "every 3 months"  # the next drill date follows the schedule given too
     assert "region-failover" not in {s["name"] for s in report["steps"]}
+    assert report["detection"] is None  # no failover, nothing detected: nothing projected
     assert _rows(report, "rto_critical_s")[0]["measured_s"] is None  # not run, never invented
     assert _rows(report, "rto_full_system_s")[0]["measured_s"] is None
     assert {"region-failover", "failback"} <= {s["scenario"] for s in report["not_run"]}
