@@ -15,8 +15,10 @@ from ansible_collections.fediflow.dr.plugins.module_utils.common import Fediflow
 # libpq connection errors, classified once for every module (health_check's detection, pg_promote's
 # split-brain guard, the integrity checks), so that they agree on what a message means.
 # Nothing is listening at the address:
+# ("invalid argument": Linux's connect() to an address whose route is a blackhole - a region whose network is
+# gone, as the lab's `down` makes it; like "network is unreachable", the local routing says nothing goes there.)
 _UNREACHABLE = ("connection refused", "could not translate host name", "no route to host", "network is unreachable",
-                "no such file or directory", "name or service not known", "host is down")
+                "no such file or directory", "name or service not known", "host is down", "invalid argument")
 # A live server that refused our login, or whose certificate we refused (a wrong login_*, ssl_mode or
 # ca_cert option must not pass for "down": a server answered):
 _LOGIN_REFUSED = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied",

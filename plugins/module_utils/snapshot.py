@@ -822,7 +822,8 @@ def replicate(repo, source, src, manifest, p, run_ids):
         if bad:
             raise FediflowError("%d object(s) missing or of the wrong size after the copy (e.g. %s); no manifest "
                                 "written" % (len(bad), bad[0]))
-    repo.put_json(repo.manifest_key(manifest["id"]), manifest)   # last: now the copy exists
+    # last: now the copy exists; copied_at says when this repository had it (a region-loss RPO counts to there)
+    repo.put_json(repo.manifest_key(manifest["id"]), dict(manifest, copied_at=ledger.iso(ledger.utcnow())))
     return len(missing)
 
 

@@ -22,7 +22,7 @@ from runner_fixtures import run_template, secrets_absent
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
-SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "file-restore", "failback"]
+SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "region-recover", "file-restore", "failback"]
 PROBE = "dr_drill_pitr_probe"
 
 
@@ -114,8 +114,8 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     assert all(s["status"] == "ok" for s in steps)
     # progress lines: a start and a finish line per scenario, in order
     for index, name in enumerate(SCENARIOS, 1):
-        assert "drill [%d/6] %s: start" % (index, name) in stdout
-        assert "drill [%d/6] %s: ok in " % (index, name) in stdout
+        assert "drill [%d/%d] %s: start" % (index, len(SCENARIOS), name) in stdout
+        assert "drill [%d/%d] %s: ok in " % (index, len(SCENARIOS), name) in stdout
     steps = {s["name"]: s for s in steps}
     # every objective measured, every one passes
     assert all(r["measured_s"] is not None and r["pass"] is True for r in report["objectives"]), report["objectives"]
@@ -134,7 +134,7 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     assert 0 < _rows(report, "rto_non_critical_s")[0]["measured_s"] <= steps["file-restore"]["duration_s"] + 1
     # RPO file storage and configuration: the inventory's schedule + the newest snapshot's duration (the worst
     # case), re-derived from the schedule file and the snapshots' own manifests in S3
-    _check_schedule_rpo(primary, report, steps["file-restore"])
+    _check_schedule_rpo(lab, report, steps["file-restore"])
     # the lab detects an outage with 3 checks 1 s apart; production with 3 checks 30 s apart (+ 5 s timeout):
     # the failover's RTOs are shown with production's detection too, and judged on it
     _check_detection_projection(report, failover_steps=steps["region-failover"]["details"]["steps"])
@@ -144,6 +144,7 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     failover = steps["region-failover"]["details"]
     assert [s["step"] for s in failover["steps"]][:5] == ["inspect", "detect", "promote", "dns", "kubernetes"]
     _check_pitr(lab, report, steps["pitr"])
+    _check_region_loss(lab, report, steps)
     # the heartbeats the drill wrote before the kill are in the region that took over, then back home
     assert full_drill["came_home"]
     with pg_connect(primary, "fediflow") as conn, conn.cursor() as cur:
@@ -177,25 +178,31 @@ def _month_later(day):
     return day.replace(year=year, month=month, day=min(day.day, last))
 
 
-def _manifest_seconds(s3, primary, prefix, snapshot_id):
+def _manifest_seconds(s3, holder, primary, prefix, snapshot_id):
+    """A snapshot's duration as the repository it was read from holds it: start -> stop in its own region, start
+    -> the copy complete (copied_at) in another region's."""
     key = "%s/%s/snapshots/%s.json" % (prefix, primary["fediflow_region"], snapshot_id)
-    manifest = json.loads(s3.get_object(Bucket=primary["fediflow_backup_bucket"], Key=key)["Body"].read())
-    start, stop = (datetime.datetime.fromisoformat(manifest[k].replace("Z", "+00:00")) for k in ("start_time", "stop_time"))
+    manifest = json.loads(s3.get_object(Bucket=holder["fediflow_backup_bucket"], Key=key)["Body"].read())
+    start, stop = (datetime.datetime.fromisoformat(manifest[k].replace("Z", "+00:00"))
+                   for k in ("start_time", "copied_at" if "copied_at" in manifest else "stop_time"))
     return manifest, (stop - start).total_seconds()
 
 
-def _check_schedule_rpo(primary, report, step, schedules=None):
+def _check_schedule_rpo(lab, report, step, schedules=None):
     """RPO file storage = the media schedule's interval + the newest media snapshot's duration; RPO configuration =
     the configuration schedule's interval + the newest configuration snapshot's duration (both from the inventory's
-    fediflow_schedules, the durations from the manifests in S3, not from the drill's own numbers)."""
+    fediflow_schedules, the durations from the manifests in S3 - in the repository the drill read them from:
+    region 2's while region 1 is lost, until the copy there was complete - not from the drill's own numbers)."""
     import boto3  # pylint: disable=import-outside-toplevel
+    primary = lab["primary"]
     schedules = schedules or yaml.safe_load((INVENTORY.parent / "group_vars" / "all" / "schedules.yml").read_text())["fediflow_schedules"]
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint(primary), region_name=primary["fediflow_region"],
-                      aws_access_key_id=primary["fediflow_aws_access_key"],
-                      aws_secret_access_key=primary["fediflow_aws_secret_key"])
     det = step["details"]
-    _media, media_s = _manifest_seconds(s3, primary, "media", det["snapshot_id"])
-    config, config_s = _manifest_seconds(s3, primary, "config", det["config_snapshot_id"])
+    holder = next((hv for hv in (lab["primary"], lab["standby"]) if hv["fediflow_region"] == det.get("read_from")), primary)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint(holder), region_name=holder["fediflow_region"],
+                      aws_access_key_id=holder["fediflow_aws_access_key"],
+                      aws_secret_access_key=holder["fediflow_aws_secret_key"])
+    _media, media_s = _manifest_seconds(s3, holder, primary, "media", det["snapshot_id"])
+    config, config_s = _manifest_seconds(s3, holder, primary, "config", det["config_snapshot_id"])
     assert config["stop_time"][:19] == det["config_stop_time"][:19]
     media_interval = schedules.get("media_interval_s", schedules["backup_interval_s"])
     rpo_files = _rows(report, "rpo_file_storage_s")[0]
@@ -216,6 +223,33 @@ def _check_detection_projection(report, failover_steps):
         assert row["projected_s"] == pytest.approx(row["measured_s"] - detect + 95, abs=0.002), row
         assert row["projected_s"] > row["measured_s"] and row["pass"] is (row["projected_s"] <= row["target_s"])
     assert all(r["projected_s"] is None for r in report["objectives"] if r["kind"] == "rpo")
+
+
+def _check_region_loss(lab, report, steps):
+    """The lab's drill loses the whole primary region (fediflow_drill_outage: lab_region): the failover fenced
+    nothing it could not reach and archived to the repository that answers; in region 2, with only what survives
+    there, recover ran, the new primary was backed up (one copy: degraded), the PITR to just before the outage read
+    region 1's base backup from region 2's repository and restored every heartbeat committed before the point, and
+    the media and configuration snapshots were restored from region 2's copies."""
+    primary, standby = lab["primary"], lab["standby"]
+    lost, survivor = primary["fediflow_region"], standby["fediflow_region"]
+    failover = steps["region-failover"]["details"]
+    assert failover["outage"] == "lab_region" and "NOT fenced" in failover["old_primary"], failover["old_primary"]
+    wal = failover["wal_archive"]
+    assert wal["checked"] and wal["degraded"] and wal["down"] == [lost] and wal["archiving_to"] == [survivor], wal
+    rec = steps["region-recover"]["details"]
+    assert rec["recover"]["ok"] and not rec["recover"]["failed"], rec["recover"]
+    physical = rec["backup"]["physical"]
+    assert physical["copies"] == [survivor] and physical["degraded"] in (True, "True"), physical
+    pitr = rec["pitr"]
+    assert pitr["base_read_from"] == "%s.%s" % (survivor, lost) or pitr["base_read_from"] == survivor, pitr
+    assert any(lost in name for name in pitr["repositories_down"]), pitr
+    assert int(pitr["heartbeats_restored"]) >= int(pitr["heartbeats_before_point"]) > 0, pitr
+    assert pitr["base_backup"].endswith(tuple("0123456789abcdef")) and "physical" in pitr["base_backup"]
+    recover_rto = _one(_rows(report, "rto_standard_s"), "region-recover")
+    assert recover_rto["measured_s"] > 0 and recover_rto["pass"] is True
+    files = steps["file-restore"]["details"]
+    assert files["read_from"] == survivor and lost in files["repositories_down"], files
 
 
 def _check_pitr(lab, report, step):

@@ -34,7 +34,11 @@ def main():
     ap.add_argument("--max-s", type=float, default=300)
     ap.add_argument("--stop-file", default="")
     args = ap.parse_args()
-    conn = psycopg2.connect(host=args.host, port=args.port, dbname=args.db, user=args.user, connect_timeout=5)
+    # A lost region answers nothing, not even a reset: without tcp_user_timeout a commit sent into it would wait
+    # for TCP's own retries (minutes). 3 s unacknowledged by the peer's kernel = the primary is gone.
+    conn = psycopg2.connect(host=args.host, port=args.port, dbname=args.db, user=args.user, connect_timeout=5,
+                            tcp_user_timeout=3000, keepalives=1, keepalives_idle=1, keepalives_interval=1,
+                            keepalives_count=3)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS dr_heartbeat (id bigserial PRIMARY KEY, "

@@ -100,6 +100,8 @@ def test_lag_guard_refuses_what_it_cannot_measure():
     ("timeout expired", "timeout"),  # a partition looks like this: never "safe"
     ('could not translate host name "db.gone" to address: Name or service not known', "unreachable"),
     ('connection to server on socket "/run/pg/.s.PGSQL.5432" failed: No such file or directory', "unreachable"),
+    # connect() to an address routed to a blackhole (a lost region's network, the lab's `down`): EINVAL
+    ('connection to server at "198.18.0.11", port 15432 failed: Invalid argument', "unreachable"),
     ('failed: FATAL:  password authentication failed for user "postgres"', "login_refused"),
     ("failed: FATAL:  no pg_hba.conf entry for host", "login_refused"),
     # a server answered TLS and its certificate was refused (wrong ca_cert): alive, never "down"
