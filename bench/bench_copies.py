@@ -107,9 +107,9 @@ def main():
                       "%.2fx" % (two["module"] / one["module"]), "-"))
         print(head % ("unchanged tree snapshot (wall s)", "-", "%.2f" % one["wall"], "%.2f" % two["wall"],
                       "%.2fx" % (two["wall"] / one["wall"]), "-"))
+        per_day = (288 * one["module"], 288 * two["module"], first1["wall"])
         print("\nper day at the 5-minute media schedule (288 runs): %.0f s one region, %.0f s both (module time); "
-              "first snapshot of the tree into one region %.1f s" % (288 * one["module"], 288 * two["module"],
-                                                                       first1["wall"]))
+              "first snapshot of the tree into one region %.1f s" % per_day)
     finally:
         clean(primary, standby)
         as_pg([PGBIN / "pg_ctl", "stop", "-D", PGDATA, "-m", "fast", "-w"], stdout=subprocess.DEVNULL)

@@ -396,11 +396,15 @@ def restore_physical(p, backup_dir, manifest, commands):
         sparams = dict(p, login_host="127.0.0.1", login_port=port,
                        ssl_mode="prefer" if p.get("ssl_mode") in ("require", "verify-ca", "verify-full") else p.get("ssl_mode"))
 
+        last = {"error": None}
+
         def writable():
             try:
                 sconn = postgres.connect(sparams)
-            except FediflowError:
+            except FediflowError as exc:
+                last["error"] = exc.message   # not yet accepting connections, or refusing ours: said on timeout
                 return None
+            last["error"] = None
             try:
                 with sconn.cursor() as cur:
                     cur.execute("SELECT NOT pg_is_in_recovery()")
@@ -410,7 +414,13 @@ def restore_physical(p, backup_dir, manifest, commands):
 
         ready, waited = wait_until(writable, 120)
         if not ready:
-            raise FediflowError("scratch cluster did not finish recovery within 120s")
+            tail = ""
+            if os.path.exists(log):
+                with open(log, "r", encoding="utf-8", errors="replace") as handle:
+                    tail = last_lines(handle.read())
+            raise FediflowError("scratch cluster did not finish recovery within 120s (%s); its log: %s" % (
+                ("last connection attempt: " + last["error"]) if last["error"] else "it answered, still in recovery",
+                tail))
         sconn = postgres.connect(sparams)
         try:
             restored = row_counts(sconn)

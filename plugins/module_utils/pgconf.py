@@ -43,7 +43,10 @@ def copy_config(config_dir, data_dir, dest):
 
     From a separate ``config_dir``: every ``*.conf`` file there (the included ones too; not postgresql-common's
     ``start.conf`` and ``pg_ctl.conf``) and ``conf.d``, with
-    ``postgresql.conf`` detached from the cluster's paths; ``postgresql.auto.conf`` from ``data_dir``."""
+    ``postgresql.conf`` detached from the cluster's paths; ``postgresql.auto.conf`` from ``data_dir``. From a
+    plain data directory: every ``*.conf`` file at its top (the included ones too, e.g. the replication role's
+    ``fediflow.local.conf`` with the host's listen address and TLS: without it the restore listens on localhost
+    only and is not reachable where it is probed)."""
     copied = []
     if separate(config_dir, data_dir):
         for name in sorted(os.listdir(config_dir)):
@@ -64,7 +67,8 @@ def copy_config(config_dir, data_dir, dest):
                 copied.append(name)
         names = [AUTO_CONF]
     else:
-        names = list(CONFIG_FILES) + [AUTO_CONF]
+        names = sorted(set(CONFIG_FILES) | {n for n in os.listdir(data_dir) if n.endswith(".conf")
+                                             and os.path.isfile(os.path.join(data_dir, n))} | {AUTO_CONF})
     for name in names:
         path = os.path.join(data_dir, name)
         if os.path.isfile(path):

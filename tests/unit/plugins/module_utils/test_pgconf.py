@@ -55,13 +55,18 @@ def test_a_separate_configuration_directory_is_copied_detached(tmp_path):
     assert not (dest / "start.conf").exists()
 
 
-def test_a_plain_data_directory_copies_its_own_four_files(tmp_path):
+def test_a_plain_data_directory_copies_its_own_conf_files_the_included_ones_too(tmp_path):
+    """The replication role's host settings (listen address, TLS) are in fediflow.local.conf, included by
+    postgresql.conf: a restore without it would listen on localhost only, unreachable where it is probed."""
     data, dest = tmp_path / "data", tmp_path / "new"
-    _tree(str(data), {"postgresql.conf": "data_directory = '/x'\n", "pg_hba.conf": "h\n", "postgresql.auto.conf": "a\n"})
+    _tree(str(data), {"postgresql.conf": "data_directory = '/x'\ninclude_if_exists = 'fediflow.local.conf'\n",
+                      "pg_hba.conf": "h\n", "postgresql.auto.conf": "a\n", "fediflow.local.conf": "ssl = on\n",
+                      "PG_VERSION": "15\n"})
     os.makedirs(dest)
     copied = pgconf.copy_config(str(data), str(data), str(dest))
-    assert copied == ["postgresql.conf", "pg_hba.conf", "postgresql.auto.conf"]
-    assert _read(dest / "postgresql.conf") == "data_directory = '/x'\n"  # its own: as it was
+    assert sorted(copied) == ["fediflow.local.conf", "pg_hba.conf", "postgresql.auto.conf", "postgresql.conf"]
+    assert _read(dest / "postgresql.conf").startswith("data_directory = '/x'\n")  # its own: as it was
+    assert _read(dest / "fediflow.local.conf") == "ssl = on\n" and not (dest / "PG_VERSION").exists()
 
 
 def test_ensure_minimal_writes_only_what_is_missing(tmp_path):
