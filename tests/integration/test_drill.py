@@ -247,7 +247,9 @@ def _check_region_loss(lab, report, steps):
     assert int(pitr["heartbeats_restored"]) >= int(pitr["heartbeats_before_point"]) > 0, pitr
     assert pitr["base_backup"].endswith(tuple("0123456789abcdef")) and "physical" in pitr["base_backup"]
     recover_rto = _one(_rows(report, "rto_standard_s"), "region-recover")
-    assert recover_rto["measured_s"] > 0 and recover_rto["pass"] is True
+    # counted from the outage, so the lab's shortened detection is in it: shown with production's too
+    assert recover_rto["measured_s"] > 0 and recover_rto["projected_s"] > recover_rto["measured_s"]
+    assert recover_rto["pass"] is True
     files = steps["file-restore"]["details"]
     assert files["read_from"] == survivor and lost in files["repositories_down"], files
 
