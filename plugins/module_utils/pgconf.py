@@ -67,8 +67,8 @@ def copy_config(config_dir, data_dir, dest):
                 copied.append(name)
         names = [AUTO_CONF]
     else:
-        names = sorted(set(CONFIG_FILES) | {n for n in os.listdir(data_dir) if n.endswith(".conf")
-                                             and os.path.isfile(os.path.join(data_dir, n))} | {AUTO_CONF})
+        tops = {n for n in os.listdir(data_dir) if n.endswith(".conf") and os.path.isfile(os.path.join(data_dir, n))}
+        names = sorted(set(CONFIG_FILES) | tops | {AUTO_CONF})
     for name in names:
         path = os.path.join(data_dir, name)
         if os.path.isfile(path):
