@@ -183,17 +183,8 @@ def ensure(p, check_mode=False):
         raise FediflowError("backup %s failed verification (%s): %s — kept as failed in the ledger, "
                             "nothing uploaded or pruned" % (backup_id, p["verify"], record.get("error")),
                             result=result)
-    where = {repositories.LOCAL}
-    if repos.any:
-        with timer.phase("upload"):
-            copies, result["s3_keys"] = repositories.copy_backup(
-                repos, final, manifest, p.get("s3_sse"), p.get("s3_kms_key_id"), p.get("s3_storage_class"))
-        ledger.write_manifest(final, manifest)   # the local entry says where every copy lives
-        where.update(c["repository"] for c in copies if c["ok"])
-        if not repositories.record_copies(result, repos, copies, "backup " + backup_id):
-            result["duration_s"] = timer.elapsed()
-            raise FediflowError("backup %s is verified and kept locally in %s, but %s" % (
-                backup_id, final, repositories.copies_error("it", repos, copies)), result=result)
+    where = repositories.copy_local_backup(repos, final, manifest, result, timer, "verified backup " + backup_id,
+                                           p.get("s3_sse"), p.get("s3_kms_key_id"), p.get("s3_storage_class"))
     entries[backup_id] = (manifest, where)
     with timer.phase("retention"):
         plan, result["pruned"] = repositories.prune_each(p["dest"], repos, entries, lambda held: _retention(p, held),

@@ -347,17 +347,8 @@ def backup(p, check_mode=False):
         with timer.phase("ledger"):
             entries = repositories.ledger_union(p["dest"], repos)
         before_ids = sorted(i for i in entries if i != backup_id)
-        where = {repositories.LOCAL}
-        if repos.any:
-            with timer.phase("upload"):
-                copies, result["s3_keys"] = repositories.copy_backup(repos, final, manifest, p.get("s3_sse"),
-                                                                     p.get("s3_kms_key_id"))
-            ledger.write_manifest(final, manifest)   # the local entry says where every copy lives
-            where.update(c["repository"] for c in copies if c["ok"])
-            if not repositories.record_copies(result, repos, copies, "cache backup " + backup_id):
-                result["duration_s"] = timer.elapsed()
-                raise FediflowError("cache backup %s is kept locally in %s, but %s" % (
-                    backup_id, final, repositories.copies_error("it", repos, copies)), result=result)
+        where = repositories.copy_local_backup(repos, final, manifest, result, timer, "cache backup " + backup_id,
+                                               p.get("s3_sse"), p.get("s3_kms_key_id"))
         entries[backup_id] = (manifest, where)
         with timer.phase("retention"):
             plan, result["pruned"] = repositories.prune_each(

@@ -244,6 +244,24 @@ def outcome(repos, copies):
             "complete": good >= repos.required, "down": sorted(repos.down)}
 
 
+def copy_local_backup(repos, final, manifest, result, timer, what, sse=None, kms_key_id=None, storage_class=None):
+    """A ledger backup kept in ``final`` written to every repository (``copy_backup``), its local manifest
+    rewritten with the copies, the outcome in ``result``; returns where it now lives. Short of the required
+    copies: fails naming each failed copy (the copies made stay, complete and listed)."""
+    where = {LOCAL}
+    if not repos.any:
+        return where
+    with timer.phase("upload"):
+        copies, result["s3_keys"] = copy_backup(repos, final, manifest, sse, kms_key_id, storage_class)
+    ledger.write_manifest(final, manifest)   # the local entry says where every copy lives
+    where.update(c["repository"] for c in copies if c["ok"])
+    if not record_copies(result, repos, copies, what):
+        result["duration_s"] = timer.elapsed()
+        raise FediflowError("%s is kept locally in %s, but %s" % (what, final, copies_error("it", repos, copies)),
+                            result=result)
+    return where
+
+
 def record_copies(result, repos, copies, what):
     """The copies and their outcome into a module result; a degraded backup (complete, but not in every
     repository) gets a warning. Returns whether the backup is complete."""

@@ -290,3 +290,24 @@ def rebuild_lab_unless_home(primary, standby, logs_to=None):
     playbook("lab_down.yml")
     playbook("lab_up.yml")
     return True
+
+
+# After a partition heals, the primary's walsender of the standby's slot is still "active" on the dead
+# connection until wal_sender_timeout (60 s by default) ends it; until then the standby's reconnects are
+# refused ("replication slot ... is active"), retried every wal_retrieve_retry_interval (5 s). So streaming
+# resumes within about a minute, as it would in production: the tests wait that long, plus a margin.
+RESUME_S = 60 + 5 + 40
+
+
+def lab_region(hv, state):
+    """playbooks/lab_region.yml for this host's region (down, partitioned, up); returns its output."""
+    proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
+    return proc.stdout
+
+
+def back_home(lab):
+    """Every region up again, lab_up (it starts what a test left down), the standby streaming."""
+    for hv in (lab["primary"], lab["standby"]):
+        lab_region(hv, "up")
+    playbook("lab_up.yml")
+    assert poll(lambda: pg_streaming(lab["standby"]), timeout=RESUME_S), "the standby did not stream again"

@@ -12,27 +12,16 @@ import shutil
 import boto3
 import pytest
 
-from lab_fixtures import lab_netns, module, playbook, poll, pg_streaming, s3_endpoint
+from lab_fixtures import back_home, lab_netns, lab_region, module, playbook, s3_endpoint
 
 pytestmark = [pytest.mark.restarts_lab, pytest.mark.slow]
 
 KINDS = ("logical", "physical")
-RESUME_S = 60 + 5 + 40   # see test_region_outage: streaming resumes within wal_sender_timeout after a heal
-
-
 @pytest.fixture(scope="module")
 def home(lab):
     """The lab in its home state before and after (lab_up starts again what a test left down)."""
     yield lab
-    for hv in (lab["primary"], lab["standby"]):
-        _region(hv, "up")
-    playbook("lab_up.yml")
-    assert poll(lambda: pg_streaming(lab["standby"]), timeout=RESUME_S), "the standby did not stream again"
-
-
-def _region(hv, state):
-    proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
-    return proc.stdout
+    back_home(lab)
 
 
 def _repositories(*hosts):
@@ -127,7 +116,7 @@ def test_region_1_lost_region_2_restores_every_backup_from_its_own_repository(ho
     os.chmod(scratch, 0o755)
     media_before = _tree(primary["fediflow_media_dir"])
     config_before = _tree(os.path.join(primary["fediflow_backup_dir"], "config-staging"), skip=(".fingerprints",))
-    assert "up -> down" in _region(primary, "down")
+    assert "up -> down" in lab_region(primary, "down")
     try:
         # physical: downloaded from region 2's bucket, checked, restored into a scratch cluster, row-counted
         physical = module("fediflow.dr.pg_backup_verify", dict(
@@ -170,7 +159,7 @@ def test_region_1_lost_region_2_restores_every_backup_from_its_own_repository(ho
         assert cache["counts"]["total"] == newest["cache"]["source"]["keys"] > 0
         assert region in (cache.get("s3_error") or "")
     finally:
-        assert "-> up" in _region(primary, "up")
+        assert "-> up" in lab_region(primary, "up")
 
 
 def _logical(hv, repos, dest, **extra):
@@ -191,7 +180,7 @@ def test_a_repository_down_during_a_backup_degrades_it_and_nothing_is_half_visib
     dest = os.path.join(primary["fediflow_backup_dir"], "copies-test")
     shutil.rmtree(dest, ignore_errors=True)
     prefix = "postgres/%s/copies-test/" % primary["fediflow_region"]
-    assert "up -> down" in _region(standby, "down")
+    assert "up -> down" in lab_region(standby, "down")
     try:
         # every copy required (the default): the run fails, naming the repository; the backup is complete and
         # verified in region 1 and the local ledger says where its copy is
@@ -217,7 +206,7 @@ def test_a_repository_down_during_a_backup_degrades_it_and_nothing_is_half_visib
         assert not snap.get("failed"), snap.get("msg")
         assert {c["repository"]: c["ok"] for c in snap["copies"]} == {primary["fediflow_region"]: True, other: False}
     finally:
-        assert "-> up" in _region(standby, "up")
+        assert "-> up" in lab_region(standby, "up")
     # nothing of the failed copies is visible in region 2: no manifest, no file of either backup
     assert not [k for k in _keys(standby, prefix) if first in k or degraded["backup_id"] in k]
     assert not _keys(standby, media_repo + "/snapshots/")

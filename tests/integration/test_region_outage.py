@@ -14,7 +14,7 @@ import boto3
 import psycopg2
 import pytest
 
-from lab_fixtures import pg_connect, pg_streaming, playbook, poll, s3_endpoint
+from lab_fixtures import RESUME_S, back_home, lab_region, pg_connect, pg_streaming, poll, s3_endpoint
 from netns_fixtures import IP, probe, route_type, run
 from redis_fixtures import region_redis
 
@@ -39,11 +39,6 @@ def _reach(hv, netns=None):
     """{service: probe result} from the root namespace (the controller) or from ``netns``."""
     return {what: probe(address, port, netns=netns, timeout=1.5, connect_only=True)
             for what, address, port in _endpoints(hv)}
-
-
-def _region(hv, state):
-    proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
-    return proc.stdout
 
 
 def _marker_row(primary):
@@ -85,28 +80,18 @@ def _redis_role(hv):
         client.close()
 
 
-# After a partition heals, the primary's walsender of the standby's slot is still "active" on the dead
-# connection until wal_sender_timeout (60 s by default) ends it; until then the standby's reconnects are
-# refused ("replication slot ... is active"), retried every wal_retrieve_retry_interval (5 s). So streaming
-# resumes within about a minute, as it would in production: the tests wait that long, plus a margin.
-RESUME_S = 60 + 5 + 40
-
-
 @pytest.fixture(scope="module")
 def home(lab):
     """The worker's lab in its home state before and after (lab_up starts again what a test left down)."""
     yield lab
-    for hv in (lab["primary"], lab["standby"]):
-        _region(hv, "up")
-    playbook("lab_up.yml")
-    assert poll(lambda: pg_streaming(lab["standby"]), timeout=RESUME_S), "the standby did not stream again"
+    back_home(lab)
 
 
 def test_partitioned_primary_keeps_writing_inside_while_nothing_outside_reaches_it(home):
     primary, standby = home["primary"], home["standby"]
     before = _reach(primary)
     assert all(r.startswith("ok") for r in before.values()), before
-    out = _region(primary, "partitioned")
+    out = lab_region(primary, "partitioned")
     assert "up -> partitioned" in out
     try:
         # nothing from the controller or the other region reaches any of the region's services
@@ -129,7 +114,7 @@ def test_partitioned_primary_keeps_writing_inside_while_nothing_outside_reaches_
                                 env=env, capture_output=True, text=True, check=False, timeout=30)
         assert inside.returncode == 0 and inside.stdout.strip().startswith("1"), (inside.stdout, inside.stderr)
     finally:
-        back = _region(primary, "up")
+        back = lab_region(primary, "up")
     assert "partitioned -> up" in back
     reached = _reach(primary)
     assert all(r.startswith("ok") for r in reached.values()), reached
@@ -188,7 +173,7 @@ def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data
               encoding="ascii") as handle:
         s3_pid = handle.read().split()[0]
     segment = _archive_the_marker(primary)
-    out = _region(primary, "down")
+    out = lab_region(primary, "down")
     assert "up -> down" in out and "1 frozen" in out
     try:
         # nothing runs there but the region's S3, frozen (SIGSTOP): an outage makes S3 unreachable, not empty
@@ -202,7 +187,7 @@ def test_down_region_is_dark_from_everywhere_and_up_brings_it_back_with_its_data
         # the WAL up to the outage is in the surviving region's own bucket: its restore_command gets it alone
         assert _fetch_in_region(standby, segment) == 16 * 1024 * 1024
     finally:
-        back = _region(primary, "up")
+        back = lab_region(primary, "up")
     assert "down -> up" in back and "1 woken" in back
     reached = _reach(primary)
     assert all(r.startswith("ok") for r in reached.values()), reached

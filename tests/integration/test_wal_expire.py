@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from doubles_fixtures import free_port
-from lab_fixtures import lab_netns, module, pg_connect, pg_streaming, pg_tls, playbook, poll
+from lab_fixtures import lab_netns, lab_region, module, pg_connect, pg_streaming, pg_tls, playbook, poll
 from pair_fixtures import _as_pg, bindir
 
 pytestmark = pytest.mark.slow
@@ -224,11 +224,6 @@ def test_expiry_removes_only_what_the_oldest_retained_backup_does_not_need_and_p
             os.unlink(new_dir + ".log")
 
 
-def _region(hv, state):
-    proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
-    return proc.stdout
-
-
 @pytest.mark.restarts_lab
 def test_a_region_down_during_expiry_the_other_repository_is_expired_and_the_down_one_reported(work):
     lab, path = work
@@ -241,11 +236,11 @@ def test_a_region_down_during_expiry_the_other_repository_is_expired_and_the_dow
     bound_segno, _ids = _oldest_start_segno(ledger_dir, (primary, standby))
     _plant_old((primary, standby), bound_segno)
     before = {hv["fediflow_region"]: _wal_files(hv) for hv in (primary, standby)}
-    assert "up -> down" in _region(primary, "down")
+    assert "up -> down" in lab_region(primary, "down")
     try:
         res = _expire(standby, ledger_dir)  # from eu-west-1's host, with its configuration (both buckets)
     finally:
-        _region(primary, "up")
+        lab_region(primary, "up")
         playbook("lab_up.yml")
         assert poll(lambda: pg_streaming(standby), timeout=120), "the standby did not stream again"
     assert res.get("failed") is not True, res.get("msg")
