@@ -371,6 +371,10 @@ def restore_physical(p, backup_dir, manifest, commands):
                 os.unlink(path)
         # a backup of a Debian cluster holds no configuration (it lived in /etc/postgresql): enough to start
         pgconf.ensure_minimal(data_dir, pgconf.minimal_hba())
+        # the scratch cluster is ours, on loopback: its pg_hba is the minimal one, whatever the backup carries
+        # (a Debian data directory rewound from a plain one holds that host's pg_hba, without loopback lines)
+        with open(os.path.join(data_dir, "pg_hba.conf"), "w", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in pgconf.minimal_hba()))
         with open(os.path.join(data_dir, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
             handle.write("\n# fediflow.dr scratch verification cluster\n"
                          "port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"

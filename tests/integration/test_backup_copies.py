@@ -49,6 +49,14 @@ def _keys(hv, prefix):
     return keys
 
 
+def _drop(hv, prefix):
+    s3 = _s3(hv)
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=hv["fediflow_backup_bucket"], Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=hv["fediflow_backup_bucket"], Delete={"Objects": keys})
+
+
 def _newest(dest):
     ids = sorted(n for n in os.listdir(dest) if os.path.isfile(os.path.join(dest, n, "manifest.json")))
     with open(os.path.join(dest, ids[-1], "manifest.json"), encoding="utf-8") as handle:
@@ -180,6 +188,10 @@ def test_a_repository_down_during_a_backup_degrades_it_and_nothing_is_half_visib
     dest = os.path.join(primary["fediflow_backup_dir"], "copies-test")
     shutil.rmtree(dest, ignore_errors=True)
     prefix = "postgres/%s/copies-test/" % primary["fediflow_region"]
+    media_repo = "media-copies-test"
+    for hv in (primary, standby):   # this test's own prefixes start empty (a lab that ran it before keeps them)
+        _drop(hv, prefix)
+        _drop(hv, media_repo + "/")
     assert "up -> down" in lab_region(standby, "down")
     try:
         # every copy required (the default): the run fails, naming the repository; the backup is complete and
@@ -199,7 +211,6 @@ def test_a_repository_down_during_a_backup_degrades_it_and_nothing_is_half_visib
         assert degraded["degraded"] is True and degraded["complete"] is True and degraded["copies_ok"] == 1
         assert any("degraded" in w for w in degraded.get("warnings", [])), degraded.get("warnings")
         # media: the snapshot lands in region 1 only (degraded) ...
-        media_repo = "media-copies-test"
         snap = module("fediflow.dr.s3_snapshot", dict(
             _aws(primary), state="present", src=primary["fediflow_media_dir"], repositories=repos,
             s3_prefix=media_repo, required_copies=1), netns=lab_netns(primary))
