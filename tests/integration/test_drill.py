@@ -325,7 +325,7 @@ def test_a_failed_scenario_is_reported_and_the_lab_still_comes_home(partial_dril
     assert steps["pitr"]["status"] != "ok" and "restore beside the primary" in steps["pitr"]["msg"]
     assert steps["backup-restore"]["status"] == "ok" and steps["file-restore"]["status"] == "ok"  # the next scenarios still ran
     assert report["failed_steps"] == ["pitr"] and report["ok"] is False
-    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "failback"}
+    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "region-recover", "failback"}
     assert "drill [1/3] pitr: FAILED in" in proc.stdout and "drill [2/3] backup-restore: ok in" in proc.stdout
     assert "drill [3/3] file-restore: ok in" in proc.stdout
     assert partial_drill["came_home"]
@@ -339,7 +339,7 @@ def test_a_four_hour_media_schedule_fails_the_file_storage_rpo(partial_drill):
     snapshot the drill found; the media file written after it is counted as changes not in a snapshot."""
     lab, report = partial_drill["lab"], partial_drill["report"]
     steps = {s["name"]: s for s in report["steps"]}
-    rpo_files, _rpo_config = _check_schedule_rpo(lab["primary"], report, steps["file-restore"], FOUR_HOURLY)
+    rpo_files, _rpo_config = _check_schedule_rpo(lab, report, steps["file-restore"], FOUR_HOURLY)
     assert rpo_files["measured_s"] >= 14400 and rpo_files["result"] == "FAIL"
     assert any(f.startswith("RPO file storage (snapshot frequency): worst case: snapshot every 14400 s + a snapshot (")
                for f in report["failed_objectives"]), report["failed_objectives"]
