@@ -17,6 +17,8 @@ from lab_fixtures import back_home, lab_netns, lab_region, module, playbook, s3_
 pytestmark = [pytest.mark.restarts_lab, pytest.mark.slow]
 
 KINDS = ("logical", "physical")
+
+
 @pytest.fixture(scope="module")
 def home(lab):
     """The lab in its home state before and after (lab_up starts again what a test left down)."""
