@@ -166,7 +166,8 @@ def parallel(func, items):
         return list(pool.map(func, items))
 
 
-def _guard(func):
+def guard(func):
+    """``func(item)`` as ``(result, None)``, or ``(None, why)`` when it failed: one repository's failure is its own."""
     def run(item):
         try:
             return func(item), None
@@ -187,7 +188,7 @@ def ledger_union(dest, repos):
     if repos is None:
         return entries
     names = list(repos.stores)
-    listed = parallel(_guard(lambda name: repos.stores[name].list_manifests()), names)
+    listed = parallel(guard(lambda name: repos.stores[name].list_manifests()), names)
     for name, (manifests, error) in zip(names, listed):
         if error:
             repos.mark_down(name, error)
@@ -205,7 +206,7 @@ def copy_backup(repos, backup_dir, manifest, sse=None, kms_key_id=None, storage_
     are. A repository whose files fail gets no manifest (nothing half-visible). Returns the copies
     (one per repository of the list, down ones included) and the keys written."""
     names = list(repos.stores)
-    uploaded = parallel(_guard(lambda name: repos.stores[name].upload_files(
+    uploaded = parallel(guard(lambda name: repos.stores[name].upload_files(
         backup_dir, manifest, sse, kms_key_id, storage_class)), names)
     copies = {}
     for name, (keys, error) in zip(names, uploaded):
@@ -213,7 +214,7 @@ def copy_backup(repos, backup_dir, manifest, sse=None, kms_key_id=None, storage_
     good = [n for n in names if copies[n]["ok"]]
     manifest["copies"] = [_copy_record(repos.by_name[n], n in good) for n in names] + \
         [_copy_record(repos.by_name[n], False) for n in repos.down]
-    written = parallel(_guard(lambda name: repos.stores[name].put_manifest(manifest, sse, kms_key_id)), good)
+    written = parallel(guard(lambda name: repos.stores[name].put_manifest(manifest, sse, kms_key_id)), good)
     for name, (key, error) in zip(good, written):
         if error:
             copies[name].update(ok=False, error="manifest: " + error)

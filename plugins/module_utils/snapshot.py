@@ -1162,14 +1162,11 @@ def _present(repos, live, p, check_mode, timer, result, run_ids):
         return pending, copies + [{"repository": n, "ok": None, "error": None, "objects_copied": None}
                                   for n, _r in others]
     with timer.phase("copies"):
-        def one(item):
-            name, repo = item
-            try:
-                count = replicate(repo, first, os.path.normpath(p["src"]), manifest, p, run_ids.setdefault(name, []))
-                return {"repository": name, "ok": True, "error": None, "objects_copied": count}
-            except FediflowError as exc:
-                return {"repository": name, "ok": False, "error": exc.message, "objects_copied": None}
-        copies += repositories.parallel(one, others)
+        src = os.path.normpath(p["src"])
+        done = repositories.parallel(repositories.guard(
+            lambda item: replicate(item[1], first, src, manifest, p, run_ids.setdefault(item[0], []))), others)
+        copies += [{"repository": name, "ok": error is None, "error": error, "objects_copied": count}
+                   for (name, _repo), (count, error) in zip(others, done)]
     return pending, copies
 
 
