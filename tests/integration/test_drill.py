@@ -142,7 +142,7 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     started = datetime.date.fromisoformat(report["started"][:10])
     assert report["drill_interval"] == "every month" and report["next_drill"] == _month_later(started).isoformat()
     failover = steps["region-failover"]["details"]
-    assert [s["step"] for s in failover["steps"]][:5] == ["inspect", "detect", "promote", "dns", "kubernetes"]
+    assert [s["step"] for s in failover["steps"]][:6] == ["inspect", "detect", "fence", "dns", "promote", "kubernetes"]
     _check_pitr(lab, report, steps["pitr"])
     _check_region_loss(lab, report, steps)
     # the heartbeats the drill wrote before the kill are in the region that took over, then back home
