@@ -170,7 +170,7 @@ def verdict(args, out=sys.stdout):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="fediflow.dr split-brain watcher")
     parser.add_argument("action", choices=["write", "prepare", "summarize"])
-    for name in ("host", "port", "region", "stop-file", "sslmode", "sslrootcert", "lost-region"):
+    for name in ("host", "port", "region", "stop-file", "sslmode", "sslrootcert", "lost-region", "out"):
         parser.add_argument("--" + name, default="")
     parser.add_argument("--user", default="postgres")
     parser.add_argument("--db", default="postgres")
@@ -180,6 +180,13 @@ def main(argv=None):
     parser.add_argument("--lost-until", type=float, default=0.0)
     parser.add_argument("--records", nargs="*", default=[])
     args = parser.parse_args(argv)
+    # sslmode / sslrootcert default to libpq's PGSSLMODE / PGSSLROOTCERT
+    args.sslmode = args.sslmode or os.environ.get("PGSSLMODE", "")
+    args.sslrootcert = args.sslrootcert or os.environ.get("PGSSLROOTCERT", "")
+    if args.action == "write" and args.out:
+        with open(args.out, "a", encoding="utf-8") as out:
+            write(args, out)
+        return 0
     {"write": write, "prepare": prepare, "summarize": verdict}[args.action](args)
     return 0
 
