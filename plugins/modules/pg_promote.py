@@ -103,13 +103,13 @@ options:
       - "What fenced the old primary before this run and what that proved, in one sentence (for example
         C(lab: no postmaster left in the region's namespace) or C(aws_ec2: instance i-0abc stopped))."
       - With it, an old primary that cannot be reached counts as down; it is recorded in
-        RV(guards.split_brain.fenced_by). An old primary that still answers blocks all the same (the fence did
+        C(guards.split_brain.fenced_by). An old primary that still answers blocks all the same (the fence did
         not hold).
     type: str
   old_primary_confirmed_down:
     description:
       - The operator's assertion that the old primary is down (its host is off, its region is lost). With it, an
-        old primary that cannot be reached counts as down; recorded in RV(guards.split_brain.confirmed_down).
+        old primary that cannot be reached counts as down; recorded in C(guards.split_brain.confirmed_down).
       - Only for the person who knows; a partition looks exactly like an outage from here.
     type: bool
     default: false

@@ -28,6 +28,7 @@ from watcher_fixtures import Watcher
 
 pytestmark = pytest.mark.restarts_lab
 
+
 def _ses_sent(hv):
     client = boto3.client("ses", endpoint_url=hv["fediflow_aws_endpoint_url"], region_name=hv["fediflow_region"],
                           aws_access_key_id=hv["fediflow_aws_access_key"],
