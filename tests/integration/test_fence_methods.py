@@ -75,10 +75,11 @@ def isolation_group(ec2, instance_id):
     return ec2.create_security_group(GroupName="fence-iso-%s" % instance_id, Description="no rules", VpcId=vpc)["GroupId"]
 
 
-def play(name, inventory, *extra):
+def play(name, inventory, *extra, env=None):
     t0 = time.monotonic()
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), "-f", "16", str(PLAYBOOKS / name), *extra],
-                          cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False, timeout=300)
+                          cwd=ROOT, env=dict(ansible_env(), **(env or {})), capture_output=True, text=True, check=False,
+                          timeout=300)
     keep_log(name, proc, time.monotonic() - t0)
     return proc
 
@@ -101,12 +102,12 @@ def write_inventory(path, cases, moto=None, results=None, target_vars=None):
     return path
 
 
-def fence_batch(workdir, cases, moto, *extra, target_vars=None):
+def fence_batch(workdir, cases, moto, *extra, target_vars=None, env=None):
     """Fence every case in one run; {NAME: result, ...} with the run's recap ("recap": {NAME: counters}) and
     output ("out"). The play must succeed: a fence that fails says so in its result (ok=false), never by failing
     the play. No secret may appear in the output or a result."""
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = play("fence_method.yml", write_inventory(workdir / "hosts.yml", cases, moto, workdir, target_vars), *extra)
+    proc = play("fence_method.yml", write_inventory(workdir / "hosts.yml", cases, moto, workdir, target_vars), *extra, env=env)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     out = {name: json.loads((workdir / ("%s.json" % name)).read_text()) for name in cases}
     for name, result in out.items():
@@ -127,7 +128,7 @@ def ec2_case(ids, **kw):
 def fenced(tmp_path_factory, ec2, moto):
     """One run (with -vvv: no secret may show even then) of every fence that acts."""
     work = tmp_path_factory.mktemp("fences")
-    w = {"stop": launch(ec2, 2), "stopped": launch(ec2), "missing": launch(ec2), "isolate": launch(ec2)}
+    w = {"stop": launch(ec2, 2), "stopped": launch(ec2), "missing": launch(ec2), "isolate": launch(ec2), "chain": launch(ec2)}
     ec2.stop_instances(InstanceIds=w["stopped"])
     w["isolate_eni"] = interfaces(ec2, w["isolate"][0])[0]
     w["iso"] = isolation_group(ec2, w["isolate"][0])
@@ -140,6 +141,8 @@ def fenced(tmp_path_factory, ec2, moto):
         "missing": ec2_case(w["missing"] + [GHOST], region=REGION, endpoint_url=moto.url, access_key=ACCESS_KEY,
                             secret_key=SECRET_KEY),
         "isolate": w["isolate_spec"],
+        # no connection anywhere in the inventory: the usual AWS chain (here the environment) reaches moto
+        "chain": ec2_case(w["chain"]),
         # the EC2 API itself does not answer
         "no-api": ec2_case(w["stop"], endpoint_url="http://127.0.0.1:9"),
         "cmd-ok": {"method": "command", "argv": [sys.executable, "-c", FENCE, str(w["marker"])],
@@ -153,7 +156,9 @@ def fenced(tmp_path_factory, ec2, moto):
     }
     closed = {"fediflow_aws_endpoint_url": "http://127.0.0.1:9", "fediflow_aws_access_key": "not-this-case-s-key",
               "fediflow_aws_secret_key": "not-this-case-s-secret"}
-    w["run"] = fence_batch(work, cases, moto, "-vvv", target_vars={"missing": closed})
+    unset = {"fediflow_aws_endpoint_url": "", "fediflow_aws_access_key": "", "fediflow_aws_secret_key": ""}
+    chain = {"AWS_URL": moto.url, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    w["run"] = fence_batch(work, cases, moto, "-vvv", target_vars={"missing": closed, "chain": unset}, env=chain)
     return w
 
 
@@ -186,6 +191,13 @@ def test_missing_instance_refuses_and_touches_nothing(fenced, ec2):
     assert "source_confirmed_down=true" in result["detail"]  # what to do next
     assert instance not in result["detail"]
     assert state(ec2, instance) == "running" and fenced["run"]["recap"]["missing"]["changed"] == 0
+
+
+def test_without_a_configured_connection_the_usual_aws_chain_is_used(fenced, ec2):
+    """Empty endpoint and keys in the inventory mean the usual AWS credential chain (here the environment; on a
+    controller in AWS, its instance profile)."""
+    result = fenced["run"]["chain"]
+    assert result["ok"] is True and state(ec2, fenced["chain"][0]) == "stopped", result
 
 
 def test_an_ec2_api_that_does_not_answer_is_no_proof(fenced):
