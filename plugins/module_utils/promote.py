@@ -437,6 +437,15 @@ def _run(p, conn, check_mode, timer, result, warn):
                       duration_s=timer.elapsed())
         return result
 
+    if p.get("lag_check_only"):
+        lag = assess_lag(before.get("receive_lsn"), before.get("replay_lsn"), before.get("replay_age_s"))
+        guard = lag_guard(lag, p.get("max_lag_bytes"), p.get("max_lag_seconds"))
+        result.update(lag=lag, guards={"lag": guard})
+        if not guard["ok"] and not p.get("force"):
+            raise FediflowError("refusing to promote: %s (raise the bound or force=true)" % guard["detail"],
+                                result=_partial(result, timer))
+        result.update(msg="lag guard only: %s" % guard["status"], duration_s=timer.elapsed())
+        return result
     _check_guards(p, conn, before, check_mode, deadline, timer, result, warn)
     overridden = result["overridden"]
     if check_mode:

@@ -139,6 +139,13 @@ options:
         until the node accepts writes.
     type: int
     default: 60
+  lag_check_only:
+    description:
+      - Only inspect the standby and apply the lag guard (O(max_lag_bytes), O(max_lag_seconds)), then return -
+        nothing is probed, fenced or promoted (C(changed=false)). A planned switchover asks this before it stops the
+        old primary, so that a standby too far behind never leaves production with no primary.
+    type: bool
+    default: false
   wait_writable:
     description:
       - Wait until the promoted node accepts writes. With V(false) the module returns right after
@@ -352,6 +359,7 @@ def main():
         force={"type": "bool", "default": False},
         timeout={"type": "int", "default": 60},
         wait_writable={"type": "bool", "default": True},
+        lag_check_only={"type": "bool", "default": False},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run_module(module, promote.ensure, dict(module.params), check_mode=module.check_mode, warn=module.warn)

@@ -120,7 +120,8 @@ def test_replay_lag_above_the_bound_refused(regions, tmp_path):
     finally:
         _one(standby, "SELECT pg_wal_replay_resume()", db="postgres")
     assert proc.returncode != 0
-    assert res["failed_step"] == "promote" and "lag" in res["error"]
+    # refused before the source primary was stopped: production stays where it was
+    assert res["failed_step"] == "fence" and "max_lag_bytes=65536" in res["error"], res["error"]
     _untouched(primary, standby, dns_before)
 
 
