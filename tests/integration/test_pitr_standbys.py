@@ -80,7 +80,7 @@ def pitr_lab(lab):
         "dest": os.path.join(primary["fediflow_backup_dir"], "physical")}, netns=lab_netns(primary))
     assert res.get("verified") is True, res.get("msg")
     _one(primary, "CREATE TABLE IF NOT EXISTS %s (id serial PRIMARY KEY, what text NOT NULL)" % TABLE)
-    yield primary, standby, _names()
+    yield primary, standby, _names(), res["backup_id"]
     try:
         if pg_role(primary) == "primary":
             _one(primary, "DROP TABLE IF EXISTS %s" % TABLE)
@@ -109,15 +109,16 @@ def _incident(primary, standby, tag):
     return name
 
 
-def _restore(primary, name, *extra, check=True):
-    # the restore point lies on the primary's current timeline: said, not guessed (earlier restores forked the archive)
+def _restore(primary, backup_id, name, *extra, check=True):
+    # the restore point lies on the primary's current timeline: said, not guessed (earlier restores forked the archive);
+    # the fixture's base backup: for a restore point (its position unknown) the role would take the oldest usable one
     return playbook("pitr_restore.yml", "-e", "pitr_restore_region=%s" % primary["fediflow_region"],
                     "-e", "pitr_restore_target_name=%s" % name, "-e", "pitr_restore_timeline=%d" % _tli(primary),
-                    *extra, check=check)
+                    "-e", "pitr_restore_backup_id=%s" % backup_id, *extra, check=check)
 
 
 def test_a_restore_of_the_standby_region_is_refused_before_anything(pitr_lab):
-    primary, standby, (_p_name, s_name) = pitr_lab
+    primary, standby, (_p_name, s_name), _backup_id = pitr_lab
     pid, rows = _pid(standby), _rows(standby)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     proc, _took = playbook("pitr_restore.yml", "-e", "pitr_restore_region=%s" % standby["fediflow_region"],
@@ -141,10 +142,10 @@ def test_a_restore_of_the_standby_region_is_refused_before_anything(pitr_lab):
 
 
 def test_in_place_on_the_primary_the_standby_is_reseeded_onto_the_new_timeline(pitr_lab):
-    primary, standby, (_p_name, s_name) = pitr_lab
+    primary, standby, (_p_name, s_name), backup_id = pitr_lab
     name = _incident(primary, standby, "reseed")
     before = _tli(primary)
-    proc, took = _restore(primary, name)
+    proc, took = _restore(primary, backup_id, name)
     out = " ".join(proc.stdout.split())
     after = _tli(primary)
     assert after > before and pg_role(primary) == "primary"
@@ -165,9 +166,9 @@ def test_in_place_on_the_primary_the_standby_is_reseeded_onto_the_new_timeline(p
 
 
 def test_left_behind_the_standby_is_fenced_and_the_printed_command_reseeds_it(pitr_lab):
-    primary, standby, (p_name, s_name) = pitr_lab
+    primary, standby, (p_name, s_name), backup_id = pitr_lab
     name = _incident(primary, standby, "fence")
-    proc, _took = _restore(primary, name, "-e", "pitr_restore_reseed_standbys=false")
+    proc, _took = _restore(primary, backup_id, name, "-e", "pitr_restore_reseed_standbys=false")
     out = " ".join(proc.stdout.split())
     after = _tli(primary)
     assert "undone-fence" not in _rows(primary)
