@@ -5,20 +5,15 @@ import urllib.request
 
 import boto3
 
-from lab_fixtures import pg_connect, playbook_result
+from lab_fixtures import pg_value, playbook_result
 
 FAST_DETECT = ["-e", "region_failover_detect_interval_s=0.5", "-e", "region_failover_detect_threshold=3",
                "-e", "region_failover_detect_timeout_s=1"]
 
 
 def one(hv, sql, args=None, db="fediflow"):
-    conn = pg_connect(hv, db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchone()[0] if cur.description else None
-    finally:
-        conn.close()
+    """lab_fixtures.pg_value, in the application's database by default."""
+    return pg_value(hv, sql, args, db)
 
 
 def get_json(url):
