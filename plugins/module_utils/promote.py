@@ -438,13 +438,8 @@ def _run(p, conn, check_mode, timer, result, warn):
         return result
 
     if p.get("lag_check_only"):
-        lag = assess_lag(before.get("receive_lsn"), before.get("replay_lsn"), before.get("replay_age_s"))
-        guard = lag_guard(lag, p.get("max_lag_bytes"), p.get("max_lag_seconds"))
-        result.update(lag=lag, guards={"lag": guard})
-        if not guard["ok"] and not p.get("force"):
-            raise FediflowError("refusing to promote: %s (raise the bound or force=true)" % guard["detail"],
-                                result=_partial(result, timer))
-        result.update(msg="lag guard only: %s" % guard["status"], duration_s=timer.elapsed())
+        _check_lag(p, before, timer, result)
+        result.update(msg="lag guard only: %s" % result["guards"]["lag"]["status"], duration_s=timer.elapsed())
         return result
     _check_guards(p, conn, before, check_mode, deadline, timer, result, warn)
     overridden = result["overridden"]
@@ -474,19 +469,25 @@ def _run(p, conn, check_mode, timer, result, warn):
     return result
 
 
-def _check_guards(p, conn, before, check_mode, deadline, timer, result, warn):  # pylint: disable=too-many-arguments
-    """Lag guard, old-primary probe (+ fence), split-brain guard; raises when one blocks."""
-    fence = result["fence"]["mode"]
+def _check_lag(p, before, timer, result):
+    """The lag guard on the standby's facts (``before``) into ``result``; raises when it blocks - before any
+    fencing, so a refused promotion never leaves the old primary stopped."""
     lag = assess_lag(before.get("receive_lsn"), before.get("replay_lsn"), before.get("replay_age_s"))
     lag.update(receive_lsn=before.get("receive_lsn"), replay_lsn=before.get("replay_lsn"),
                replay_paused=before.get("replay_paused"), unreceived_bytes=None)
     result.update(lag=lag, wal_receiver=before.get("wal_receiver"))
-    guards = result["guards"]
-    guards["lag"] = lag_guard(lag, p.get("max_lag_bytes"), p.get("max_lag_seconds"))
-    if not guards["lag"]["ok"] and not p.get("force"):
-        # before any fencing: a refused promotion never leaves the old primary stopped
-        raise FediflowError("refusing to promote: %s (raise the bound or force=true)" % guards["lag"]["detail"],
+    result["guards"]["lag"] = lag_guard(lag, p.get("max_lag_bytes"), p.get("max_lag_seconds"))
+    if not result["guards"]["lag"]["ok"] and not p.get("force"):
+        raise FediflowError("refusing to promote: %s (raise the bound or force=true)" % result["guards"]["lag"]["detail"],
                             result=_partial(result, timer))
+    return lag
+
+
+def _check_guards(p, conn, before, check_mode, deadline, timer, result, warn):  # pylint: disable=too-many-arguments
+    """Lag guard, old-primary probe (+ fence), split-brain guard; raises when one blocks."""
+    fence = result["fence"]["mode"]
+    lag = _check_lag(p, before, timer, result)
+    guards = result["guards"]
 
     target = upstream_target(p, before.get("wal_receiver"), before.get("primary_conninfo"))
     connect_timeout = int(p.get("connect_timeout") or 10)

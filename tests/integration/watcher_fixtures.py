@@ -21,10 +21,9 @@ from lab_fixtures import COLLECTIONS, lab_netns, pg_connect, pg_tls
 
 sys.path.insert(0, str(COLLECTIONS))  # the collection as built (scripts/setup.sh): its module_utils hold the rules
 from ansible_collections.fediflow.dr.plugins.module_utils.splitbrain import (  # noqa: E402 pylint: disable=wrong-import-position
-    TABLE_SQL, lost_tail, missing, read_records, summarize, two_writers)
+    TABLE_SQL, read_records, summarize)
 
 WRITER = "ansible_collections.fediflow.dr.plugins.module_utils.splitbrain"
-__all__ = ["Watcher", "lost_tail", "missing", "two_writers"]
 
 
 def ensure_table(primary):
