@@ -39,11 +39,12 @@ def tls_verify(params):
     return bundle or None
 
 
-def client(service, params, max_attempts=8):
+def client(service, params, max_attempts=8, connect_timeout=5, read_timeout=60):
     """A boto3 client honouring the module options first, then the ``AWS_*`` environment.
 
     Retries use botocore's ``standard`` mode (jittered exponential back-off), the same
-    policy amazon.aws applies with ``AWSRetry.jittered_backoff``.
+    policy amazon.aws applies with ``AWSRetry.jittered_backoff``. A caller that must not wait for an
+    endpoint of a lost region (a probe, the lease) lowers ``max_attempts`` and the timeouts.
     """
     try:
         import boto3  # pylint: disable=import-outside-toplevel
@@ -61,5 +62,5 @@ def client(service, params, max_attempts=8):
         region_name=region or None,
     )
     config = Config(retries={"max_attempts": max_attempts, "mode": "standard"},
-                    connect_timeout=5, read_timeout=60)
+                    connect_timeout=connect_timeout, read_timeout=read_timeout)
     return session.client(service, endpoint_url=endpoint or None, config=config, verify=verify)
