@@ -169,8 +169,8 @@ def _holder(raw, where):
     if not isinstance(token, str) or not TOKEN_RE.match(token):
         raise InvalidDocument("%s: a holder's token is malformed" % where)
     if raw.get("mode") not in MODES:
-        raise InvalidDocument("%s: holder %s has mode %r (not %s)" % (where, token[:8], clean_text(raw.get("mode"), 20),
-                                                                        " or ".join(MODES)))
+        mode = clean_text(raw.get("mode"), 20)
+        raise InvalidDocument("%s: holder %s has mode %r (not %s)" % (where, token[:8], mode, " or ".join(MODES)))
     out = {"token": token, "mode": raw["mode"]}
     for field in ("parts", "concurrent_parts"):
         value = raw.get(field) or []
@@ -352,11 +352,11 @@ def release_plan(view, token, by):
     return new, mine[0]
 
 
-def refusal(request, environment, entry, now):
+def refusal(request, environment, entry, now, n_stores):
     """The one-line message of a refused operation: who holds the lease, since and until when, what to do."""
     holder = entry["holder"]
     left = (parse_iso(holder["until"]) - now).total_seconds()
-    where = "in %d of the stores" % len(entry["stores"])
+    where = "recorded in %d of %d stores" % (len(entry["stores"]), n_stores)
     return ("%s refused: the DR lease of environment '%s' is held by %s (%s left; %s). Wait for it to finish, "
             "or if that run is dead (killed, its controller gone) re-run with -e break_lease=true"
             % (request["operation"], environment, describe(holder), span(left), where))
@@ -472,8 +472,11 @@ class Stores:
         """``plans``: ``{store: (document, etag)}`` written at once; ``{store: "ok" | "conflict" | why}``.
         A store that fails otherwise than by a conflict is marked down."""
         names = list(plans)
-        answers = repos.parallel(_capture(lambda name: self.objects[name].save(dump_document(plans[name][0]),
-                                                                                plans[name][1])), names)
+
+        def save(name):
+            document, etag = plans[name]
+            return self.objects[name].save(dump_document(document), etag)
+        answers = repos.parallel(_capture(save), names)
         out = {}
         for name, (_got, exc) in zip(names, answers):
             if exc is None:
@@ -513,7 +516,7 @@ class Run:
         self.by = "%s@%s" % (clean_text(p.get("user") or _os_user()), clean_text(p.get("host") or socket.gethostname()))
         self.result = {"changed": False, "acquired": False, "reentrant": False, "released": False, "lease": None,
                        "holders": [], "took_over": [], "broken": [], "stores": [], "majority": stores.majority,
-                       "attempts": 0, "clock": "server", "environment": p["environment"], "warnings": []}
+                       "attempts": 0, "clock": "server", "environment": p["environment"]}
         self.wrote = set()
 
     def finish(self, views, msg):
@@ -526,15 +529,14 @@ class Run:
         self.result["msg"] = msg
         self.result["duration_s"] = self.timer.elapsed()
         self.result["phases"] = dict(self.timer.phases)
-        if not self.result["warnings"]:
-            self.result.pop("warnings")
         return self.result
 
     def fail(self, views, msg):
         raise FediflowError(msg, result=self.finish(views, msg))
 
     def say(self, msg):
-        self.result["warnings"].append(msg)
+        """A warning (Ansible shows it; the result's msg says the same)."""
+        self.warn(msg)
 
     def read(self):
         with self.timer.phase("read"):
@@ -674,9 +676,9 @@ def _blocking(run, views, view, request, waiting, settling):
         return "fail", ("%s refused: %s; fix or remove that object, or re-run with -e break_lease=true to overwrite it"
                         % (request["operation"], "; ".join(why for _n, why in view["invalid"])))
     if view["conflicts"]:
-        return ("wait", None) if waiting else ("fail", refusal(request, run.p["environment"], view["conflicts"][0], now))
+        return ("wait", None) if waiting else ("fail", refusal(request, run.p["environment"], view["conflicts"][0], now, run.stores.n))
     if view["in_flight"]:
-        return ("in_flight", None) if settling else ("fail", refusal(request, run.p["environment"], view["in_flight"][0], now))
+        return ("in_flight", None) if settling else ("fail", refusal(request, run.p["environment"], view["in_flight"][0], now, run.stores.n))
     return None, None
 
 
@@ -705,6 +707,9 @@ def _acquired(run, views, own, before):
     for holder in res["broken"]:
         run.say("break_lease=true: broke the DR lease of %s - that run, if still alive, no longer holds it"
                 % describe(holder))
+    beside = [h for h in res["holders"] if h["token"] != own["token"]]
+    if beside:
+        msg += ", beside %s" % "; ".join(describe(h) for h in beside)
     if res["took_over"]:
         msg += "; took over the expired lease of %s" % "; ".join(describe(h) for h in res["took_over"])
     if res["broken"]:
@@ -743,6 +748,9 @@ def release(p, stores, check_mode=False, warn=None):
     present = [n for n, v in views.items() if any(h["token"] == token for h in v["doc"]["holders"])]
     if not present:
         run.result["holders"] = run.holders(views)
+        if stores.down:
+            run.say("lease stores not answering: %s - if lease %s... is recorded there, it counts until its until"
+                    % ("; ".join("%s: %s" % kv for kv in sorted(stores.down.items())), token[:8]))
         return run.finish(views, "nothing to release: no store that answers holds lease %s... (released already, "
                           "taken over after it expired, or broken)" % token[:8])
     entry = next(h for n in present for h in views[n]["doc"]["holders"] if h["token"] == token)

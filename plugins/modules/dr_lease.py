@@ -45,7 +45,7 @@ extends_documentation_fragment:
 options:
   state:
     description:
-      - V(acquired) takes the lease (or, with O(token), confirms that this run holds it - a nested playbook or role:
+      - V(acquired) takes the lease (or, with O(token), confirms that this run holds it - a nested playbook or role,
         re-entrant, nothing written); V(released) gives it back; V(query) reports who holds it.
     type: str
     choices: [acquired, released, query]
@@ -118,8 +118,8 @@ options:
     default: 3600
   token:
     description:
-      - The RV(lease.token) an acquisition returned. With O(state=released) - the lease to give back. With
-        O(state=acquired) - confirm this run holds it (re-entrant: nothing written, nothing to release for it).
+      - The C(token) of the RV(lease) an acquisition returned. With O(state=released) - the lease to give back. With
+        O(state=acquired) - confirm this run holds it (re-entrant - nothing written, nothing to release for it).
     type: str
   break_lease:
     description:
