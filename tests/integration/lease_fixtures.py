@@ -30,8 +30,8 @@ class Lease:
 
     def run(self, environment=None, netns=None, check_mode=False, **args):
         """The module (its result); an acquisition it makes is given back by ``clear``."""
-        res = module("fediflow.dr.dr_lease", dict(self.creds, stores=self.stores, environment=environment or self.environment,
-                                                   **args), check_mode=check_mode, netns=netns)
+        args = dict(self.creds, stores=self.stores, environment=environment or self.environment, **args)
+        res = module("fediflow.dr.dr_lease", args, check_mode=check_mode, netns=netns)
         if (res.get("lease") or {}).get("token") and res.get("acquired") and not res.get("reentrant"):
             self.held.append((environment or self.environment, res["lease"]["token"]))
         return res
@@ -99,4 +99,3 @@ class Background:
 class _Done:  # what keep_log reads of a finished process
     def __init__(self, returncode, stdout):
         self.returncode, self.stdout, self.stderr = returncode, stdout, ""
-
