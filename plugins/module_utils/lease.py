@@ -543,10 +543,11 @@ class Run:
             views = self.stores.read()
         if len(views) < self.stores.majority:
             down = "; ".join("%s: %s" % (n, why) for n, why in sorted(self.stores.down.items()))
+            what = "%s refused" % self.p["operation"] if self.p.get("operation") else "the lease"
             self.fail(views, "%s: only %d of the %d lease stores answer (%s); the lease needs %d. One lost region costs "
                       "one store; with fewer answering, this side of a partition cannot know who holds the lease on the "
                       "other. Make the stores reachable (or fix their credentials) and re-run."
-                      % (self.p.get("operation") or "the lease", len(views), self.stores.n, down, self.stores.majority))
+                      % (what, len(views), self.stores.n, down, self.stores.majority))
         return views
 
     def holders(self, views):

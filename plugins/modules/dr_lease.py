@@ -42,6 +42,12 @@ extends_documentation_fragment:
   - fediflow.dr.aws
   - fediflow.dr.attributes
   - fediflow.dr.attributes.ALL_SUPPORTED
+attributes:
+  idempotent:
+    support: partial
+    details:
+      - O(state=acquired) without O(token) is a new operation each time (a second one is refused while the first holds an
+        exclusive lease); with O(token), and O(state=released) and O(state=query), a repeat changes nothing.
 options:
   state:
     description:
@@ -56,27 +62,29 @@ options:
         regions' backup buckets and one at a third site); the majority is more than half of them.
       - A store that does not answer within O(timeout_s) (two attempts) is left out of the run; fewer answering
         than a majority refuses. A bucket that does not exist is refused before anything is written.
+      - Each store is given as a backup repository is (the inventory's C(fediflow_backup_repositories) entries serve as they
+        are), so the regions' stores can be their backup buckets.
     type: list
     elements: dict
     required: true
     suboptions:
       name:
-        description: A name for the store (letters, digits, C(.), C(_), C(-)), for example its region.
+        description: How results and messages name the store (letters, digits, C(.), C(_), C(-)); unique.
         type: str
         required: true
       bucket:
-        description: The S3 bucket.
+        description: The bucket that keeps this store's copy of the lease document.
         type: str
         required: true
       prefix:
-        description: Key prefix in the bucket; O(key_prefix) follows it.
+        description: Where in that bucket, before O(key_prefix).
         type: str
         default: ''
       region:
-        description: The bucket's AWS region, else O(region).
+        description: The AWS region of that bucket (default O(region)).
         type: str
       endpoint_url:
-        description: The S3 endpoint of this bucket (for example the region's own), else O(endpoint_url).
+        description: That bucket's S3 endpoint, for example its region's own (default O(endpoint_url)).
         type: str
   environment:
     description: The environment the lease guards (one lease per environment), for example C(production).
@@ -265,7 +273,7 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fediflow.dr.plugins.module_utils import aws, lease
+from ansible_collections.fediflow.dr.plugins.module_utils import aws, lease, repos
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 
 
@@ -273,13 +281,7 @@ def main():
     spec = aws.aws_common_argument_spec()
     spec.update(
         state={"type": "str", "choices": list(lease.STATES), "default": "acquired"},
-        stores={"type": "list", "elements": "dict", "required": True, "options": {
-            "name": {"type": "str", "required": True},
-            "bucket": {"type": "str", "required": True},
-            "prefix": {"type": "str", "default": ""},
-            "region": {"type": "str"},
-            "endpoint_url": {"type": "str"},
-        }},
+        stores=dict(repos.argument_spec(write=False)["repositories"], required=True),   # a store is given as a repository is
         environment={"type": "str", "default": "default"},
         key_prefix={"type": "str", "default": "fediflow-lease", "no_log": False},
         operation={"type": "str"},
