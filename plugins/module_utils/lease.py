@@ -432,8 +432,12 @@ class Stores:
         self.repos = repos.normalize({"repositories": p["stores"], "region": p.get("region"),
                                       "endpoint_url": p.get("endpoint_url")})
         timeout = float(p.get("timeout_s") or 2)
-        make_client = make_client or (lambda params: aws.client("s3", params, max_attempts=2, connect_timeout=timeout,
-                                                                read_timeout=timeout))
+        if make_client is None:
+            shared = aws.session_for(p)   # one credential set for every store: the S3 model loaded once
+
+            def make_client(params):
+                return aws.client("s3", params, max_attempts=2, connect_timeout=timeout, read_timeout=timeout,
+                                  session=shared)
         self.objects, self.down = {}, {}
         for repo in self.repos:
             key = "/".join(x for x in (repo["prefix"], p["key_prefix"].strip("/"), self.environment + ".json") if x)
