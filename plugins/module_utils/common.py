@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import subprocess
 import time
 
@@ -94,11 +95,16 @@ def as_user(argv, user):
     return ["runuser", "-u", user, "--"] + list(argv)
 
 
-def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None):
+def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None, kill_group=False):
     """Run a program from an argument list (never a shell) and capture its output.
 
     ``env`` entries are added to the current environment; this is how passwords reach
     libpq (PGPASSWORD / PGPASSFILE) without ever appearing in a process list.
+
+    ``kill_group``: the program runs in a session of its own and a time-out kills that whole process
+    group. For programs that start others (an operator's script): killing only the program would leave
+    its children running, holding its output open, and the wait for that output would outlast the
+    time-out.
     """
     full = as_user(argv, user)
     run_env = dict(os.environ)
@@ -109,14 +115,40 @@ def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None):
         cwd = cwd or "/"
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(full, env=run_env, cwd=cwd, input=input_text,
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        if kill_group:
+            rc, stdout, stderr = _run_own_group(full, run_env, cwd, input_text, timeout)
+        else:
+            proc = subprocess.run(full, env=run_env, cwd=cwd, input=input_text,
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+            rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except FileNotFoundError:
         raise FediflowError("program not found: %s" % full[0])
     except subprocess.TimeoutExpired:
-        raise FediflowError("%s did not finish within %ss" % (os.path.basename(argv[0]), timeout))
-    return CommandResult(full, proc.returncode, proc.stdout, proc.stderr,
-                         round(time.monotonic() - t0, 3))
+        raise FediflowError("%s did not finish within %ss%s" % (os.path.basename(argv[0]), timeout,
+                                                                " (killed, with the processes it started)" if kill_group else ""))
+    return CommandResult(full, rc, stdout, stderr, round(time.monotonic() - t0, 3))
+
+
+def _run_own_group(argv, env, cwd, input_text, timeout):
+    """``run`` with ``kill_group``: (rc, stdout, stderr); on a time-out the process group is killed
+    (SIGKILL) and TimeoutExpired raised."""
+    with subprocess.Popen(argv, env=env, cwd=cwd, text=True, start_new_session=True,
+                          stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            stdout, stderr = proc.communicate(input_text, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                # a child that left the group (setsid) still holds the output: stop reading it
+                proc.kill()
+            raise
+    return proc.returncode, stdout, stderr
 
 
 def mask(text, secrets=()):

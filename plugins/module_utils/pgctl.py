@@ -112,6 +112,43 @@ def status(bindir, data_dir, os_user):
                         % (data_dir, res.rc, last_lines(res.stderr or res.stdout)))
 
 
+# pg_controldata lines read back (LC_ALL=C keeps their names stable).
+CONTROL_FIELDS = {
+    "Database cluster state": "cluster_state",
+    "Latest checkpoint location": "checkpoint_lsn",
+    "Latest checkpoint's REDO location": "redo_lsn",
+    "Latest checkpoint's TimeLineID": "timeline",
+}
+
+
+def parse_controldata(text):
+    """The fields of ``CONTROL_FIELDS`` from ``pg_controldata`` output; the timeline as an int."""
+    out = {}
+    for line in (text or "").splitlines():
+        name, sep, value = line.partition(":")
+        key = CONTROL_FIELDS.get(name.strip())
+        if sep and key:
+            out[key] = value.strip()
+    if "timeline" in out:
+        try:
+            out["timeline"] = int(out["timeline"])
+        except ValueError:
+            out["timeline"] = None
+    return out
+
+
+def controldata(bindir, data_dir, os_user):
+    """What the control file of a (stopped) cluster says: its state (``shut down``, ``shut down in
+    recovery``, ``in production`` = crashed or running ...), the latest checkpoint's location and timeline.
+    After a clean stop of a primary, the standbys that were connected hold its WAL up to that checkpoint."""
+    res = run([os.path.join(bindir, "pg_controldata"), "--pgdata=" + data_dir], user=os_user, timeout=30,
+              cwd="/", env={"LC_ALL": "C"})
+    if res.rc != 0:
+        raise FediflowError("pg_controldata --pgdata=%s failed (rc=%s): %s"
+                            % (data_dir, res.rc, last_lines(res.stderr or res.stdout)))
+    return parse_controldata(res.stdout)
+
+
 def plan(current_state, wanted):
     """Actions to reach ``wanted`` from ``current_state`` ('running'/'stopped')."""
     if wanted == "started":
@@ -165,6 +202,8 @@ def ensure(data_dir, state="started", os_user="postgres", bin_dir=None, log_file
     if check_mode or not actions:
         result.update(state=after_state if actions else before["state"], pid=before["pid"],
                       duration_s=timer.elapsed())
+        if before["state"] == "stopped":
+            result["control"] = controldata(bindir, data_dir, os_user)
         return result
     for action in actions:
         with timer.phase(action):
@@ -174,4 +213,6 @@ def ensure(data_dir, state="started", os_user="postgres", bin_dir=None, log_file
     result.update(state=after["state"], pid=after["pid"], phases=timer.phases,
                   duration_s=timer.elapsed())
     result["diff"]["after"]["pid"] = after["pid"]
+    if after["state"] == "stopped":
+        result["control"] = controldata(bindir, data_dir, os_user)
     return result

@@ -480,3 +480,85 @@ def segments_between(start_lsn, end_lsn, segment_size=DEFAULT_SEGMENT_SIZE):
     if start_lsn is None or end_lsn is None or end_lsn < start_lsn:
         return 0
     return end_lsn // segment_size - start_lsn // segment_size + 1
+
+
+# --------------------------------------------------------------------------- standbys
+
+def is_standby(standby_signal, running=False, in_recovery=None, recovery_signal=False):
+    """Whether a data directory holds a standby: ``standby.signal`` in it, running or stopped (a stopped
+    standby is one still, and a failover fences an old primary with that file), or a running server in
+    recovery that is not a point-in-time restore paused at its target (no ``recovery.signal``)."""
+    if standby_signal:
+        return True
+    return bool(running and in_recovery and not recovery_signal)
+
+
+def standby_refusal(data_dir, state, upstream=None):
+    """The refusal of an in-place restore of a standby, saying the two ways forward."""
+    how = "streaming from %s" % upstream if upstream else \
+        "stopped, with standby.signal" if state == "stopped" else "running in recovery"
+    return ("data_dir '%s' holds a standby (%s): restored in place it would become a second primary on a forked "
+            "history. Run the PITR on the primary (it re-seeds its standbys), or restore beside this one into a "
+            "new data directory with switch=false. Nothing was touched." % (data_dir, how))
+
+
+def next_timeline(timelines, tli):
+    """The timeline a promotion after recovery on ``tli`` creates: PostgreSQL takes the first number above it
+    that the archive does not know (findNewestTimeLine + 1)."""
+    known = set(timelines)
+    while tli + 1 in known:
+        tli += 1
+    return tli + 1
+
+
+# WAL senders that are no standby: a base backup's, pg_receivewal's
+NOT_STANDBYS = ("pg_basebackup", "pg_receivewal")
+
+
+def _howto(entry, primary, timeline):
+    data_dir = entry.get("data_dir") or "DATA_DIR"
+    source = "host=%s port=%s user=%s dbname=postgres" % (primary["host"], primary["port"], primary.get("user") or "postgres")
+    slot = entry.get("slot") or "SLOT"
+    return ("on %s: pg_ctl stop -D %s -m fast; then pg_rewind --target-pgdata=%s --source-server='%s' "
+            "--restore-target-wal (when it fails: move %s aside and pg_basebackup --host=%s --port=%s --pgdata=%s "
+            "--write-recovery-conf --wal-method=stream --slot=%s); first, on the primary: SELECT "
+            "pg_create_physical_replication_slot('%s'); then start it with standby.signal and primary_conninfo "
+            "'host=%s port=%s' and check that pg_stat_wal_receiver.received_tli is %s. Never promote it before."
+            % (entry["name"], data_dir, data_dir, source, data_dir, primary["host"], primary["port"], data_dir, slot,
+               slot, primary["host"], primary["port"], timeline if timeline else "the primary's new timeline"))
+
+
+def left_behind(replication, members, primary, timeline=None):
+    """The standbys a restore in place leaves on the old history, which a later failover could promote:
+    every WAL receiver that streamed from the cluster before (``replication``: rows of pg_stat_replication -
+    ``application_name``, ``client_addr``, ``state``, ``replay_lsn``) and every ``member`` the caller names (the
+    role: the inventory's other database hosts - ``name``, ``host``, ``port``, ``slot``, ``data_dir``,
+    ``state``), matched by slot (the application name a standby streams with) or address. Each says what was
+    seen and how to re-seed it by hand onto ``primary`` (``host``, ``port``, ``user``) on ``timeline``."""
+    rows = [r for r in replication or [] if (r.get("application_name") or "") not in NOT_STANDBYS
+            and r.get("state") != "backup"]
+    found = []
+    for member in members or []:
+        match = [r for r in rows if (member.get("slot") and r.get("application_name") == member["slot"])
+                 or (member.get("host") and r.get("client_addr") == member["host"])]
+        row = match[0] if match else None
+        if row:
+            rows.remove(row)
+        found.append(_entry(member["name"], member, row))
+    for row in rows:
+        name = row.get("application_name") or row.get("client_addr") or "unnamed"
+        found.append(_entry(name, {"host": row.get("client_addr"), "slot": row.get("application_name")}, row,
+                            in_inventory=False))
+    for entry in found:
+        entry["howto"] = _howto(entry, primary, timeline)
+    return found
+
+
+def _entry(name, member, row, in_inventory=True):
+    address = member.get("host") or (row or {}).get("client_addr")
+    if address and member.get("port"):
+        address = "%s:%s" % (address, member["port"])
+    return {"name": name, "address": address, "slot": member.get("slot"), "data_dir": member.get("data_dir"),
+            "in_inventory": in_inventory, "streamed": row is not None,
+            "state_before": (row or {}).get("state") or member.get("state") or "unknown",
+            "replay_lsn_before": (row or {}).get("replay_lsn")}

@@ -160,6 +160,68 @@ def read_marker(data_dir):
         return None
 
 
+# the timeline of the WAL being written now (a primary's)
+TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+
+
+def refuse_standby(p, result):
+    """Refuse an in-place restore of a standby (running, or stopped with standby.signal): it would become a
+    second primary on a forked history."""
+    data_dir = p["data_dir"]
+    if not os.path.isfile(os.path.join(data_dir, "PG_VERSION")):
+        return
+    current = pgctl.status(pgctl.find_bindir(p.get("bin_dir")), data_dir, p["os_user"])
+    in_recovery = upstream = None
+    if current["state"] == "running":
+        try:
+            conn = postgres.connect(p)
+        except FediflowError:
+            conn = None  # standby.signal decides
+        if conn is not None:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_is_in_recovery(), (SELECT sender_host || ':' || sender_port "
+                                "FROM pg_stat_wal_receiver WHERE status = 'streaming')")
+                    in_recovery, upstream = cur.fetchone()
+            except Exception:  # pylint: disable=broad-except
+                pass
+            finally:
+                conn.close()
+    if pitr.is_standby(os.path.exists(os.path.join(data_dir, "standby.signal")), current["state"] == "running",
+                       in_recovery, os.path.exists(os.path.join(data_dir, "recovery.signal"))):
+        result["cluster_before"] = dict(current, standby=True, upstream=upstream)
+        raise FediflowError(pitr.standby_refusal(data_dir, current["state"], upstream), result=result)
+
+
+def replication_before(p):
+    """``(rows, why not)``: the WAL receivers streaming from the running cluster (pg_stat_replication), which an
+    in-place restore leaves on the old history."""
+    try:
+        conn = postgres.connect(p)
+    except FediflowError as exc:
+        return [], exc.message
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT application_name, host(client_addr), state, sync_state, replay_lsn::text "
+                        "FROM pg_stat_replication ORDER BY application_name")
+            cols = ("application_name", "client_addr", "state", "sync_state", "replay_lsn")
+            return [dict(zip(cols, row)) for row in cur.fetchall()], None
+    except Exception as exc:  # pylint: disable=broad-except
+        return [], _first_line(exc)
+    finally:
+        conn.close()
+
+
+def fork_lsn(data_dir, tli):
+    """Where ``tli`` branched off its parent (its history file's last switchpoint), or None."""
+    try:
+        with open(os.path.join(data_dir, "pg_wal", "%08X.history" % int(tli)), "r", encoding="utf-8") as handle:
+            entries = pitr.parse_history(handle.read())
+    except (OSError, FediflowError, ValueError):
+        return None
+    return pitr.format_lsn(entries[-1][1]) if entries else None
+
+
 def preflight(p, target, timeline_req, result):
     bindir = pgctl.find_bindir(p.get("bin_dir"))
     current = pgctl.status(bindir, p["data_dir"], p["os_user"])
@@ -185,13 +247,20 @@ def preflight(p, target, timeline_req, result):
                      "where": where, "why": why},
         archive=dict(bounds, **_archive_kind(cfg)), recovery_settings=settings,
         cluster_before={"state": current["state"], "pid": current["pid"]})
+    replication = []
+    if p["switch"] and current["state"] == "running":
+        replication, why = replication_before(p)
+        result["standbys_before"] = replication
+        if why:
+            result["standbys_before_unknown"] = why
     if xid_info:
         result["xid_check"] = xid_info
     if repos.down:
         result["repositories_down"] = dict(repos.down)
     return {"bindir": bindir, "current": current, "base": base, "where": where, "settings": settings,
             "repos": repos, "holders": holders.get(base["id"], set()),
-            "tli": tli, "segment_size": index["segment_size"],
+            "tli": tli, "segment_size": index["segment_size"], "replication": replication,
+            "next_tli": pitr.next_timeline(index["timelines"], tli),
             "last_segment_lsn": pitr.parse_lsn(bounds["end_lsn"]) - index["segment_size"]}
 
 
@@ -493,7 +562,9 @@ def ensure(p, check_mode=False, warn=None):
     target, timeline_req = validate(p)
     p = dict(p, data_dir=p["data_dir"].rstrip("/"))
     result = {"changed": False, "commands": [], "switched": False, "data_dir": p["data_dir"]}
-    # idempotence first: a data directory already restored to this target is left alone (its newer
+    if p["switch"]:
+        refuse_standby(p, result)  # before anything is read or touched, the marker included
+    # idempotence next: a data directory already restored to this target is left alone (its newer
     # writes are not rolled back again), before the archive - which now forks there - is even read
     marker = read_marker(p["data_dir"])
     if p["switch"] and marker and not p["force"] and marker.get("kind") == target["kind"] \
@@ -513,9 +584,12 @@ def ensure(p, check_mode=False, warn=None):
                                 "base_backup": plan["base"]["id"],
                                 "kept_data_dir": names["kept"] if p["switch"] and plan["current"]["state"] != "absent" else None}}
     result.update(changed=True, new_data_dir=names["new"], restore_port=port)
+    if p["switch"]:
+        result["new_timeline"] = plan["next_tli"]
+        _left_behind(p, plan, result)
     if check_mode:
-        result.update(msg="would restore %s into %s and recover to %s %s" % (
-            plan["base"]["id"], names["new"], target["kind"], result["target"]["value"]),
+        result.update(msg="would restore %s into %s and recover to %s %s%s" % (
+            plan["base"]["id"], names["new"], target["kind"], result["target"]["value"], _behind_msg(result)),
             duration_s=timer.elapsed(), phases=timer.phases)
         return result
     new_dir = names["new"]
@@ -579,8 +653,26 @@ def ensure(p, check_mode=False, warn=None):
                                         "running; the restore is kept in %s: %s"
                                         % (p["data_dir"], result.get("failed_data_dir"), exc.message), result=result)
                 raise FediflowError(exc.message, result=result)
+        _left_behind(p, plan, result)
+        result["msg"] += _behind_msg(result)
     result.update(duration_s=timer.elapsed(), phases=timer.phases)
     return result
+
+
+def _left_behind(p, plan, result):
+    """The standbys this restore in place leaves on the old history (they streamed from it, or the caller
+    names them), each with how to re-seed it."""
+    result["left_behind"] = pitr.left_behind(
+        plan["replication"], p.get("standbys"), {"host": p.get("login_host") or "127.0.0.1", "port": p["login_port"],
+                                                 "user": p.get("login_user")}, result["new_timeline"])
+    result["diff"]["after"]["left_behind"] = [entry["name"] for entry in result["left_behind"]]
+
+
+def _behind_msg(result):
+    names = [s["name"] for s in result.get("left_behind", [])]
+    if not names:
+        return ""
+    return "; standbys left on the old history (re-seed them before any failover): %s" % ", ".join(names)
 
 
 def _promote(probe, p, result, target):
@@ -651,8 +743,9 @@ def _switch(p, plan, names, target, result):
         raise
     if target["action"] == "promote":
         _promote(probe, p, result, target)
-    if target["action"] == "promote":
         _set_block(data_dir, {}, user)  # recovery settings are inert now; never let them surprise a rejoin
+        result["new_timeline"] = probe.ask(TIMELINE_SQL)[0]
+        result["fork_lsn"] = fork_lsn(data_dir, result["new_timeline"])
     _write_text(os.path.join(data_dir, MARKER), json.dumps({
         "target": result["target"]["value"], "kind": target["kind"], "base_backup": plan["base"]["id"],
         "at": ledger.iso(ledger.utcnow()), "kept_data_dir": kept if old_present else None}, indent=2), user)

@@ -12,10 +12,15 @@ Order of a run, each step only reading until the guards have passed:
    promotion never leaves the old primary stopped with nobody promoted;
 4. probe the old primary (``old_primary_host``/``old_primary_port``, else the host the
    standby streams from): writable / read-only / in recovery / stopped / unreachable /
-   unknown; fence it when asked (``stop`` via pg_ctl, ``read_only`` via ALTER SYSTEM), then
-   probe again;
-5. split-brain guard on that outcome; ``force`` records failed guards as overridden;
-6. ``pg_promote(wait => false)`` and poll, with one deadline, until the node leaves recovery
+   no answer / unknown; fence it when asked (``stop`` via pg_ctl on this host), then probe again;
+5. split-brain guard on that outcome. **Unreachable is not down**: an old primary that cannot be
+   reached (nothing listens, no route, no answer in time) may be alive behind a partition, so it
+   only counts as safe with a fence that succeeded (``old_primary_fenced_by``: what fenced it and
+   what that proved) or the operator's assertion (``old_primary_confirmed_down``); ``force``
+   records failed guards as overridden;
+6. planned switchover: wait until the standby has replayed the stopped old primary's last WAL
+   (``wait_replay_lsn``, its shutdown checkpoint): no acknowledged write is left behind;
+7. ``pg_promote(wait => false)`` and poll, with one deadline, until the node leaves recovery
    and a transaction can take a transaction id (rolled back: nothing is written).
 
 The pure parts (LSN arithmetic, lag assessment, guard decisions, error classification) take
@@ -31,12 +36,15 @@ from ansible_collections.fediflow.dr.plugins.module_utils import pgctl, postgres
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, wait_until)
 
-FENCE_MODES = ("none", "stop", "read_only")
+FENCE_MODES = ("none", "stop")
 
-# Old-primary states. Only "writable" and the two "cannot tell" states block promotion.
-# read_only (default_transaction_read_only) is a soft fence any session can lift: it counts as
-# safe only when this run was asked to fence that way (fence_old_primary=read_only).
-SAFE_STATES = ("stopped", "unreachable", "in_recovery")
+# Old-primary states. Safe on their own: stopped (pg_ctl status on this host) and in recovery.
+# Unreachable (nothing listens there, no route, unknown host) and no_answer (no answer in time) are
+# what a partition looks like from one side: safe only with a fence that succeeded or the operator's
+# assertion that it is down. read_only (default_transaction_read_only) is no fence: any session can
+# lift it. writable, and a server that answers but cannot be asked (unknown), block.
+SAFE_STATES = ("stopped", "in_recovery")
+CANNOT_REACH = ("unreachable", "no_answer")
 
 
 def validate(p):
@@ -47,6 +55,10 @@ def validate(p):
         if p.get(opt) is not None and p[opt] < 0:
             raise FediflowError("%s must be 0 or more, got %s" % (opt, p[opt]))
     fence = p.get("fence_old_primary") or "none"
+    if fence == "read_only":
+        raise FediflowError("fence_old_primary=read_only is no fence (default_transaction_read_only is lifted by any "
+                            "session's SET): stop the old primary (fence_old_primary=stop on its host, or pg_ctl stop "
+                            "there and wait_replay_lsn), then promote")
     if fence not in FENCE_MODES:
         raise FediflowError("fence_old_primary must be one of %s, got '%s'" % (", ".join(FENCE_MODES), fence))
     if fence == "stop" and not p.get("old_primary_data_dir"):
@@ -57,6 +69,12 @@ def validate(p):
             pgctl.split_cluster(p["old_primary_cluster"])
         except FediflowError as exc:
             raise FediflowError("old_primary_" + exc.message)
+    if p.get("wait_replay_lsn"):
+        try:
+            lsn_to_int(p["wait_replay_lsn"])
+            int(str(p["wait_replay_lsn"]).partition("/")[0], 16)
+        except (FediflowError, ValueError):
+            raise FediflowError("wait_replay_lsn must be an LSN like 0/3000028, got '%s'" % p["wait_replay_lsn"])
     port = p.get("old_primary_port")
     if port is not None and not 0 < int(port) < 65536:
         raise FediflowError("old_primary_port must be between 1 and 65535, got %s" % port)
@@ -133,39 +151,51 @@ def old_primary_state(in_recovery, read_only):
     return "read_only" if read_only else "writable"
 
 
-def split_brain_guard(probe, would_fence=None, read_only_fence=False):
+def split_brain_guard(probe, would_fence=None, fenced_by=None, confirmed_down=False):
     """Verdict on the old primary's state (``probe`` from probe_old_primary).
 
     ``would_fence`` names the fence check mode predicts (the state is the one before fencing);
-    ``read_only_fence`` says the user chose fence_old_primary=read_only, the only case in which
-    a read-only (but living, overridable) old primary is accepted.
+    ``fenced_by`` says what fenced the old primary outside this module and what that proved (a fence
+    method of the inventory that succeeded); ``confirmed_down`` is the operator's assertion that it is
+    down. Either makes an old primary that cannot be reached safe - nothing else does.
     """
     status = probe.get("status")
     out = dict(probe)
-    if status in SAFE_STATES or (status == "read_only" and read_only_fence):
-        detail = {
+    if fenced_by:
+        out["fenced_by"] = fenced_by
+    if confirmed_down:
+        out["confirmed_down"] = True
+    target = probe.get("target")
+    if status in SAFE_STATES:
+        out.update(ok=True, detail={
             "stopped": "the old primary's cluster is stopped (pg_ctl status)",
-            "unreachable": "the old primary does not answer (%s): proceeding" % probe.get("error", "no server"),
-            "read_only": "the old primary is up but read-only (default_transaction_read_only = on)",
             "in_recovery": "the old primary is in recovery (a standby): it does not accept writes",
-        }[status]
-        out.update(ok=True, detail=detail)
+        }[status])
+    elif status in CANNOT_REACH and (fenced_by or confirmed_down):
+        why = ("fenced: %s" % fenced_by) if fenced_by else "the operator confirmed it down (confirmed_down)"
+        out.update(ok=True, detail="the old primary at %s cannot be reached (%s); %s" % (target, probe.get("error"), why))
     elif would_fence:
         out.update(ok=True, detail="the old primary is %s; fence_old_primary=%s would fence it first"
                    % (status, would_fence))
+    elif status in CANNOT_REACH:
+        out.update(ok=False, detail="the old primary at %s cannot be reached (%s), which is not the same as down: it may "
+                   "be alive behind a partition, taking writes. Fence it (a fence method for its region in the inventory, "
+                   "or old_primary_fenced_by after fencing it yourself), or, if you know it is down, assert it "
+                   "(confirmed_down / -e source_confirmed_down=true)" % (target, probe.get("error")))
     elif status == "writable":
-        out.update(ok=False, detail="the old primary at %s still accepts writes: promoting now would give two "
-                   "primaries (split-brain). Stop it, set fence_old_primary, or force=true" % probe.get("target"))
+        contradicted = (" although it was reported fenced (%s)" % fenced_by) if fenced_by else ""
+        out.update(ok=False, detail="the old primary at %s still accepts writes%s: promoting now would give two "
+                   "primaries (split-brain). Stop it, set fence_old_primary, or force=true" % (target, contradicted))
     elif status == "read_only":
         out.update(ok=False, detail="the old primary at %s is up with default_transaction_read_only = on, which any "
-                   "session can lift: stop it, set fence_old_primary=read_only to accept that fence, or force=true"
-                   % probe.get("target"))
+                   "session can lift: stop it (pg_ctl stop, or fence_old_primary=stop on its host), or force=true"
+                   % target)
     elif status == "not_checked":
         out.update(ok=False, detail="cannot check the old primary: set old_primary_host (the standby names no "
                    "upstream in pg_stat_wal_receiver / primary_conninfo), or force=true")
     else:
-        out.update(ok=False, detail="the old primary at %s did not answer in time or its state is unknown (%s): fix the "
-                   "old_primary_login_* options, fence it, or force=true" % (probe.get("target"), probe.get("error")))
+        out.update(ok=False, detail="the old primary at %s answered but its state is unknown (%s): a server that answers "
+                   "is not down - fix the old_primary_login_* options, stop it, or force=true" % (target, probe.get("error")))
     return out
 
 
@@ -282,10 +312,12 @@ def probe_old_primary(p, target, connect_timeout):
     try:
         conn = postgres.connect(params)
     except FediflowError as exc:
-        # only "nothing listens there" is safe: a time-out may be a partition with a live primary behind it
-        unreachable = postgres.classify_connect_error(exc.message) == "unreachable"
-        probe.update(status="unreachable" if unreachable else "unknown", error=exc.message.rsplit(": ", 1)[-1].strip())
-        if probe["status"] == "unreachable" and probe.get("pg_ctl_state") == "running":
+        # nothing answered (unreachable, no_answer: what a partition looks like too) or a server answered
+        # and would not let us in (unknown: alive, never down)
+        kind = postgres.classify_connect_error(exc.message)
+        status = {"unreachable": "unreachable", "timeout": "no_answer"}.get(kind, "unknown")
+        probe.update(status=status, error=exc.message.rsplit(": ", 1)[-1].strip())
+        if probe["status"] in CANNOT_REACH and probe.get("pg_ctl_state") == "running":
             # pg_ctl says it runs here: not answering at that address does not make it down
             probe.update(status="unknown", error="running (pg_ctl status) but no answer at %s: %s"
                          % (probe["target"], probe["error"]))
@@ -318,42 +350,12 @@ def fence_stop(p, deadline, actions):
                        cluster=p.get("old_primary_cluster"))
     done = "stopped" if res["changed"] else "already stopped"
     actions.append("fence: pg_ctl stop -m fast -D %s (%s)" % (p["old_primary_data_dir"], done))
-    return {"mode": "stop", "changed": res["changed"], "pg_ctl": res.get("commands", [])}
-
-
-def fence_read_only(p, target, deadline, actions):
-    """Make the old primary refuse writes by default and end every client session.
-
-    ALTER SYSTEM SET default_transaction_read_only = on, pg_reload_conf(), wait until a new
-    session sees it, then pg_terminate_backend() every other client backend (open
-    transactions roll back). Walsenders keep running, so the standby still receives the
-    last WAL. Limits: a soft fence - a client can still SET default_transaction_read_only = off
-    or BEGIN READ WRITE; it needs a superuser; it persists across restarts until
-    ALTER SYSTEM RESET default_transaction_read_only.
-    """
-    params = old_primary_params(p, target)
-    conn = postgres.connect(params)
-    try:
-        _exec(conn, "ALTER SYSTEM SET default_transaction_read_only = on")
-        _one(conn, "SELECT pg_reload_conf()")
-
-        def in_effect():
-            fresh = postgres.connect(params)
-            try:
-                return _one(fresh, "SHOW default_transaction_read_only")[0] == "on"
-            finally:
-                fresh.close()
-        effective = wait_until(in_effect, max(0.5, deadline - time.monotonic()), interval=0.02, max_interval=0.2)[0]
-        if not effective:
-            raise FediflowError("fence_old_primary=read_only: %s did not apply default_transaction_read_only "
-                                "after pg_reload_conf()" % _fmt(target))
-        terminated = _one(conn, "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")[0]
-    finally:
-        conn.close()
-    actions.append("fence: ALTER SYSTEM SET default_transaction_read_only = on + pg_reload_conf() on %s; "
-                   "terminated %s client session(s)" % (_fmt(target), terminated))
-    return {"mode": "read_only", "changed": True, "terminated_sessions": terminated}
+    control = res.get("control") or {}
+    out = {"mode": "stop", "changed": res["changed"], "pg_ctl": res.get("commands", []),
+           "cluster_state": control.get("cluster_state")}
+    if control.get("cluster_state") == "shut down":
+        out["checkpoint_lsn"] = control.get("checkpoint_lsn")  # the standby waits for it (wait_replay_lsn)
+    return out
 
 
 # What the standby holds of its upstream's WAL: streamed (receive) or already replayed. A standby
@@ -362,14 +364,15 @@ def fence_read_only(p, target, deadline, actions):
 HELD_LSN_SQL = "SELECT GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text"
 
 
-def wait_received(conn, target_lsn, deadline):
-    """Poll the standby until it holds ``target_lsn`` (received or replayed; after a read-only fence)."""
+def wait_replayed(conn, target_lsn, deadline):
+    """Poll the standby until it has replayed past ``target_lsn`` (the stopped old primary's shutdown
+    checkpoint: replay ends past the record's start once that record is replayed)."""
     target = lsn_to_int(target_lsn)
 
-    def received():
-        got = _one(conn, HELD_LSN_SQL)[0]
-        return got is not None and lsn_to_int(got) >= target
-    return wait_until(received, max(0.0, deadline - time.monotonic()), interval=0.02, max_interval=0.2)
+    def replayed():
+        got = _one(conn, "SELECT pg_last_wal_replay_lsn()::text")[0]
+        return got is not None and lsn_to_int(got) > target
+    return wait_until(replayed, max(0.0, deadline - time.monotonic()), interval=0.02, max_interval=0.2)
 
 
 def _writable(conn):
@@ -434,6 +437,15 @@ def _run(p, conn, check_mode, timer, result, warn):
                       duration_s=timer.elapsed())
         return result
 
+    if p.get("lag_check_only"):
+        lag = assess_lag(before.get("receive_lsn"), before.get("replay_lsn"), before.get("replay_age_s"))
+        guard = lag_guard(lag, p.get("max_lag_bytes"), p.get("max_lag_seconds"))
+        result.update(lag=lag, guards={"lag": guard})
+        if not guard["ok"] and not p.get("force"):
+            raise FediflowError("refusing to promote: %s (raise the bound or force=true)" % guard["detail"],
+                                result=_partial(result, timer))
+        result.update(msg="lag guard only: %s" % guard["status"], duration_s=timer.elapsed())
+        return result
     _check_guards(p, conn, before, check_mode, deadline, timer, result, warn)
     overridden = result["overridden"]
     if check_mode:
@@ -480,8 +492,7 @@ def _check_guards(p, conn, before, check_mode, deadline, timer, result, warn):  
     connect_timeout = int(p.get("connect_timeout") or 10)
     with timer.phase("old_primary"):
         probe = probe_old_primary(p, target, connect_timeout)
-    needs_fence = ((fence == "stop" and probe.get("pg_ctl_state") == "running" and probe["status"] != "in_recovery")
-                   or (fence == "read_only" and probe["status"] == "writable"))
+    needs_fence = fence == "stop" and probe.get("pg_ctl_state") == "running" and probe["status"] != "in_recovery"
     would_fence = None
     if needs_fence and check_mode:
         would_fence = fence
@@ -489,27 +500,35 @@ def _check_guards(p, conn, before, check_mode, deadline, timer, result, warn):  
         result["fence"].update(changed=True, predicted=True)
     elif needs_fence:
         with timer.phase("fence"):
-            if fence == "stop":
-                result["fence"] = fence_stop(p, deadline, result["actions"])
-            else:
-                result["fence"] = fence_read_only(p, target, deadline, result["actions"])
+            result["fence"] = fence_stop(p, deadline, result["actions"])
         probe = probe_old_primary(p, target, connect_timeout)
-    if probe["status"] == "read_only" and probe.get("flush_lsn") and not check_mode:
-        # a fenced but living old primary: let the standby receive its last WAL first
-        with timer.phase("catch_up"):
-            caught, waited = wait_received(conn, probe["flush_lsn"], deadline)
-        result["fence"].update(old_primary_flush_lsn=probe["flush_lsn"], caught_up=bool(caught), catch_up_s=waited)
-        if not caught:
-            warn(
-                "the standby had not received the read-only old primary's WAL up to %s within timeout: the "
-                "difference (lag.unreceived_bytes) is lost on the new timeline" % probe["flush_lsn"])
     if probe.get("flush_lsn"):
         received = _one(conn, HELD_LSN_SQL)[0]
         if received:
             lag["unreceived_bytes"] = max(0, lsn_to_int(probe["flush_lsn"]) - lsn_to_int(received))
-    guards["split_brain"] = split_brain_guard(probe, would_fence, read_only_fence=(fence == "read_only"))
+    guards["split_brain"] = split_brain_guard(probe, would_fence, fenced_by=p.get("old_primary_fenced_by"),
+                                              confirmed_down=bool(p.get("old_primary_confirmed_down")))
+    wait_lsn = p.get("wait_replay_lsn") or result["fence"].get("checkpoint_lsn")
+    if wait_lsn and not check_mode and guards["split_brain"]["ok"]:
+        # planned switchover: the old primary was stopped cleanly, its walsenders sent the standby
+        # everything up to the shutdown checkpoint; promote only once that is replayed
+        with timer.phase("catch_up"):
+            caught, waited = wait_replayed(conn, wait_lsn, deadline)
+        replayed = _one(conn, "SELECT pg_last_wal_replay_lsn()::text")[0]
+        guards["catch_up"] = {
+            "ok": bool(caught), "wait_replay_lsn": wait_lsn, "replay_lsn": replayed, "waited_s": waited,
+            "status": "replayed" if caught else "behind",
+            "detail": ("the standby replayed the old primary's WAL past %s (its last checkpoint): nothing it "
+                       "acknowledged is left behind" % wait_lsn) if caught else
+                      ("the standby replayed only up to %s, not past the old primary's last checkpoint %s within "
+                       "timeout: promoting would lose what it acknowledged after that. Let the standby fetch the "
+                       "missing WAL (its restore_command, or start the old primary again so that it streams it), or "
+                       "force=true" % (replayed, wait_lsn))}
+    elif wait_lsn:
+        guards["catch_up"] = {"ok": True, "wait_replay_lsn": wait_lsn, "status": "not_checked",
+                              "detail": "would wait until the standby replayed past %s" % wait_lsn}
     receiver = before.get("wal_receiver") or {}
-    if probe["status"] == "unreachable" and receiver.get("status") == "streaming":
+    if probe["status"] in CANNOT_REACH and receiver.get("status") == "streaming":
         warn(
             "the old primary did not answer here, but the standby's WAL receiver still reported 'streaming' "
             "from %s:%s (last message %ss ago): if the old primary is only unreachable from this host, it may "

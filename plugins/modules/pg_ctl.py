@@ -123,6 +123,29 @@ cluster:
   returned: always
   type: str
   sample: 15/main
+control:
+  description:
+    - What the stopped cluster's control file says (C(pg_controldata)). After a clean stop of a primary
+      (V(fast) or V(smart)), the standbys that were streaming from it hold its WAL up to RV(control.checkpoint_lsn)
+      (its shutdown checkpoint); a planned switchover waits until the standby has replayed past it.
+  returned: when the cluster is stopped after the run (not in check mode when it would stop)
+  type: dict
+  contains:
+    cluster_state:
+      description: C(shut down) after a clean stop, C(shut down in recovery) for a standby, C(in production) after a crash.
+      type: str
+      sample: shut down
+    checkpoint_lsn:
+      description: Latest checkpoint location.
+      type: str
+      sample: 0/3000028
+    redo_lsn:
+      description: The latest checkpoint's REDO location.
+      type: str
+    timeline:
+      description: The latest checkpoint's timeline.
+      type: int
+      sample: 1
 duration_s:
   description: Wall time of the module, in seconds.
   returned: always

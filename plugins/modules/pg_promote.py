@@ -17,11 +17,15 @@ description:
   - "Split-brain guard: before promoting, the old primary (O(old_primary_host) /
     O(old_primary_port), else the upstream the standby streams from in C(pg_stat_wal_receiver),
     else the host in its C(primary_conninfo)) is asked whether it accepts writes. Reachable and
-    not in recovery and not read-only means it does: the module refuses. An old primary that
-    does not answer (connection refused, time-out, unknown host) counts as down and the
-    promotion proceeds; the result says so (with a warning when the standby still streams from
-    its upstream: an address error or a partition between here and the old primary). A server that answers but cannot be asked (login
-    refused, starting up, shutting down) blocks, as does an old primary that cannot be located."
+    not in recovery means it does (C(default_transaction_read_only) is no fence: any session lifts
+    it): the module refuses. B(Unreachable is not down): an old primary that cannot be reached
+    (connection refused, no route, unknown host, no answer in time) may be alive behind a partition
+    and taking writes, so it only counts as safe with a fence that succeeded (O(old_primary_fenced_by):
+    what fenced it, for example an inventory fence method of the region_failover role, and what that
+    proved) or the operator's assertion that it is down (O(old_primary_confirmed_down)), both recorded
+    in the result; without either the module refuses and names both ways forward. A server that answers
+    but cannot be asked (login refused, starting up, shutting down) blocks, as does an old primary that
+    cannot be located."
   - When O(old_primary_data_dir) is given, C(pg_ctl status) on this host is consulted first; a
     stopped cluster is down, whatever the network says.
   - "Lag guard: O(max_lag_bytes) bounds the WAL received but not yet replayed
@@ -34,12 +38,10 @@ description:
   - "Fencing (O(fence_old_primary)), done before promoting when the old primary is still up:
     V(stop) runs C(pg_ctl stop -m fast) on O(old_primary_data_dir) (the old primary must be on
     the host the module runs on); a fast shutdown sends the WAL up to its shutdown checkpoint to
-    connected standbys before exiting. V(read_only) runs C(ALTER SYSTEM SET
-    default_transaction_read_only = on), C(pg_reload_conf()), waits until new sessions see it,
-    terminates every other client backend (open transactions roll back), then waits until the
-    standby has received the old primary's last flushed WAL. It is a soft fence: a client can
-    still C(SET default_transaction_read_only = off) or C(BEGIN READ WRITE); it needs a superuser;
-    it survives restarts until C(ALTER SYSTEM RESET default_transaction_read_only)."
+    connected standbys before exiting, and the module then waits until the standby has replayed past
+    that checkpoint (as with O(wait_replay_lsn)). An old primary on another host is stopped there first
+    (M(fediflow.dr.pg_ctl) returns its last checkpoint as C(control.checkpoint_lsn)), then
+    named here with O(wait_replay_lsn) and O(old_primary_fenced_by): zero acknowledged writes lost."
   - O(force=true) lets failed guards pass; they are still evaluated and listed in
     RV(overridden).
   - A node that is not in recovery is already promoted; nothing is done (C(changed=false)).
@@ -54,8 +56,7 @@ extends_documentation_fragment:
 options:
   old_primary_host:
     description:
-      - Host (or Unix socket directory) of the old primary, for the split-brain guard and
-        O(fence_old_primary=read_only).
+      - Host (or Unix socket directory) of the old primary, for the split-brain guard.
       - Defaults to the upstream the standby streams from (C(pg_stat_wal_receiver.sender_host)),
         else the host of its C(primary_conninfo).
     type: str
@@ -95,8 +96,29 @@ options:
     description:
       - Fence the old primary before promoting when it is still up (see the description).
     type: str
-    choices: [ none, stop, read_only ]
+    choices: [ none, stop ]
     default: none
+  old_primary_fenced_by:
+    description:
+      - "What fenced the old primary before this run and what that proved, in one sentence (for example
+        C(lab: no postmaster left in the region's namespace) or C(aws_ec2: instance i-0abc stopped))."
+      - With it, an old primary that cannot be reached counts as down; it is recorded in
+        C(guards.split_brain.fenced_by). An old primary that still answers blocks all the same (the fence did
+        not hold).
+    type: str
+  old_primary_confirmed_down:
+    description:
+      - The operator's assertion that the old primary is down (its host is off, its region is lost). With it, an
+        old primary that cannot be reached counts as down; recorded in C(guards.split_brain.confirmed_down).
+      - Only for the person who knows; a partition looks exactly like an outage from here.
+    type: bool
+    default: false
+  wait_replay_lsn:
+    description:
+      - Before promoting, wait (within O(timeout)) until the standby has replayed past this LSN - the
+        stopped old primary's last (shutdown) checkpoint in a planned switchover; refused (guard C(catch_up))
+        when it does not get there, since promoting would lose what the old primary acknowledged.
+    type: str
   max_lag_bytes:
     description:
       - Refuse when more than this many bytes of received WAL are not replayed yet. No bound when omitted.
@@ -117,6 +139,13 @@ options:
         until the node accepts writes.
     type: int
     default: 60
+  lag_check_only:
+    description:
+      - Only inspect the standby and apply the lag guard (O(max_lag_bytes), O(max_lag_seconds)), then return -
+        nothing is probed, fenced or promoted (C(changed=false)). A planned switchover asks this before it stops the
+        old primary, so that a standby too far behind never leaves production with no primary.
+    type: bool
+    default: false
   wait_writable:
     description:
       - Wait until the promoted node accepts writes. With V(false) the module returns right after
@@ -154,11 +183,20 @@ EXAMPLES = r"""
     fence_old_primary: stop
   register: promotion
 
-- name: The old primary is unreachable from here but may be alive - promote anyway (recorded)
+- name: Planned switchover across hosts - the old primary was stopped on its host first (fediflow.dr.pg_ctl)
   fediflow.dr.pg_promote:
     login_host: db.eu-west-1.internal
     login_password: "{{ vault_pg_superuser_password }}"
-    force: true
+    old_primary_host: db.us-east-1.internal
+    old_primary_fenced_by: "stopped on its host (pg_ctl stop -m fast, cluster state shut down)"
+    wait_replay_lsn: "{{ old_primary_stop.control.checkpoint_lsn }}"
+
+- name: The old primary's region is lost (the operator knows) - promote without a fence (recorded)
+  fediflow.dr.pg_promote:
+    login_host: db.eu-west-1.internal
+    login_password: "{{ vault_pg_superuser_password }}"
+    old_primary_host: db.us-east-1.internal
+    old_primary_confirmed_down: true
 """
 
 RETURN = r"""
@@ -234,12 +272,18 @@ guards:
     split_brain:
       description: >-
         C(status) of the old primary (C(writable), C(read_only), C(in_recovery), C(stopped), C(unreachable),
-        C(unknown), C(not_checked)), C(target) (host:port), C(source) (options, pg_stat_wal_receiver,
-        primary_conninfo), C(pg_ctl_state) when O(old_primary_data_dir) is given, C(error) when it did not answer.
+        C(no_answer), C(unknown), C(not_checked)), C(target) (host:port), C(source) (options, pg_stat_wal_receiver,
+        primary_conninfo), C(pg_ctl_state) when O(old_primary_data_dir) is given, C(error) when it did not answer,
+        C(fenced_by) / C(confirmed_down) when given.
+      type: dict
+    catch_up:
+      description: >-
+        With O(wait_replay_lsn) or a V(stop) fence - C(status) C(replayed) or C(behind), C(wait_replay_lsn),
+        C(replay_lsn), C(waited_s).
       type: dict
   sample:
-    split_brain: {ok: true, status: unreachable, target: "127.0.0.1:15432", source: options,
-                  detail: "the old primary does not answer (Connection refused): proceeding"}
+    split_brain: {ok: true, status: unreachable, target: "127.0.0.1:15432", source: options, fenced_by: "lab: ...",
+                  detail: "the old primary at 127.0.0.1:15432 cannot be reached (Connection refused); fenced: lab: ..."}
 forced:
   description: The value of O(force).
   returned: always
@@ -252,8 +296,8 @@ overridden:
   sample: [split_brain]
 fence:
   description: >-
-    What fencing did - C(mode), C(changed), and C(pg_ctl) commands (V(stop)) or C(terminated_sessions),
-    C(old_primary_flush_lsn), C(caught_up), C(catch_up_s) (V(read_only)).
+    What O(fence_old_primary) did - C(mode), C(changed), and for V(stop) the C(pg_ctl) commands, the
+    C(cluster_state) after the stop and its shutdown C(checkpoint_lsn).
   returned: always
   type: dict
 wal_receiver:
@@ -307,11 +351,15 @@ def main():
         old_primary_os_user={"type": "str", "default": "postgres"},
         old_primary_bin_dir={"type": "path"},
         fence_old_primary={"type": "str", "default": "none", "choices": list(promote.FENCE_MODES)},
+        old_primary_fenced_by={"type": "str"},
+        old_primary_confirmed_down={"type": "bool", "default": False},
+        wait_replay_lsn={"type": "str"},
         max_lag_bytes={"type": "int"},
         max_lag_seconds={"type": "float"},
         force={"type": "bool", "default": False},
         timeout={"type": "int", "default": 60},
         wait_writable={"type": "bool", "default": True},
+        lag_check_only={"type": "bool", "default": False},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     run_module(module, promote.ensure, dict(module.params), check_mode=module.check_mode, warn=module.warn)

@@ -40,7 +40,15 @@ description:
     If the restored cluster does not come up there, the rename is undone and the old cluster
     started again. O(switch=false) leaves the restore running on O(restore_port) with archiving
     off, the old cluster untouched (drills, inspection)."
-  - Standbys of the old cluster follow the old timeline; re-seed them (the replication role's rejoin).
+  - "A standby is refused before anything is read or touched when O(switch=true): a data directory with
+    C(standby.signal) (running, or stopped - a failover fences an old primary so) or a running server in recovery
+    that is no paused restore. Restored in place it would be a second primary on a forked history; run the
+    restore on the primary, or beside the standby with O(switch=false)."
+  - "Standbys of the cluster stay on the old history when it is restored in place: a later failover could
+    promote what the restore undid. C(left_behind) names every one - the WAL receivers that streamed from the
+    cluster before (C(pg_stat_replication)) and the hosts given in O(standbys) - with how to re-seed it (pg_rewind
+    onto the restored cluster, else a fresh clone); the role M(fediflow.dr.pitr_restore) re-seeds them (the
+    replication role's rejoin) or stops and fences them."
   - A second run with the same target finds the marker C(fediflow_pitr.json) the switch wrote in O(data_dir) and
     changes nothing (the writes made since are not rolled back again); O(force=true) restores again.
 author:
@@ -151,6 +159,34 @@ options:
         is stopped and the switched-in restore started with C(pg_ctlcluster) (see M(fediflow.dr.pg_ctl)), reading
         O(config_dir); the copies made for the side start are removed from the data directory at the switch.
     type: str
+  standbys:
+    description:
+      - The cluster's other database hosts as the caller knows them (the role passes the inventory's), returned in
+        C(left_behind) after an in-place restore beside the WAL receivers C(pg_stat_replication) showed; one that
+        streamed is matched by its slot (the application name it streams with) or its address.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The host's name (the inventory's).
+        type: str
+        required: true
+      host:
+        description: Its PostgreSQL address.
+        type: str
+      port:
+        description: Its PostgreSQL port.
+        type: int
+      slot:
+        description: The replication slot (and application name) it streams with.
+        type: str
+      data_dir:
+        description: Its data directory (for the re-seed instructions).
+        type: str
+      state:
+        description: What the caller saw before the restore (C(standby), C(stopped standby), C(down), C(unreachable)).
+        type: str
   sentinel_query:
     description: A query run on the restored cluster before the switch; its first column must be true.
     type: str
@@ -264,9 +300,36 @@ marker:
   returned: when state is already_restored
   type: dict
 cluster_before:
-  description: C(state) (running, stopped, absent) and C(pid) of the cluster in O(data_dir) before the run.
+  description: C(state) (running, stopped, absent) and C(pid) of the cluster in O(data_dir) before the run; on the
+    refusal of a standby also C(standby) and C(upstream) (the C(host:port) it streamed from).
   returned: always
   type: dict
+standbys_before:
+  description: The WAL receivers that streamed from the cluster before the restore (C(pg_stat_replication) -
+    C(application_name), C(client_addr), C(state), C(sync_state), C(replay_lsn)).
+  returned: when O(switch=true) and the cluster was running
+  type: list
+  elements: dict
+left_behind:
+  description:
+    - The standbys the restore in place leaves on the old history (a later failover could promote it) - C(name),
+      C(address), C(slot), C(data_dir), C(in_inventory) (named in O(standbys)), C(streamed) (seen in
+      C(pg_stat_replication)), C(state_before), C(replay_lsn_before), and C(howto) (the commands that re-seed it
+      onto the restored cluster). In check mode, who would be.
+  returned: when O(switch=true)
+  type: list
+  elements: dict
+  sample: [{name: pg-eu-west-1, address: "198.18.9.12:24433", slot: standby_eu_west_1, streamed: true,
+            in_inventory: true, state_before: streaming, replay_lsn_before: 0/5000148, howto: "on pg-eu-west-1: ..."}]
+new_timeline:
+  description: The timeline the restored cluster opens - after O(action=promote) the one it is on; after V(pause)
+    or in check mode the one its promotion will create.
+  returned: when O(switch=true)
+  type: int
+fork_lsn:
+  description: Where the new timeline branched off the old history (its history file's switchpoint).
+  returned: when promoted in place
+  type: str
 new_data_dir:
   description: Where the restore was built (after a switch it lives in O(data_dir)).
   returned: when changed
@@ -389,6 +452,9 @@ def main():
         keep_config={"type": "bool", "default": True},
         config_dir={"type": "path"},
         cluster={"type": "str"},
+        standbys={"type": "list", "elements": "dict", "default": [], "options": {
+            "name": {"type": "str", "required": True}, "host": {"type": "str"}, "port": {"type": "int"},
+            "slot": {"type": "str"}, "data_dir": {"type": "str"}, "state": {"type": "str"}}},
         sentinel_query={"type": "str"},
         amcheck={"type": "bool", "default": True},
         amcheck_max_indexes={"type": "int", "default": 10},

@@ -231,6 +231,17 @@ def pg_connect(hvars, db="postgres"):
     return conn
 
 
+def pg_value(hvars, sql, args=None, db="postgres"):
+    """The first column of the first row of ``sql`` on that host's PostgreSQL (None for a statement without rows)."""
+    conn = pg_connect(hvars, db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone()[0] if cur.description else None
+    finally:
+        conn.close()
+
+
 def poll(predicate, timeout, interval=0.1):
     """Poll until predicate() is truthy or the deadline passes; returns the last value."""
     deadline = time.monotonic() + timeout

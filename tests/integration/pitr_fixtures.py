@@ -7,6 +7,7 @@ role installs them) as archive_command with a JSON config (dir backend), a physi
 taken with fediflow.dr.pg_backup_verify into a local ledger. Everything lives in a fresh
 directory under /var/tmp owned by `postgres`, on free ports, removed by destroy().
 """
+import datetime
 import glob
 import json
 import os
@@ -98,6 +99,15 @@ class ArchivedCluster:
             conn.close()
         return {"xid": xid, "lsn": lsn, "after": after}
 
+    def a_then_b(self, compression="none"):
+        """A base backup, batch a, batch b, all archived: returns the time between a and b (ISO 8601, UTC), where
+        a restore keeps a and undoes b."""
+        self.base_backup(compression)
+        a = self.batch("a")
+        self.batch("b")
+        self.archive_now()
+        return a["after"].astimezone(datetime.timezone.utc).isoformat()
+
     def archive_now(self, timeout=30):
         """Switch WAL and wait until the segment is in the archive (polled, no sleep)."""
         # the segment just completed (pg_current_wal_lsn() on a segment boundary names the previous one)
@@ -129,10 +139,8 @@ class ArchivedCluster:
         args.update(extra)
         return args
 
-    def fail_over(self):
-        """A streaming standby built from the primary (pg_basebackup -R), the primary killed, the
-        standby promoted: timeline 2, archiving into the same archive (as a promoted region does).
-        Afterwards ``node`` and ``data_dir`` are the new primary's."""
+    def standby(self):
+        """A streaming standby of the primary (pg_basebackup -R: standby.signal), caught up; returns its Node."""
         standby = Node(self, "standby")
         os.makedirs(standby.socket_dir)
         import pwd
@@ -151,6 +159,13 @@ class ArchivedCluster:
         standby.start()
         flushed = self.node.one("SELECT pg_current_wal_flush_lsn()::text")
         assert poll(lambda: standby.one("SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), %s) >= 0", (flushed,)), 30, interval=0.05)
+        return standby
+
+    def fail_over(self):
+        """A streaming standby built from the primary (pg_basebackup -R), the primary killed, the
+        standby promoted: timeline 2, archiving into the same archive (as a promoted region does).
+        Afterwards ``node`` and ``data_dir`` are the new primary's."""
+        standby = self.standby()
         # Every completed timeline-1 segment archived before the kill. pg_basebackup above ends with a
         # WAL switch; a primary killed before its archiver took that segment leaves a real gap in the
         # archive (a standby with archive_mode=on never archives what it streamed), and the restore

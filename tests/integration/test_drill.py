@@ -22,7 +22,8 @@ from runner_fixtures import run_template, secrets_absent
 
 pytestmark = pytest.mark.slow  # long role / playbook runs: not in `make test-quick`
 
-SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "region-recover", "file-restore", "failback"]
+SCENARIOS = ["replication-rpo", "backup-restore", "pitr", "region-failover", "region-recover", "file-restore", "failback",
+             "partition"]
 PROBE = "dr_drill_pitr_probe"
 
 
@@ -123,11 +124,12 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     assert {r["source"] for r in rpo_db} == {"replication-rpo", "wal-archive", "pitr", "region-failover"}
     # archive_timeout (the inventory's fediflow_archive_timeout_s, 20 s in the lab) + the archiving latency
     assert primary["fediflow_archive_timeout_s"] <= _one(rpo_db, "wal-archive")["measured_s"] < 300
-    rto = _rows(report, "rto_critical_s")[0]
+    rto = _one(_rows(report, "rto_critical_s"), "region-failover")
     # kill -> service in region 2 includes the detection window (3 checks 1 s apart)
-    assert rto["source"] == "region-failover" and 2.0 <= rto["measured_s"] < 90
-    full = _rows(report, "rto_full_system_s")[0]
-    assert full["source"] == "region-failover" and rto["measured_s"] <= full["measured_s"] < 180
+    assert 2.0 <= rto["measured_s"] < 90
+    full = _one(_rows(report, "rto_full_system_s"), "region-failover")
+    assert rto["measured_s"] <= full["measured_s"] < 180
+    _check_partition(lab, report, steps["partition"])
     assert _rows(report, "data_loss_tolerance_critical_s")[0]["measured_s"] is not None
     backup_rto = _one(_rows(report, "rto_standard_s"), "backup-restore")
     assert 0 < backup_rto["measured_s"] <= steps["backup-restore"]["duration_s"] + 1
@@ -142,7 +144,7 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     started = datetime.date.fromisoformat(report["started"][:10])
     assert report["drill_interval"] == "every month" and report["next_drill"] == _month_later(started).isoformat()
     failover = steps["region-failover"]["details"]
-    assert [s["step"] for s in failover["steps"]][:5] == ["inspect", "detect", "promote", "dns", "kubernetes"]
+    assert [s["step"] for s in failover["steps"]][:6] == ["inspect", "detect", "fence", "dns", "promote", "kubernetes"]
     _check_pitr(lab, report, steps["pitr"])
     _check_region_loss(lab, report, steps)
     # the heartbeats the drill wrote before the kill are in the region that took over, then back home
@@ -225,6 +227,23 @@ def _check_detection_projection(report, failover_steps):
     assert all(r["projected_s"] is None for r in report["objectives"] if r["kind"] == "rpo")
 
 
+def _check_partition(lab, report, step):
+    """partition: region 1 partitioned (alive, its application writing there), fenced through the lab's control
+    plane before region 2 was promoted, healed (it refused writes), failed back; the writers in both regions never
+    saw two writable primaries at once, and what region 1 acknowledged behind the partition is a counted tail."""
+    region1, region2 = lab["primary"]["fediflow_region"], lab["standby"]["fediflow_region"]
+    details = step["details"]
+    assert step["status"] == "ok" and details["writers_at_once"] == 0, details
+    assert details["fence"]["method"] == "lab" and details["fence"]["ok"] and details["fence"]["proved"]
+    assert details["healed_region_refused_writes"] is True and details["lost_is_tail"] is True
+    assert details["acked"][region1] >= 10 and details["acked"][region2] >= 10
+    assert [s["step"] for s in details["steps"]][:5] == ["inspect", "detect", "fence", "dns", "promote"]
+    rto = _one(_rows(report, "rto_critical_s"), "partition")
+    assert 2.0 <= rto["measured_s"] < 90 and "writers at once: 0" in rto["note"]
+    full = _one(_rows(report, "rto_full_system_s"), "partition")
+    assert rto["measured_s"] <= full["measured_s"] < 180 and "lost (asynchronous replication)" in full["note"]
+
+
 def _check_region_loss(lab, report, steps):
     """The lab's drill loses the whole primary region (fediflow_drill_outage: lab_region): the failover fenced
     nothing it could not reach and archived to the repository that answers; in region 2, with only what survives
@@ -234,7 +253,9 @@ def _check_region_loss(lab, report, steps):
     primary, standby = lab["primary"], lab["standby"]
     lost, survivor = primary["fediflow_region"], standby["fediflow_region"]
     failover = steps["region-failover"]["details"]
-    assert failover["outage"] == "lab_region" and "NOT fenced" in failover["old_primary"], failover["old_primary"]
+    # fenced through the lab's control plane before the promotion; its host unreachable over SSH after it
+    assert failover["outage"] == "lab_region" and "fenced before the promotion (lab)" in failover["old_primary"], failover
+
     wal = failover["wal_archive"]
     assert wal["checked"] and wal["degraded"] and wal["down"] == [lost] and wal["archiving_to"] == [survivor], wal
     rec = steps["region-recover"]["details"]
@@ -325,7 +346,8 @@ def test_a_failed_scenario_is_reported_and_the_lab_still_comes_home(partial_dril
     assert steps["pitr"]["status"] != "ok" and "restore beside the primary" in steps["pitr"]["msg"]
     assert steps["backup-restore"]["status"] == "ok" and steps["file-restore"]["status"] == "ok"  # the next scenarios still ran
     assert report["failed_steps"] == ["pitr"] and report["ok"] is False
-    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "region-recover", "failback"}
+    assert {s["scenario"] for s in report["not_run"]} == {"replication-rpo", "region-failover", "region-recover", "failback",
+                                                         "partition"}
     assert "drill [1/3] pitr: FAILED in" in proc.stdout and "drill [2/3] backup-restore: ok in" in proc.stdout
     assert "drill [3/3] file-restore: ok in" in proc.stdout
     assert partial_drill["came_home"]

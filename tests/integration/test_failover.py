@@ -19,51 +19,14 @@ import urllib.request
 import boto3
 import pytest
 
+from failover_fixtures import FAST_DETECT, app_state as _app_state, dns as _dns, failover as _failover
+from failover_fixtures import get_json as _get, one as _one
 from lab_fixtures import (ROOT, lab_is_home, pg_connect, pg_role, pg_streaming, playbook, playbook_result, poll,
                           rebuild_lab_unless_home, recap, s3_endpoint)
 from redis_fixtures import critical_keys, redis_value, region_redis
+from watcher_fixtures import Watcher
 
 pytestmark = pytest.mark.restarts_lab
-
-FAST_DETECT = ["-e", "region_failover_detect_interval_s=0.5", "-e", "region_failover_detect_threshold=3",
-               "-e", "region_failover_detect_timeout_s=1"]
-
-
-def _one(hv, sql, args=None, db="fediflow"):
-    conn = pg_connect(hv, db)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchone()[0] if cur.description else None
-    finally:
-        conn.close()
-
-
-def _get(url):
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.load(resp)
-
-
-def _k8s(hv, path):
-    return _get(hv["fediflow_k8s_api_url"] + path)
-
-
-def _app_state(hv):
-    ns = hv["fediflow_k8s_namespace"]
-    deps = _k8s(hv, "/apis/apps/v1/namespaces/%s/deployments" % ns)["items"]
-    cm = _k8s(hv, "/api/v1/namespaces/%s/configmaps/app-config" % ns)
-    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}, cm["data"]["DATABASE_ROLE"]
-
-
-def _dns(hv):
-    client = boto3.client("route53", endpoint_url=hv["fediflow_aws_endpoint_url"], region_name="us-east-1",
-                          aws_access_key_id=hv["fediflow_aws_access_key"],
-                          aws_secret_access_key=hv["fediflow_aws_secret_key"])
-    zone = [z for z in client.list_hosted_zones()["HostedZones"] if z["Name"] == hv["fediflow_dns_zone"]][0]
-    sets = client.list_resource_record_sets(HostedZoneId=zone["Id"], StartRecordName=hv["fediflow_app_record"],
-                                            StartRecordType="A")["ResourceRecordSets"]
-    rr = [s for s in sets if s["Name"] == hv["fediflow_app_record"] and s["Type"] == "A"][0]
-    return [r["Value"] for r in rr["ResourceRecords"]]
 
 
 def _ses_sent(hv):
@@ -76,12 +39,6 @@ def _ses_sent(hv):
 def _slack_texts(hv):
     reqs = _get("http://%s:%d/_requests" % (hv["lab_net_global_address"], hv["lab_slack_port"]))
     return [json.dumps(r.get("body")) for r in reqs if r["path"].startswith("/services/")]
-
-
-def _failover(tmp_path, *extra, check=True):
-    proc, result, took = playbook_result("failover.yml", "region_failover_result_file", tmp_path / "failover-result.json",
-                                         *extra, check=check)
-    return proc, took, result
 
 
 def _stop_immediate(hv):
@@ -149,17 +106,6 @@ def test_application_incident_alone_does_not_move_the_database(regions, tmp_path
     _untouched(primary, standby, dns_before)
 
 
-def test_split_brain_refused_when_fencing_is_off(regions, tmp_path):
-    primary, standby = regions
-    dns_before = _dns(primary)
-    proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", "-e", "force=true",
-                                 "-e", "region_failover_fence=none", check=False)
-    assert proc.returncode != 0
-    assert res["failed_step"] == "promote"
-    assert "split-brain" in res["error"]
-    _untouched(primary, standby, dns_before)
-
-
 def test_replay_lag_above_the_bound_refused(regions, tmp_path):
     primary, standby = regions
     dns_before = _dns(primary)
@@ -174,7 +120,8 @@ def test_replay_lag_above_the_bound_refused(regions, tmp_path):
     finally:
         _one(standby, "SELECT pg_wal_replay_resume()", db="postgres")
     assert proc.returncode != 0
-    assert res["failed_step"] == "promote" and "lag" in res["error"]
+    # refused before the source primary was stopped: production stays where it was
+    assert res["failed_step"] == "fence" and "max_lag_bytes=65536" in res["error"], res["error"]
     _untouched(primary, standby, dns_before)
 
 
@@ -187,12 +134,36 @@ def test_failover_after_the_primary_dies_then_failback(regions, tmp_path):
     _one(primary, "INSERT INTO dr_failover_probe (v) SELECT %s FROM generate_series(1, 100)", (marker,))
     assert poll(lambda: _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (marker,)) == 100, 30)
 
-    _stop_immediate(primary)
-    proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT)
+    watcher = Watcher([primary, standby]).start()
+    try:
+        assert poll(lambda: len(watcher.acks(primary["fediflow_region"])) >= 10, 30), watcher.records()[-3:]
+        _stop_immediate(primary)
+        # no fence method and nobody's word: unreachable is not down - refused before anything moved
+        no_fence = ["-e", '{"fediflow_fence": {"method": "none"}}']
+        proc, _took, refused = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT, *no_fence, check=False)
+        assert proc.returncode != 0 and refused["failed_step"] == "fence", refused
+        assert "fediflow_fence" in refused["error"] and "-e source_confirmed_down=true" in refused["error"]
+        assert refused["fence"]["method"] == "none" and not refused["fence"]["ok"]
+        assert pg_role(standby) == "standby" and _dns(primary) == [primary["fediflow_app_endpoint"]]
+        assert _app_state(standby)[1] == "standby"
+        # the operator knows it is down (they stopped it): their word, recorded
+        proc, _took, res = _failover(tmp_path, "-e", "target_region=eu-west-1", *FAST_DETECT, *no_fence,
+                                     "-e", "source_confirmed_down=true")
+        failed_over_at = time.time()
+        assert poll(lambda: len(watcher.acks(standby["fediflow_region"])) >= 10, 30)
+        summary = watcher.check(standby, lost_region=primary["fediflow_region"], lost_until=failed_over_at)
+    finally:
+        watcher.stop()
+    assert not summary["two_writers"], summary["two_writers"][:3]
+    # what the killed primary acknowledged but never streamed is at most a tail (asynchronous replication)
+    assert summary["lost_is_tail"], summary["missing"][:5]
     assert res["ok"] and res["failed_step"] == ""
     assert [s["step"] for s in res["steps"]] == [
-        "inspect", "detect", "promote", "dns", "kubernetes", "old_primary", "archive", "notify", "checks"]
+        "inspect", "detect", "fence", "dns", "promote", "kubernetes", "old_primary", "archive", "notify", "checks"]
     assert res["detection"]["state"] == "down" and res["detection"]["rounds_run"] == 3
+    assert res["detection_controller"]["state"] == "down"
+    assert res["fence"]["method"] == "confirmed_down" and res["fence"]["confirmed_down"] is True
+    assert res["promotion"]["guards"]["split_brain"]["confirmed_down"] is True
     assert res["promotion"]["promoted"] is True
     assert res["old_primary"] == "stopped and marked a standby"
     assert res["dns"]["value_after"] == [standby["fediflow_app_endpoint"]]
@@ -260,11 +231,16 @@ def switchover(lab, tmp_path_factory):
     marker = "planned-%d" % time.time_ns()
     _one(primary, "INSERT INTO dr_failover_probe (v) VALUES (%s)", (marker,))  # no wait for the standby
     work = tmp_path_factory.mktemp("switchover")
+    # the steady write load of the split-brain watcher: a writer in each region, from before the switchover
+    # to after the failback (test_failback_after_the_planned_switchover checks it)
+    watcher = Watcher([primary, standby]).start()
     try:
+        assert poll(lambda: len(watcher.acks(primary["fediflow_region"])) >= 10, 30), watcher.records()[-3:]
         _proc, _took, res = _failover(work, "-e", "target_region=eu-west-1", "-e", "force=true")
         yield {"primary": primary, "standby": standby, "result": res, "marker": marker, "patterns": patterns,
-               "expected": expected, "read_at": read_at}
+               "expected": expected, "read_at": read_at, "watcher": watcher}
     finally:
+        watcher.stop()
         if pg_role(standby) == "primary":
             playbook("failback.yml", "-e", "switch_back=true", check=False)
         r2 = region_redis(standby)
@@ -276,7 +252,8 @@ def switchover(lab, tmp_path_factory):
 
 def test_planned_switchover_loses_nothing(switchover):
     primary, standby, res = switchover["primary"], switchover["standby"], switchover["result"]
-    assert res["ok"] and res["detection"]["skipped"] and res["promotion"]["fence"]["mode"] == "read_only"
+    assert res["ok"] and res["detection"]["skipped"] and res["fence"]["method"] == "stop", res["fence"]
+    assert res["fence"]["checkpoint_lsn"] and res["promotion"]["guards"]["catch_up"]["status"] == "replayed"
     assert _one(standby, "SELECT count(*) FROM dr_failover_probe WHERE v = %s", (switchover["marker"],)) == 1
     assert pg_role(primary) is None and pg_role(standby) == "primary"
 
@@ -403,8 +380,17 @@ def test_after_the_switchover_pitr_in_region_2_reaches_a_time_after_it(switchove
 def test_failback_after_the_planned_switchover(switchover):
     primary, standby = switchover["primary"], switchover["standby"]
     assert pg_role(standby) == "primary", "the switchover did not leave production in eu-west-1"
+    watcher = switchover["watcher"]
     playbook("failback.yml", "-e", "switch_back=true")
     assert lab_is_home(primary, standby)
-    # eu-west-1 was fenced read-only during the switch back; neither node keeps the fence
+    back_at = time.time()
+    assert poll(lambda: len(watcher.acks(primary["fediflow_region"], after=back_at)) >= 10, 30)
+    # two planned switchovers under a steady write load: every acknowledged write is on the primary, and
+    # never two regions writable at once
+    summary = watcher.check(primary)
+    assert summary["acked"][standby["fediflow_region"]] >= 10 and summary["acked"][primary["fediflow_region"]] >= 20
+    assert not summary["missing"], "%d acknowledged writes lost: %s" % (len(summary["missing"]), summary["missing"][:5])
+    assert not summary["two_writers"], summary["two_writers"][:3]
+    print("switchover under load: acknowledged %s, lost 0, writers at once 0" % summary["acked"])
     for hv in (primary, standby):
         assert _one(hv, "SHOW default_transaction_read_only", db="postgres") == "off"

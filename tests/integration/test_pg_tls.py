@@ -104,10 +104,12 @@ def test_a_standby_given_the_wrong_ca_refuses_the_primary_and_streams_with_the_r
 
 def test_pg_promote_over_verified_tls_and_a_wrong_ca_touches_nothing(tls_pair):
     pair, ca, other = tls_pair
-    refused = module("fediflow.dr.pg_promote", pair.module_args(ssl_mode="verify-full", ca_cert=other, fence_old_primary="read_only"))
+    refused = module("fediflow.dr.pg_promote", pair.module_args(ssl_mode="verify-full", ca_cert=other, fence_old_primary="stop",
+                                                                old_primary_data_dir=pair.primary.data_dir))
     assert refused.get("failed") and "certificate verify failed" in refused["msg"], refused
     assert pair.standby.one("SELECT pg_is_in_recovery()") is True  # untouched
-    promoted = module("fediflow.dr.pg_promote", pair.module_args(ssl_mode="verify-full", ca_cert=ca, fence_old_primary="read_only"))
+    promoted = module("fediflow.dr.pg_promote", pair.module_args(ssl_mode="verify-full", ca_cert=ca, fence_old_primary="stop",
+                                                                 old_primary_data_dir=pair.primary.data_dir))
     assert not promoted.get("failed"), promoted.get("msg")
     assert pair.standby.one("SELECT pg_is_in_recovery()") is False
 

@@ -50,8 +50,11 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
     res = module("fediflow.dr.pg_backup_verify", backup_args)
     assert res.get("verified") is True, res.get("msg")
     with pg_connect(primary) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_current_wal_insert_lsn()::text")
-        target_lsn = cur.fetchone()[0]
+        cur.execute("SELECT pg_current_wal_insert_lsn()::text, "
+                    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+        # the target is on the primary's current timeline: said, not guessed (after an in-place restore of the lab
+        # primary - test_pitr_standbys - the archive forks there, with WAL on both sides)
+        target_lsn, timeline = cur.fetchone()
         # a WAL record at/after the target even on an idle lab (a message record: no table, no catalog change)
         cur.execute("SELECT pg_logical_emit_message(false, 'fediflow-pitr-test', 'target')")
         cur.execute("SELECT pg_walfile_name(pg_switch_wal())")  # the segment just completed
@@ -66,7 +69,7 @@ def test_restore_beside_the_lab_primary_from_its_s3_wal_archive(lab_ro):
     port = free_port()
     data_dir = primary["fediflow_pg_data_dir"]
     res = module("fediflow.dr.pitr_restore", dict(
-        conn_args, data_dir=data_dir, target_lsn=target_lsn, action="pause", switch=False, restore_port=port,
+        conn_args, data_dir=data_dir, target_lsn=target_lsn, timeline=str(timeline), action="pause", switch=False, restore_port=port,
         # the us-east-1 region runs Debian's packaged layout: its configuration (TLS, listen address) is apart
         config_dir=primary.get("fediflow_pg_config_dir"),
         backup_dest=backups, wal_config=os.path.join(os.path.dirname(data_dir), "fediflow-wal.json"),

@@ -157,14 +157,17 @@ def test_switch_in_place_keeps_the_old_data_directory_and_is_idempotent():
     promoted in the cluster's own data directory and port; the old one kept, renamed."""
     cluster = make_cluster()
     try:
-        cluster.base_backup()
-        a = cluster.batch("a")
-        cluster.batch("b")
-        cluster.archive_now()
-        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
-        res = module(MOD, cluster.args(target_time=when, sentinel_query="SELECT count(*) = 5 FROM t"))
+        when = cluster.a_then_b()
+        standby = cluster.standby()  # streams batch b, which the restore undoes: it is left behind
+        res = module(MOD, cluster.args(target_time=when, sentinel_query="SELECT count(*) = 5 FROM t", standbys=[
+            {"name": "the-standby", "host": "127.0.0.1", "port": standby.port, "data_dir": standby.data_dir}]))
         assert res.get("failed") is not True, res.get("msg")
         assert res["switched"] is True and res["state"] == "promoted"
+        assert res["new_timeline"] == 2 and res["fork_lsn"] and "the-standby" in res["msg"]
+        assert [s["state"] for s in res["standbys_before"]] == ["streaming"]
+        behind = res["left_behind"]
+        assert [(b["name"], b["streamed"], b["in_inventory"]) for b in behind] == [("the-standby", True, True)]
+        assert "--target-pgdata=%s" % standby.data_dir in behind[0]["howto"] and "received_tli is 2" in behind[0]["howto"]
         assert os.path.isdir(res["kept_data_dir"]) and res["kept_data_dir"].startswith(cluster.data_dir + ".pre-pitr-")
         assert cluster.exec("SELECT batch, count(*) FROM t GROUP BY batch") == [("a", 5)]
         cluster.exec("INSERT INTO t (batch) VALUES ('after-restore')")  # writable on its own port
@@ -177,10 +180,48 @@ def test_switch_in_place_keeps_the_old_data_directory_and_is_idempotent():
         assert cluster.exec("SELECT count(*) FROM t")[0][0] == 6
         # the archive now forks (timeline 1 went on after timeline 2 branched off): a time after the
         # branch point may be on either side, so it is refused until a timeline is named
-        later = (a["after"] + datetime.timedelta(milliseconds=1)).astimezone(datetime.timezone.utc).isoformat()
+        later = (datetime.datetime.fromisoformat(when) + datetime.timedelta(milliseconds=1)).isoformat()
         fork = module(MOD, cluster.args(target_time=later))
         assert fork.get("failed") is True and "timeline ambiguity" in fork["msg"], fork.get("msg")
         assert cluster.exec("SELECT count(*) FROM t")[0][0] == 6
+    finally:
+        cluster.destroy()
+
+
+def _postmaster_pid(data_dir):
+    with open(os.path.join(data_dir, "postmaster.pid"), encoding="utf-8") as handle:
+        return int(handle.readline())
+
+
+def test_a_standby_is_never_restored_in_place_only_beside():
+    """A streaming standby of the throwaway cluster, then the same standby stopped (standby.signal stays: still a
+    standby, as an old primary a failover fenced is): restoring its data directory in place is refused before
+    anything is read or touched - it streams on (same postmaster), then stays stopped with its data; a restore
+    beside it (switch=false) is no second primary, and is allowed."""
+    cluster = make_cluster()
+    try:
+        when = cluster.a_then_b()
+        standby = cluster.standby()
+        pid = _postmaster_pid(standby.data_dir)
+        args = cluster.args(data_dir=standby.data_dir, login_port=standby.port, target_time=when)
+        for check_mode in (True, False):
+            res = module(MOD, args, check_mode=check_mode)
+            assert res.get("failed") is True, res.get("msg")
+            assert "holds a standby (streaming from 127.0.0.1:%d)" % cluster.node.port in res["msg"], res["msg"]
+            assert "on the primary" in res["msg"] and "switch=false" in res["msg"]
+            assert res["cluster_before"]["standby"] is True and res.get("switched") is False
+        assert _postmaster_pid(standby.data_dir) == pid
+        assert standby.query("SELECT count(*) FROM t", db="app")[0][0] == 10
+        standby.stop("fast")
+        res = module(MOD, args)
+        assert res.get("failed") is True and "holds a standby (stopped, with standby.signal)" in res["msg"], res.get("msg")
+        assert not glob.glob(standby.data_dir + ".pitr-*") and not glob.glob(standby.data_dir + ".pre-pitr-*")
+        assert os.path.isfile(os.path.join(standby.data_dir, "standby.signal")) and not standby.running()
+        port = free_port()
+        side = module(MOD, cluster.args(data_dir=standby.data_dir, login_port=standby.port, target_time=when, switch=False,
+                                        action="pause", restore_port=port))
+        assert side.get("failed") is not True, side.get("msg")
+        assert cluster.restored(port).batches() == {"a": 5} and "left_behind" not in side
     finally:
         cluster.destroy()
 
@@ -211,11 +252,7 @@ def test_a_switch_that_fails_is_rolled_back():
     is undone, the old cluster started again with its data, the restore kept aside for inspection."""
     cluster = make_cluster()
     try:
-        cluster.base_backup()
-        a = cluster.batch("a")
-        cluster.batch("b")
-        cluster.archive_now()
-        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
+        when = cluster.a_then_b()
         res = module(MOD, cluster.args(target_time=when, log_file="/nonexistent/dir/pg.log"))
         assert res.get("failed") is True and res.get("rolled_back") is True, res.get("msg")
         assert cluster.node.running() and cluster.exec("SELECT count(*) FROM t")[0][0] == 10
@@ -263,14 +300,10 @@ def test_backups_and_wal_in_s3():
                  aws_secret_access_key="test-secret").create_bucket(Bucket=s3["bucket"])
     cluster = make_cluster(s3)
     try:
-        cluster.base_backup(compression="zstd")
-        a = cluster.batch("a")
-        cluster.batch("b")
-        cluster.archive_now()
+        when = cluster.a_then_b(compression="zstd")
         empty = os.path.join(cluster.base, "no-local-backups")
         os.makedirs(empty)
         port = free_port()
-        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
         res = module(MOD, cluster.args(target_time=when, switch=False, action="pause", restore_port=port,
                                        backup_dest=empty, **cluster.s3_args()))
         assert res.get("failed") is not True, res.get("msg")
@@ -289,11 +322,7 @@ def test_backups_and_wal_in_s3():
 def test_failed_sentinel_leaves_the_old_cluster_running():
     cluster = make_cluster()
     try:
-        cluster.base_backup()
-        a = cluster.batch("a")
-        cluster.batch("b")
-        cluster.archive_now()
-        when = a["after"].astimezone(datetime.timezone.utc).isoformat()
+        when = cluster.a_then_b()
         res = module(MOD, cluster.args(target_time=when, sentinel_query="SELECT count(*) = 999 FROM t"))
         assert res.get("failed") is True and "sentinel_query" in res["msg"], res.get("msg")
         assert cluster.node.running() and cluster.exec("SELECT count(*) FROM t")[0][0] == 10

@@ -83,3 +83,17 @@ def test_a_plain_data_directory_is_controlled_with_pg_ctl():
 def test_ensure_refuses_a_malformed_cluster_before_touching_anything(tmp_path):
     with pytest.raises(FediflowError, match="cluster must be VERSION/NAME"):
         pgctl.ensure(str(tmp_path), cluster="main")
+
+
+def test_parse_controldata_reads_state_checkpoint_and_timeline():
+    text = """pg_control version number:            1300
+Database cluster state:               shut down
+Latest checkpoint location:           0/3000028
+Latest checkpoint's REDO location:    0/3000028
+Latest checkpoint's TimeLineID:       2
+Latest checkpoint's PrevTimeLineID:   2
+"""
+    assert pgctl.parse_controldata(text) == {"cluster_state": "shut down", "checkpoint_lsn": "0/3000028",
+                                             "redo_lsn": "0/3000028", "timeline": 2}
+    assert pgctl.parse_controldata("") == {}
+    assert pgctl.parse_controldata("Latest checkpoint's TimeLineID: x")["timeline"] is None

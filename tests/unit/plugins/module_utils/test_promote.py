@@ -123,8 +123,8 @@ def test_old_primary_state(in_recovery, read_only, state):
 
 
 @pytest.mark.parametrize("status, ok", [
-    ("writable", False), ("unknown", False), ("not_checked", False),
-    ("stopped", True), ("unreachable", True), ("read_only", False), ("in_recovery", True),
+    ("writable", False), ("unknown", False), ("not_checked", False), ("unreachable", False), ("no_answer", False),
+    ("stopped", True), ("read_only", False), ("in_recovery", True),
 ])
 def test_split_brain_guard(status, ok):
     guard = promote.split_brain_guard({"status": status, "target": "10.0.0.1:5432", "error": "x"})
@@ -134,10 +134,39 @@ def test_split_brain_guard(status, ok):
         assert "split-brain" in guard["detail"] and "10.0.0.1:5432" in guard["detail"]
 
 
-def test_read_only_old_primary_is_accepted_only_as_the_chosen_fence():
-    probe = {"status": "read_only", "target": "h:1"}
-    assert promote.split_brain_guard(probe)["ok"] is False
-    assert promote.split_brain_guard(probe, read_only_fence=True)["ok"] is True
+@pytest.mark.parametrize("status", ["unreachable", "no_answer"])
+def test_unreachable_is_not_down_without_a_fence_or_the_operators_word(status):
+    probe = {"status": status, "target": "10.0.0.1:5432", "error": "Connection refused"}
+    refused = promote.split_brain_guard(probe)
+    assert refused["ok"] is False
+    # the refusal names both ways forward
+    assert "not the same as down" in refused["detail"] and "Fence it" in refused["detail"]
+    assert "source_confirmed_down=true" in refused["detail"]
+    fenced = promote.split_brain_guard(probe, fenced_by="lab: no postmaster in the namespace")
+    assert fenced["ok"] is True and fenced["fenced_by"] == "lab: no postmaster in the namespace"
+    assert "fenced: lab: no postmaster" in fenced["detail"]
+    confirmed = promote.split_brain_guard(probe, confirmed_down=True)
+    assert confirmed["ok"] is True and confirmed["confirmed_down"] is True
+
+
+@pytest.mark.parametrize("status", ["writable", "read_only", "unknown"])
+def test_a_fence_does_not_excuse_an_old_primary_that_still_answers(status):
+    guard = promote.split_brain_guard({"status": status, "target": "h:1", "error": "x"},
+                                      fenced_by="command: exit 0", confirmed_down=True)
+    assert guard["ok"] is False
+    if status == "writable":
+        assert "although it was reported fenced (command: exit 0)" in guard["detail"]
+
+
+def test_read_only_is_no_fence():
+    with pytest.raises(FediflowError, match="fence_old_primary=read_only is no fence"):
+        promote.validate(_params(fence_old_primary="read_only"))
+
+
+def test_wait_replay_lsn_must_be_an_lsn():
+    promote.validate(_params(wait_replay_lsn="0/3000028"))
+    with pytest.raises(FediflowError, match="wait_replay_lsn must be an LSN"):
+        promote.validate(_params(wait_replay_lsn="yesterday"))
 
 
 def test_split_brain_guard_in_check_mode_counts_the_fence_it_would_apply():
