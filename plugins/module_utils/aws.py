@@ -39,27 +39,40 @@ def tls_verify(params):
     return bundle or None
 
 
-def client(service, params, max_attempts=8):
+def client(service, params, max_attempts=8, connect_timeout=5, read_timeout=60, session=None):
     """A boto3 client honouring the module options first, then the ``AWS_*`` environment.
 
     Retries use botocore's ``standard`` mode (jittered exponential back-off), the same
-    policy amazon.aws applies with ``AWSRetry.jittered_backoff``.
+    policy amazon.aws applies with ``AWSRetry.jittered_backoff``. A caller that must not wait for an
+    endpoint of a lost region (a probe, the lease) lowers ``max_attempts`` and the timeouts. A caller
+    making several clients with the same credentials (one per region) passes one ``session``
+    (``aws.session_for(params)``): the service model is loaded once.
     """
     try:
-        import boto3  # pylint: disable=import-outside-toplevel
         from botocore.config import Config  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise FediflowError("boto3 and botocore are required on the managed node")
     verify = tls_verify(params)
     region = params.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     endpoint = params.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
-    session = boto3.session.Session(
+    session = session or session_for(params)
+    config = Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                    connect_timeout=connect_timeout, read_timeout=read_timeout)
+    return session.client(service, region_name=region or None, endpoint_url=endpoint or None, config=config,
+                          verify=verify)
+
+
+def session_for(params):
+    """A boto3 session of the module's credentials (access key, secret key, session token, profile)."""
+    try:
+        import boto3  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise FediflowError("boto3 and botocore are required on the managed node")
+    region = params.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return boto3.session.Session(
         aws_access_key_id=params.get("access_key") or None,
         aws_secret_access_key=params.get("secret_key") or None,
         aws_session_token=params.get("session_token") or None,
         profile_name=params.get("profile") or None,
         region_name=region or None,
     )
-    config = Config(retries={"max_attempts": max_attempts, "mode": "standard"},
-                    connect_timeout=5, read_timeout=60)
-    return session.client(service, endpoint_url=endpoint or None, config=config, verify=verify)

@@ -37,8 +37,9 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
-from ansible_collections.fediflow.dr.plugins.module_utils import aws, notify
+from ansible_collections.fediflow.dr.plugins.module_utils import aws, notify, s3cas
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, redact
+from ansible_collections.fediflow.dr.plugins.module_utils.s3cas import Conflict  # noqa: F401  (incident.Conflict)
 
 SCHEMA = "fediflow.dr/incident/v1"
 STATUS_SCHEMA = "fediflow.dr/status-page/v1"
@@ -51,10 +52,6 @@ LEASE_MARGIN_S = 30  # a claim outlives the sends (timeout + grace) by this much
 HISTORY_ON_PAGE = 20
 # never: a failed channel is only a warning (a failover must not stop for a status page)
 FAIL_WHEN = notify.FAIL_WHEN + ("never",)
-
-
-class Conflict(Exception):
-    """The record changed since it was read (another run wrote it)."""
 
 
 # ---------------------------------------------------------------- times
@@ -433,39 +430,20 @@ class FileStore:
 
 
 class S3Store:
-    """The record as an S3 object (SSE-S3), compare-and-swap by conditional writes: ``If-None-Match: *``
+    """The record as an S3 object (SSE-S3), compare-and-swap by conditional writes (``s3cas``): ``If-None-Match: *``
     creates, ``If-Match: <ETag>`` replaces; a 412 (or 409) means another run wrote it first."""
 
     def __init__(self, params, bucket, key, client=None):
         self.bucket, self.key = bucket, key
-        self.where = "s3://%s/%s" % (bucket, key)
-        self.client = client or aws.client("s3", params)
+        self.obj = s3cas.CasObject(client or aws.client("s3", params), bucket, key, what="the incident record")
+        self.where = self.obj.where
 
     def load(self):
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except Exception as exc:  # pylint: disable=broad-except
-            code, message, _status = notify._error_code(exc)  # pylint: disable=protected-access
-            if code in ("NoSuchKey", "404"):
-                return None, None
-            if code == "NoSuchBucket":
-                raise FediflowError("s3_bucket '%s' does not exist (the incident record's bucket)" % self.bucket)
-            raise FediflowError("cannot read the incident record %s: %s: %s" % (self.where, code, message))
-        return _parse(got["Body"].read(), self.where), got["ETag"]
+        got = self.obj.load()
+        return _parse(got.body, self.where), got.etag
 
     def save(self, record, expected):
-        cond = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
-        try:
-            put = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=_dump(record),
-                                         ContentType="application/json", ServerSideEncryption="AES256", **cond)
-        except Exception as exc:  # pylint: disable=broad-except
-            code, message, status = notify._error_code(exc)  # pylint: disable=protected-access
-            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise Conflict(self.where)
-            if code == "NoSuchBucket":
-                raise FediflowError("s3_bucket '%s' does not exist (the incident record's bucket)" % self.bucket)
-            raise FediflowError("cannot write the incident record %s: %s: %s" % (self.where, code, message))
-        return put["ETag"]
+        return self.obj.save(_dump(record), expected).etag
 
 
 def _dump(record):

@@ -338,7 +338,9 @@ def _inventory(cluster, tmp_path):
                 "fediflow_region": "pitr-test-1", "fediflow_pg_host": "127.0.0.1", "fediflow_pg_port": cluster.node.port,
                 "fediflow_pg_data_dir": cluster.data_dir, "fediflow_pg_superuser_password": cluster.password,
                 "fediflow_app_db": "app", "fediflow_backup_dir": os.path.dirname(cluster.backups),
-                "fediflow_tools_dir": cluster.tools, "fediflow_pg_role": "primary"}
+                "fediflow_tools_dir": cluster.tools, "fediflow_pg_role": "primary",
+                # a throwaway cluster of no environment: no DR lease (its stores: test_lease.py, on the lab)
+                "fediflow_lease_enabled": False}
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump({"all": {"children": {"region_primary": {"hosts": {"pg-pitr-test": hostvars}}}}}))
     return str(path)
