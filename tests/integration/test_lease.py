@@ -18,6 +18,7 @@ import pytest
 from lab_fixtures import (BIN, RESUME_S, ROOT, ansible_env, lab_is_home, lab_netns, lab_region, pg_role, pg_streaming,
                           playbook, poll, rebuild_lab_unless_home)
 from lease_fixtures import Background, lab_lease, said  # noqa: F401  pylint: disable=unused-import
+from watcher_fixtures import Watcher
 
 FAST_DETECT = ["-e", "region_failover_detect_interval_s=0.5", "-e", "region_failover_detect_threshold=3",
                "-e", "region_failover_detect_timeout_s=1"]
@@ -206,6 +207,8 @@ def test_a_failover_during_a_backup_is_refused_a_media_backup_runs_beside_it(lab
 def test_two_failovers_at_once_one_runs_a_pitr_meanwhile_is_refused(lab, lab_lease):
     primary, standby = lab["primary"], lab["standby"]
     assert lab_is_home(primary, standby)
+    watcher = Watcher([primary, standby]).start()   # the split-brain watcher: there and back, planned, nothing lost
+    assert poll(lambda: len(watcher.acks(primary["fediflow_region"])) >= 10, 30), watcher.records()[-3:]
     both = [Background("failover.yml", "-e", "target_region=eu-west-1", "-e", "force=true") for _n in range(2)]
     try:
         assert poll(lambda: "failover" in [op for op, _s in lab_lease.holders().values()], timeout=60, interval=0.2)
@@ -221,10 +224,14 @@ def test_two_failovers_at_once_one_runs_a_pitr_meanwhile_is_refused(lab, lab_lea
         assert "failover refused: the DR lease of environment 'lab' is held by failover (playbooks/failover.yml)" in refused
         assert not _ran_role([out for rc, out in ends if rc != 0][0], "region_failover")   # nothing half-done
         assert pg_role(standby) == "primary" and lab_lease.holders() == {}
+        assert poll(lambda: len(watcher.acks(standby["fediflow_region"])) >= 10, 30)   # the new primary takes writes
         back, _took = playbook("failback.yml", "-e", "switch_back=true")
         assert "failback holds the DR lease" in said(back.stdout) and lab_is_home(primary, standby)
         assert lab_lease.holders() == {}
+        summary = watcher.check(primary)
+        assert summary["two_writers"] == [] and summary["missing"] == [], summary
     finally:
+        watcher.stop()
         for run in both:
             if run.proc.poll() is None:
                 run.wait()

@@ -21,33 +21,34 @@ from lab_fixtures import COLLECTIONS, lab_netns, pg_connect, pg_tls
 
 sys.path.insert(0, str(COLLECTIONS))  # the collection as built (scripts/setup.sh): its module_utils hold the rules
 from ansible_collections.fediflow.dr.plugins.module_utils.splitbrain import (  # noqa: E402 pylint: disable=wrong-import-position
-    TABLE_SQL, read_records, summarize)
+    TABLE_SQL, read_records, summarize, two_writers)
 
 WRITER = "ansible_collections.fediflow.dr.plugins.module_utils.splitbrain"
 
 
-def ensure_table(primary):
-    with pg_connect(primary) as conn, conn.cursor() as cur:
+def ensure_table(primary, db="postgres"):
+    with pg_connect(primary, db) as conn, conn.cursor() as cur:
         cur.execute(TABLE_SQL)
         cur.execute("TRUNCATE dr_watch")
 
 
 class Watcher:
-    def __init__(self, hosts, period=0.1, window=1.0, max_s=900):
-        self.hosts, self.period, self.window, self.max_s = hosts, period, window, max_s
+    def __init__(self, hosts, period=0.1, window=1.0, max_s=900, db="postgres"):
+        # db: the drill's own partition watcher owns dr_watch in postgres; a watcher around the drill writes elsewhere
+        self.hosts, self.period, self.window, self.max_s, self.db = hosts, period, window, max_s, db
         self.dir = Path(tempfile.mkdtemp(prefix="fediflow-watch-"))
         os.chmod(self.dir, 0o755)
         self.stop_file = self.dir / "stop"
         self.procs = []
 
     def start(self):
-        ensure_table(self.hosts[0])
+        ensure_table(self.hosts[0], self.db)
         for hv in self.hosts:
             out = open(self.dir / ("%s.jsonl" % hv["fediflow_region"]), "w", encoding="utf-8")  # pylint: disable=consider-using-with
             tls = pg_tls(hv)
             argv = ["ip", "netns", "exec", lab_netns(hv), sys.executable, "-m", WRITER, "write",
                     "--host", hv["fediflow_pg_host"], "--port", str(hv["fediflow_pg_port"]),
-                    "--user", hv["fediflow_pg_superuser"], "--region", hv["fediflow_region"],
+                    "--user", hv["fediflow_pg_superuser"], "--db", self.db, "--region", hv["fediflow_region"],
                     "--stop-file", str(self.stop_file), "--period", str(self.period), "--max-s", str(self.max_s),
                     "--sslmode", tls["sslmode"], "--sslrootcert", tls.get("sslrootcert", "")]
             env = dict(os.environ, PGPASSWORD=hv["fediflow_pg_superuser_password"], PYTHONPATH=str(COLLECTIONS))
@@ -77,9 +78,15 @@ class Watcher:
         acknowledged writes (those allowed: the lost tail of ``lost_region``, the old primary after an
         unplanned failover)."""
         self.stop()
-        with pg_connect(final_primary) as conn, conn.cursor() as cur:
+        with pg_connect(final_primary, self.db) as conn, conn.cursor() as cur:
             cur.execute("SELECT region, seq FROM dr_watch")
             present = set(cur.fetchall())
         out = summarize(self.records(), present, self.window, lost_region, lost_until)
         out["checked_at"] = time.time()
         return out
+
+    def writers_at_once(self):
+        """Stop the writers; the two-writer violations alone (where acknowledged writes may rightly be missing
+        afterwards: a drill restores a point in time)."""
+        self.stop()
+        return two_writers(self.acks(), self.window)
