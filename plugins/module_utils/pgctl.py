@@ -66,12 +66,18 @@ def split_cluster(cluster):
     return match.group(1), match.group(2)
 
 
-def control_argv(bindir, action, data_dir, cluster=None, log_file=None, mode="fast", timeout=60):
+def control_argv(bindir, action, data_dir, cluster=None, log_file=None, mode="fast", timeout=60, conf_root=None):
     """The argument list that runs ``action`` (start, stop, restart, reload) on a cluster: ``pg_ctlcluster``
-    for a Debian packaged ``cluster``, else ``pg_ctl -D data_dir`` (waiting up to ``timeout``)."""
+    for a Debian packaged ``cluster``, else ``pg_ctl -D data_dir`` (waiting up to ``timeout``).
+
+    A stop of a packaged cluster whose configuration directory is gone (``conf_root``/VERSION/NAME: removed
+    by hand, lost with /etc) uses ``pg_ctl -D data_dir``: pg_ctlcluster no longer knows the cluster, the
+    server still runs and must still be stoppable."""
     if cluster:
         version, name = split_cluster(cluster)
-        return ["pg_ctlcluster"] + (["-m", mode] if action in ("stop", "restart") else []) + [version, name, action]
+        root = conf_root or os.environ.get("PG_CLUSTER_CONF_ROOT") or "/etc/postgresql"
+        if not (action == "stop" and not os.path.isdir(os.path.join(root, version, name))):
+            return ["pg_ctlcluster"] + (["-m", mode] if action in ("stop", "restart") else []) + [version, name, action]
     argv = [os.path.join(bindir, "pg_ctl"), action, "-D", data_dir]
     if action in ("start", "restart") and log_file:
         argv += ["-l", log_file]
@@ -86,13 +92,14 @@ def control(bindir, action, data_dir, os_user, log_file=None, mode="fast", timeo
     """Run ``action`` on the cluster (see ``control_argv``); raises with the server log's last lines when it
     fails. ``pg_ctlcluster`` runs as root when this runs as root (it becomes the cluster's owner itself)."""
     argv = control_argv(bindir, action, data_dir, cluster, log_file, mode, timeout)
-    user = None if cluster and os.geteuid() == 0 else os_user
+    packaged = argv[0] == "pg_ctlcluster"
+    user = None if packaged and os.geteuid() == 0 else os_user
     res = run(argv, user=user, timeout=timeout + 30, cwd="/")
     if res.rc != 0:
         hint = ""
         if log_file and action in ("start", "restart") and os.path.exists(log_file):
             hint = "; server log %s: %s" % (log_file, _tail(log_file))
-        what = " ".join(argv[:1] + argv[-3:] if cluster else argv[:4])
+        what = " ".join(argv[:1] + argv[-3:] if packaged else argv[:4])
         raise FediflowError("%s failed (rc=%s): %s%s" % (what, res.rc, last_lines(res.stderr or res.stdout), hint),
                             command=res.as_dict())
     return res

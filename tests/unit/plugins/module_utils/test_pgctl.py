@@ -65,11 +65,19 @@ def test_split_cluster_refuses_anything_else_naming_the_option(cluster):
         pgctl.split_cluster(cluster)
 
 
-def test_a_debian_cluster_is_controlled_with_pg_ctlcluster():
-    assert pgctl.control_argv("/bin", "stop", "/d", "15/main", mode="immediate") == [
+def test_a_debian_cluster_is_controlled_with_pg_ctlcluster(tmp_path):
+    (tmp_path / "15" / "main").mkdir(parents=True)
+    assert pgctl.control_argv("/bin", "stop", "/d", "15/main", mode="immediate", conf_root=str(tmp_path)) == [
         "pg_ctlcluster", "-m", "immediate", "15", "main", "stop"]
     assert pgctl.control_argv("/bin", "start", "/d", "15/main", log_file="/l") == ["pg_ctlcluster", "15", "main", "start"]
     assert pgctl.control_argv("/bin", "reload", "/d", "15/main") == ["pg_ctlcluster", "15", "main", "reload"]
+
+
+def test_a_debian_cluster_whose_configuration_is_gone_is_still_stopped_by_its_data_directory(tmp_path):
+    # pg_ctlcluster no longer knows it (its /etc/postgresql/VERSION/NAME removed) while its server runs
+    assert pgctl.control_argv("/b", "stop", "/d", "15/main", mode="fast", conf_root=str(tmp_path)) == [
+        "/b/pg_ctl", "stop", "-D", "/d", "-w", "-t", "60", "-m", "fast"]
+    assert pgctl.control_argv("/b", "start", "/d", "15/main", conf_root=str(tmp_path))[0] == "pg_ctlcluster"
 
 
 def test_a_plain_data_directory_is_controlled_with_pg_ctl():
