@@ -119,18 +119,40 @@ git -C "$dest" init -q
 log "collection fediflow.dr synced to $dest"
 
 # 4. ansible-test sanity --local wants pip's bootstrap script in its cache; offline it cannot
-# download it, so provide a shim that bootstraps pip with ensurepip instead.
+# download it, so provide a shim that bootstraps pip with ensurepip instead. ansible-test runs
+# pip with a filtered environment (no PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE), so a machine
+# whose registry traffic passes a TLS proxy with its own CA would see pip's bundled certifi
+# refuse PyPI; the shim gives each of ansible-test's virtual environments (never the system
+# Python) a site pip.conf naming the system CA bundle. Rewritten on every set-up so that a
+# changed shim reaches an existing cache.
 cache="$HOME/.ansible/test/cache"
 mkdir -p "$cache"
 for v in 24_2 25_3; do
-  if [ ! -f "$cache/get_pip_$v.py" ]; then
-    cat > "$cache/get_pip_$v.py" <<'PY'
+  cat > "$cache/get_pip_$v.py.new" <<'PY'
 """Offline stand-in for get-pip.py: bootstrap pip from the interpreter's own ensurepip."""
 import ensurepip
+import os
 import sys
 
+CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+
+def trust_system_ca():
+    if sys.prefix == sys.base_prefix:
+        return
+    names = [os.environ.get(k) for k in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")]
+    bundle = next((n for n in list(names) + list(CA_BUNDLES) if n and os.path.isfile(n)), None)
+    if bundle is None:
+        return
+    with open(os.path.join(sys.prefix, "pip.conf"), "w", encoding="utf-8") as conf:
+        conf.write("[global]\ncert = %s\n" % bundle)
+
+
 if __name__ == "__main__":
-    sys.exit(ensurepip._main(["--upgrade", "--default-pip"]))
+    rc = ensurepip._main(["--upgrade", "--default-pip"])
+    if not rc:
+        trust_system_ca()
+    sys.exit(rc)
 PY
-  fi
+  mv "$cache/get_pip_$v.py.new" "$cache/get_pip_$v.py"
 done
