@@ -241,7 +241,7 @@ def test_the_old_name_still_sends_with_a_deprecation_warning(slack_double, tmp_p
         return
     assert rc == 0 and "ok=1 changed=1" in out, out
     assert "fediflow.dr.notify has been deprecated" in out and "Use fediflow.dr.incident_notify instead" in out, out
-    assert "removed from fediflow.dr in version 1.0.0" in out or "1.0.0" in out, out
+    assert "will be removed from collection 'fediflow.dr' version 1.0.0" in out, out
     got = posts(slack_double)
     assert len(got) == 1 and tag in got[0]["body"]["text"]
 
