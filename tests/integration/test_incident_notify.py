@@ -251,6 +251,6 @@ def test_the_new_name_sends_without_a_warning_also_by_its_short_name(slack_doubl
     tag, a = args(slack_double)
     rc, out = play(tmp_path, {"name": "The new name", action: a})
     assert rc == 0 and "ok=1 changed=1" in out, out
-    assert "deprecated" not in out, out
+    assert "DEPRECATION WARNING" not in out and "fediflow.dr.notify" not in out, out
     got = posts(slack_double)
     assert len(got) == 1 and tag in got[0]["body"]["text"]
