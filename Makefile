@@ -37,7 +37,7 @@ test-molecule: setup
 test-integration: setup
 	@bash scripts/test.sh integration
 
-# The full DR drill as a Molecule scenario (lab up, backups, drill, testinfra verify).
+# The full DR drill as a Molecule scenario (lab up checked for idempotence, backups and drill as the side effect, testinfra verify).
 molecule-drill: setup
 	@FEDIFLOW_LAB_INVENTORY=$${FEDIFLOW_LAB_INVENTORY:-$(abspath $(INVENTORY))} bash scripts/test.sh molecule-drill
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test tiers of `make test`: unit (ansible-test units), sanity (ansible-test sanity),
 # lint (ansible-lint --profile production), molecule (the `default` Molecule scenario end to end:
-# lab up, backups, testinfra verify), integration (pytest against the real lab).
+# lab up checked for idempotence, the backup run as the side effect, testinfra verify), integration (pytest against the real lab).
 # molecule-drill (the full drill scenario) is not part of `all`: `make molecule-drill`.
 # Usage: scripts/test.sh all|quick|unit|sanity|lint|molecule|molecule-drill|integration   (run after scripts/setup.sh)
 # Order: molecule runs before integration. It leaves the lab up and in its home roles, which is

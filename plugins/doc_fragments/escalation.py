@@ -7,7 +7,7 @@ from __future__ import annotations
 
 class ModuleDocFragment:
 
-    # The escalation matrix of the modules that escalate by the outage's age (notify, incident);
+    # The escalation matrix of the modules that escalate by the outage's age (incident_notify, incident);
     # its argument spec is module_utils/notify.py matrix_argument_spec().
     DOCUMENTATION = r"""
 options:

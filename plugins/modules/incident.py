@@ -13,7 +13,7 @@ version_added: 0.3.0
 description:
   - "The runbook's communication plan: a first notification within 15 minutes, a status update every
     30 minutes (O(update_interval_s)), escalation by the outage's age (O(escalation_matrix), the same
-    matrix as M(fediflow.dr.notify)), to every channel of O(channels): Slack (incoming webhook), email
+    matrix as M(fediflow.dr.incident_notify)), to every channel of O(channels): Slack (incoming webhook), email
     (SES), SMS (SNS: phone numbers and/or a topic) and a status page (C(status.json) and C(index.html)
     published to S3)."
   - "An incident is a record (one JSON document) kept where a scheduled job can read it: a local file
@@ -113,7 +113,7 @@ options:
   notified_channels:
     description:
       - With O(state=open), channels that got the first notification already (for example from
-        M(fediflow.dr.notify) during a failover), at O(notified_at). They are recorded as delivered and
+        M(fediflow.dr.incident_notify) during a failover), at O(notified_at). They are recorded as delivered and
         not sent again; the other channels are.
     type: list
     elements: str
@@ -165,7 +165,7 @@ notes:
     claim atomic on AWS. moto accepts both but checks and writes in two steps, so two writes in the same
     instant can both pass there; the file store's lock is atomic everywhere."
 seealso:
-  - module: fediflow.dr.notify
+  - module: fediflow.dr.incident_notify
 """
 
 EXAMPLES = r"""

@@ -79,7 +79,7 @@ def test_modules_document_from_the_installed_collection(installed):
     proc = subprocess.run([str(BIN / "ansible-doc"), "--list", "fediflow.dr", "--json"], capture_output=True, text=True,
                           check=True, env=_env(installed["collections"]), cwd=installed["work"])
     modules = set(__import__("json").loads(proc.stdout))
-    assert {"fediflow.dr.pg_promote", "fediflow.dr.route53_failover", "fediflow.dr.k8s_failover", "fediflow.dr.notify",
+    assert {"fediflow.dr.pg_promote", "fediflow.dr.route53_failover", "fediflow.dr.k8s_failover", "fediflow.dr.incident_notify",
             "fediflow.dr.health_check", "fediflow.dr.dr_report", "fediflow.dr.pg_backup_verify"} <= modules
 
 

@@ -1,13 +1,18 @@
-"""fediflow.dr.notify driven through ansible like a user does, without the shared lab.
+"""fediflow.dr.incident_notify driven through ansible like a user does, without the shared lab.
 
 Slack is a local double (the lab's webhook receiver, started on a free port for each test:
 no real Slack can be reached from here); its test-only POST /_fail makes the next posts fail.
 SES is a private moto_server started on a free port for this file. What was delivered is
 checked independently of the module's result: the double's request record, and the messages
 moto's SES backend holds (GET /moto-api/data.json, ses -> Message).
+The module's old name, fediflow.dr.notify, is a deprecated redirect (meta/runtime.yml plugin_routing):
+a playbook that still uses it sends the same message, with a deprecation warning.
 """
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -17,9 +22,9 @@ import boto3
 import pytest
 
 from doubles_fixtures import start_moto
-from lab_fixtures import module
+from lab_fixtures import BIN, ROOT, ansible_env, module
 
-MODULE = "fediflow.dr.notify"
+MODULE = "fediflow.dr.incident_notify"
 TOKEN = "tok%s" % uuid.uuid4().hex
 SENDER = "dr@fediflow.example"
 REGION = "us-east-1"
@@ -205,3 +210,47 @@ def test_check_mode_sends_nothing(slack_double, moto):
     assert "lead@fediflow.example" in res["recipients"] and "em@fediflow.example" in res["recipients"]
     assert "email to: sre@fediflow.example, oncall@" in res["diff"]["after"] and tag in res["diff"]["after"]
     assert posts(slack_double) == [] and sent_mail(moto, tag) == []
+
+
+def play(tmp_path, task):
+    """ansible-playbook of one task on localhost (the task written to a 0600 file: it holds the webhook URL)."""
+    book = tmp_path / "play.yml"
+    doc = [{"name": "Notify", "hosts": "localhost", "gather_facts": False, "collections": ["fediflow.dr"],
+            "vars": {"ansible_python_interpreter": sys.executable},
+            "tasks": [task]}]
+    fd = os.open(book, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(doc, handle)  # JSON is YAML
+    env = ansible_env()
+    env["ANSIBLE_DEPRECATION_WARNINGS"] = "1"
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(book)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert TOKEN not in out, out
+    return proc.returncode, " ".join(out.split())  # one line: the warning text is wrapped at the terminal width
+
+
+@pytest.mark.parametrize("action", ["fediflow.dr.notify", "notify"])
+def test_the_old_name_still_sends_with_a_deprecation_warning(slack_double, tmp_path, action):
+    """fediflow.dr.notify routes to incident_notify and says it is deprecated. Its short name never worked:
+    `notify:` is the task keyword (handlers), so a task with only it has no action at all."""
+    tag, a = args(slack_double)
+    rc, out = play(tmp_path, {"name": "The old name", action: a})
+    if action == "notify":
+        assert rc != 0 and posts(slack_double) == [], out
+        return
+    assert rc == 0 and "ok=1 changed=1" in out, out
+    assert "fediflow.dr.notify has been deprecated" in out and "Use fediflow.dr.incident_notify instead" in out, out
+    assert "will be removed from collection 'fediflow.dr' version 1.0.0" in out, out
+    got = posts(slack_double)
+    assert len(got) == 1 and tag in got[0]["body"]["text"]
+
+
+@pytest.mark.parametrize("action", ["fediflow.dr.incident_notify", "incident_notify"])
+def test_the_new_name_sends_without_a_warning_also_by_its_short_name(slack_double, tmp_path, action):
+    tag, a = args(slack_double)
+    rc, out = play(tmp_path, {"name": "The new name", action: a})
+    assert rc == 0 and "ok=1 changed=1" in out, out
+    assert "DEPRECATION WARNING" not in out and "fediflow.dr.notify" not in out, out
+    got = posts(slack_double)
+    assert len(got) == 1 and tag in got[0]["body"]["text"]

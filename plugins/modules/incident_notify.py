@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
-module: notify
+module: incident_notify
 short_description: Send an incident notification to Slack and email (SES), escalated by the outage's age
 version_added: 0.2.0
 description:
@@ -104,6 +104,8 @@ notes:
   - O(region) (or E(AWS_REGION)) is needed for email; SES is a regional service.
   - While an SES account is in the sandbox, recipients must be verified identities too.
   - Slack's webhooks are C(https://hooks.slack.com/services/...); C(http://) URLs are accepted for local receivers.
+  - "This module was named C(fediflow.dr.notify) before 0.3.0: C(notify) is a task keyword, so the module could not
+    be called by its short name. The old name still works, with a deprecation warning, until 1.0.0."
 seealso:
   - module: community.general.slack
   - module: community.aws.ses_identity
@@ -111,7 +113,7 @@ seealso:
 
 EXAMPLES = r"""
 - name: Tell people the failover started
-  fediflow.dr.notify:
+  fediflow.dr.incident_notify:
     subject: "Region failover to eu-west-1 started"
     msg: "us-east-1 is unreachable; the database is being promoted in eu-west-1."
     severity: critical
@@ -132,7 +134,7 @@ EXAMPLES = r"""
   register: note
 
 - name: A status update to Slack only; fail the play if it does not get through
-  fediflow.dr.notify:
+  fediflow.dr.incident_notify:
     subject: "Failover complete"
     msg: "Writes are served from eu-west-1."
     severity: major
