@@ -40,7 +40,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 # (The roles install them on a real host with apt; in the lab, whose namespaces have no route out, they
 # are here already and apt finds nothing to do.)
 for mod_pkg in psycopg2:python3-psycopg2 boto3:python3-boto3 redis:python3-redis yaml:python3-yaml \
-               kubernetes:python3-kubernetes; do
+               kubernetes:python3-kubernetes jinja2:python3-jinja2; do
   /usr/bin/python3 -c "import ${mod_pkg%%:*}" >/dev/null 2>&1 || need_apt+=("${mod_pkg#*:}")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -5,6 +5,12 @@
 JSON, Markdown, a self-contained HTML page with a timeline picture, and JUnit XML; a history
 file of past drills for the trend picture.
 
+The HTML page and the Markdown summary are Jinja2 templates (``plugins/templates/dr_report.html.j2``
+and ``dr_report.md.j2``, HTML autoescaped): the module's action plugin reads them, or an operator's
+own, on the controller and passes their text (``html_template``, ``md_template``); here they are
+compiled (a bad one is refused before anything is touched) and rendered with the report document.
+The pictures (timeline, trend) are computed SVG, given to the template ready to place.
+
 Everything up to the bytes of each file is plain data (``build_report``, ``render_*``,
 ``merge_history``), so pytest checks it without Ansible or a file system. ``ensure`` then
 compares those bytes with what ``dest_dir`` holds and writes only the files that differ, each
@@ -38,6 +44,8 @@ EXTENSIONS = {"json": "json", "md": "md", "html": "html", "junit": "junit.xml"}
 FILE_MODE = 0o640
 DIR_MODE = 0o750
 MASK = "********"
+# the formats rendered from a Jinja2 template: format -> the option holding the template's text
+TEMPLATE_OPTIONS = {"html": "html_template", "md": "md_template"}
 DETAILS_MAX = 240  # characters of a step's details shown in Markdown / HTML / JUnit
 RETURNED_ROW_KEYS = ("objective", "label", "target_s", "measured_s", "projected_s", "pass", "result", "source", "note")
 # the measurements a failover drill times from the outage: they include the outage detection
@@ -467,7 +475,8 @@ def validate(p):
     history_file = p.get("history_file") or os.path.join(dest_dir, "history.jsonl")
     if os.path.isdir(history_file):
         raise FediflowError("history_file %s is a directory" % history_file)
-    return {"dest_dir": dest_dir, "formats": [f for f in FORMATS if f in formats], "keep_history": keep,
+    templates = {fmt: compile_template(fmt, p.get(option)) for fmt, option in TEMPLATE_OPTIONS.items() if fmt in formats}
+    return {"dest_dir": dest_dir, "formats": [f for f in FORMATS if f in formats], "keep_history": keep, "templates": templates,
             "drill_interval_days": days, "drill_interval_months": None if days is not None else months,
             "detection": detection, "drill_id": drill_id, "objectives": objectives, "steps": steps,
             "measurements": measurements, "not_run": not_run, "drill_time": drill_time,
@@ -600,42 +609,13 @@ def render_json(report):
 
 
 def _md(text):
+    """A Markdown table cell: backslashes and pipes escaped, on one line."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report):
-    out = ["# %s - %s" % (_md(report["title"]), _md(report["drill_id"])), ""]
-    out.append("**Result: %s** - started %s%s; next drill due %s (%s)." % (
-        "PASS" if report["ok"] else "FAIL", report["started"],
-        ", finished %s (%s)" % (report["finished"], fmt_dur(report["duration_s"] or 0)) if report["finished"] else "",
-        report["next_drill"], report["drill_interval"]))
-    projected = any(row["projected_s"] is not None for row in report["objectives"])
-    out += ["", "## Objectives", ""]
-    if projected:
-        out += ["**The drill shortened the outage detection**: %s. *production (s)* is the RTO with the production "
-                "detection; an objective passes only when both columns are within its target." % _md(report["detection"]["note"]), ""]
-        out += ["| objective | target (s) | measured (s) | production (s) | result | source |", "|---|---:|---:|---:|---|---|"]
-    else:
-        out += ["| objective | target (s) | measured (s) | result | source |", "|---|---:|---:|---|---|"]
-    for row in report["objectives"]:
-        measured = fmt_s(row["measured_s"]) if row["measured_s"] is not None else "not measured"
-        cells = (_md(row_title(row)), fmt_s(row["target_s"]), measured)
-        cells += ((fmt_s(row["projected_s"]),) if projected else ()) + (row["result"], _md(row["source"] or ""))
-        out.append("|" + "|".join(" %s " % c for c in cells) + "|")
-    out += ["", "## Steps", ""]
-    if report["steps"]:
-        out += ["| step | region | start | duration | status | message |", "|---|---|---|---:|---|---|"]
-        for step in report["steps"]:
-            out.append("| %s | %s | %s | %s | %s | %s |" % (
-                _md(step["name"]), _md(step["region"] or ""), step["start"] or "-",
-                fmt_dur(step["duration_s"]) if step["duration_s"] is not None else "-",
-                step["status"].upper(), _md(step["msg"] or compact(step["details"]))))
-    else:
-        out.append("No steps were reported.")
-    if report["not_run"]:
-        out += ["", "## Not run", ""]
-        out += ["- **%s** - NOT RUN: %s" % (_md(s["scenario"]), _md(s["why"])) for s in report["not_run"]]
-    return "\n".join(out) + "\n"
+def render_markdown(report, template, trend):
+    """The Markdown summary from ``template`` (compiled by ``compile_template("md", ...)``)."""
+    return render_template(template, report, trend)
 
 
 def _xml_text(text):
@@ -832,96 +812,78 @@ def svg_trend(trend, width=1000, height=260):
     return "\n".join(out) + '\n<p class="legend">%s</p>' % legend
 
 
-CSS = """
-body{font-family:"DejaVu Sans",system-ui,sans-serif;margin:24px;color:#212121;background:#fff}
-h1{font-size:22px;margin:0 0 6px}h2{font-size:17px;margin:24px 0 8px}
-.verdict{display:inline-block;padding:4px 12px;border-radius:4px;color:#fff;font-weight:bold}
-.PASS,.ok{color:#2e7d32}.FAIL,.failed{color:#c62828}.NOTRUN,.skipped{color:#757575}
-.verdict.PASS{background:#2e7d32;color:#fff}.verdict.FAIL{background:#c62828;color:#fff}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.details{font-family:"DejaVu Sans Mono",monospace;font-size:11px;color:#555;max-width:420px;word-break:break-all}
-svg text{font-family:"DejaVu Sans",sans-serif}svg .label{font-size:12px;fill:#212121}
-svg .tick{font-size:10px;fill:#616161}svg .muted{font-size:13px;fill:#757575}
-svg .grid{stroke:#e0e0e0;stroke-width:1}svg .axis{stroke:#616161;stroke-width:1}
-svg .rto{stroke:#1565c0;stroke-width:2;stroke-dasharray:6 4}svg .rtolabel{font-size:10px;fill:#1565c0}
-svg .target{stroke:#c62828;stroke-width:1.5;stroke-dasharray:6 4}
-.legend .key{margin-right:14px;font-size:12px}.swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
-.muted{color:#757575}
-"""
+def render_html(report, template, trend):
+    """The HTML page from ``template`` (compiled by ``compile_template("html", ...)``)."""
+    return render_template(template, report, trend)
 
 
-def render_html(report, trend):
-    title = "%s - %s" % (report["title"], report["drill_id"])
-    verdict = "PASS" if report["ok"] else "FAIL"
-    out = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           "<title>%s</title>" % _e(title), "<style>%s</style>" % CSS, "</head>", "<body>"]
-    out.append("<h1>%s</h1>" % _e(title))
-    out.append('<p><span class="verdict %s">%s</span> started %s%s. <strong>Next drill due %s</strong> '
-               '(%s).</p>' % (
-                   verdict, verdict, _e(report["started"]),
-                   ", finished %s (%s)" % (_e(report["finished"]), _e(fmt_dur(report["duration_s"] or 0)))
-                   if report["finished"] else "",
-                   _e(report["next_drill"]), _e(report["drill_interval"])))
-    if report["failed_objectives"] or report["failed_steps"]:
-        out.append('<p class="FAIL">Failed: %s</p>' % _e(", ".join(report["failed_steps"] + report["failed_objectives"])))
-    out.append("<h2>Timeline</h2>")
-    out.append('<p class="legend"><span class="key"><span class="swatch" style="background:%s"></span>ok</span>'
-               '<span class="key"><span class="swatch" style="background:%s"></span>failed</span>'
-               '<span class="key"><span class="swatch" style="background:%s"></span>skipped</span>'
-               '<span class="key" style="color:#1565c0">- - RTO target</span></p>'
-               % (COLORS["ok"], COLORS["failed"], COLORS["skipped"]))
-    out.append(svg_timeline(report))
-    untimed = [s["name"] for s in report["steps"] if not (s["start"] and s["end"])]
-    if untimed:
-        out.append('<p class="muted">Not on the timeline (no start/end time): %s</p>' % _e(", ".join(untimed)))
-    out.append("<h2>Objectives</h2>")
-    projected = any(row["projected_s"] is not None for row in report["objectives"])
-    if projected:
-        out.append('<p id="detection"><strong>The drill shortened the outage detection</strong>: %s. <em>production (s)</em> '
-                   "is the RTO with the production detection; an objective passes only when both are within its "
-                   "target.</p>" % _e(report["detection"]["note"]))
-    out.append("<table><tr><th>objective</th><th>target (s)</th><th>measured (s)</th>%s<th>result</th><th>source</th></tr>"
-               % ("<th>production (s)</th>" if projected else ""))
-    for row in report["objectives"]:
-        out.append('<tr><td>%s</td><td class="num">%s</td><td class="num">%s</td>%s<td class="%s"><strong>%s</strong>'
-                   "</td><td>%s</td></tr>" % (
-                       _e(row_title(row)), fmt_s(row["target_s"]),
-                       fmt_s(row["measured_s"]) if row["measured_s"] is not None else "not measured",
-                       '<td class="num">%s</td>' % fmt_s(row["projected_s"]) if projected else "",
-                       row["result"].replace(" ", ""), row["result"], _e(row["source"] or "")))
-    out.append("</table>")
-    out.append("<h2>Steps</h2>")
-    if report["steps"]:
-        out.append("<table><tr><th>step</th><th>region</th><th>start</th><th>duration</th><th>status</th>"
-                   "<th>message</th><th>details</th></tr>")
-        for s in report["steps"]:
-            out.append('<tr><td>%s</td><td>%s</td><td>%s</td><td class="num">%s</td><td class="%s">%s</td>'
-                       '<td>%s</td><td class="details">%s</td></tr>' % (
-                           _e(s["name"]), _e(s["region"] or ""), _e(s["start"] or "-"),
-                           _e(fmt_dur(s["duration_s"])) if s["duration_s"] is not None else "-",
-                           s["status"], s["status"].upper(), _e(s["msg"]), _e(compact(s["details"]))))
-        out.append("</table>")
-    else:
-        out.append('<p class="muted">No steps were reported.</p>')
-    if report["not_run"]:
-        out.append("<h2>Not run</h2><ul>")
-        out += ['<li><strong>%s</strong> - <span class="NOTRUN">NOT RUN</span>: %s</li>'
-                % (_e(s["scenario"]), _e(s["why"])) for s in report["not_run"]]
-        out.append("</ul>")
-    out.append("<h2>Trend over %d drill%s (measured / target)</h2>" % (len(trend), "" if len(trend) == 1 else "s"))
-    out.append(svg_trend(trend))
-    out.append('<p class="muted">%s - %s</p>' % (_e(REPORT_SCHEMA), _e(report["drill_id"])))
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
+# ---------------------------------------------------------------- templates
+
+def shipped_template(fmt):
+    """Path of the collection's own template of ``fmt`` (``plugins/templates/dr_report.<fmt>.j2``). It exists
+    on the controller, where the collection is installed; the action plugin reads it there."""
+    plugins = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(plugins, "templates", "dr_report.%s.j2" % fmt)
+
+
+def _jinja():
+    try:
+        import jinja2  # pylint: disable=import-outside-toplevel
+        import jinja2.sandbox  # pylint: disable=import-outside-toplevel
+        import markupsafe  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise FediflowError("the HTML and Markdown reports are rendered with Jinja2, which the Python on this host "
+                            "lacks: install it (Debian python3-jinja2, pip Jinja2) or ask only formats json and junit")
+    return jinja2, jinja2.sandbox, markupsafe
+
+
+def compile_template(fmt, text):
+    """The Jinja2 template of ``fmt`` from its text, refused (naming the option) when missing or malformed.
+    HTML is autoescaped: every value in a report came from a run and may hold hostile text. Sandboxed,
+    undefined names are errors; ``trim_blocks`` / ``lstrip_blocks`` so a block tag on its own line leaves none."""
+    option = TEMPLATE_OPTIONS[fmt]
+    if not isinstance(text, str) or not text.strip():
+        raise FediflowError("%s: the text of a Jinja2 template is required for the %s report (the dr_report action "
+                            "plugin passes the collection's own when the option is empty)" % (option, fmt))
+    jinja2, sandbox, _markupsafe = _jinja()
+    env = sandbox.SandboxedEnvironment(autoescape=fmt == "html", undefined=jinja2.StrictUndefined, trim_blocks=True,
+                                       lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update({"fmt_s": fmt_s, "fmt_dur": fmt_dur, "compact": compact, "row_title": row_title, "md": _md})
+    try:
+        template = env.from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise FediflowError("%s: not a Jinja2 template: line %s: %s" % (option, exc.lineno, exc.message))
+    return {"option": option, "template": template}
+
+
+def render_template(compiled, report, trend):
+    """A compiled template rendered with the report document, the trend entries and what a page shows
+    beside them (the verdict, the pictures as SVG); a template that fails names its option."""
+    _jinja2, _sandbox, markupsafe = _jinja()
+    context = {
+        "report": report,
+        "trend": trend,
+        "verdict": "PASS" if report["ok"] else "FAIL",
+        "projected": any(row["projected_s"] is not None for row in report["objectives"]),
+        "untimed": [s["name"] for s in report["steps"] if not (s["start"] and s["end"])],
+        "colors": dict(COLORS),
+        "timeline_svg": markupsafe.Markup(svg_timeline(report)),
+        "trend_svg": markupsafe.Markup(svg_trend(trend)),
+    }
+    try:
+        return compiled["template"].render(context)
+    except Exception as exc:  # pylint: disable=broad-except
+        # an operator's template: undefined names, a sandbox refusal, a filter given the wrong type
+        raise FediflowError("%s: rendering failed: %s: %s" % (compiled["option"], type(exc).__name__, _one_line(exc)))
 
 
 # ---------------------------------------------------------------- files
 
 def report_files(v, report, trend):
     """``{format: content}`` of the report files to write."""
-    renderers = {"json": lambda: render_json(report), "md": lambda: render_markdown(report),
-                 "html": lambda: render_html(report, trend), "junit": lambda: render_junit(report)}
+    templates = v["templates"]
+    renderers = {"json": lambda: render_json(report), "md": lambda: render_markdown(report, templates["md"], trend),
+                 "html": lambda: render_html(report, templates["html"], trend), "junit": lambda: render_junit(report)}
     return {fmt: renderers[fmt]() for fmt in v["formats"]}
 
 

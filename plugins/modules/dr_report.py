@@ -47,6 +47,14 @@ description:
     keys starting with C(rto)) that fall on the axis), the objectives table, the steps table, the scenarios not
     run, and the trend (C(svg#trend)): measured / target of every objective across the history up to this drill
     (100% = the target)."
+  - "HTML and Markdown come from Jinja2 templates: the collection's own (C(plugins/templates/dr_report.html.j2) and
+    C(dr_report.md.j2)), or an operator's (O(html_template), O(md_template)) to restyle the report - copy the
+    collection's, change it, point the option at the copy; each documents what it is given (the JSON document as
+    C(report), the history as C(trend), the verdict, the timeline and trend pictures as SVG, filters such as
+    C(fmt_s) and C(fmt_dur)). The templates are read on the controller (the module's action plugin) and rendered on
+    the host that writes the report, HTML with autoescaping (everything in a report came from a run), in a Jinja2
+    sandbox, an undefined name an error. A template that does not compile or render is refused before any file is
+    written, naming the option."
   - "JUnit XML: C(<testsuites>) with one C(<testsuite>), one C(<testcase>) per objective row (C(<failure>) with
     measured vs target when it failed, C(<skipped>) when not measured), per step (C(<failure>) with the step's
     message when not ok, C(<skipped>) when skipped) and per O(not_run) scenario (C(<skipped>))."
@@ -68,6 +76,8 @@ description:
     (path, size and sha256 before and after).
 author:
   - FediFlow SRE (@fediflow)
+requirements:
+  - Jinja2 (Debian C(python3-jinja2)) on the host that writes the report, for the HTML and Markdown formats
 extends_documentation_fragment:
   - fediflow.dr.attributes
   - fediflow.dr.attributes.ALL_SUPPORTED
@@ -176,6 +186,18 @@ options:
     elements: str
     choices: [ json, md, html, junit ]
     default: [ json, md, html, junit ]
+  html_template:
+    description:
+      - Jinja2 template of the HTML page, a path on the controller - absolute, or searched like
+        M(ansible.builtin.template)'s C(src) (the role's C(templates/), the playbook's C(templates/) and directory).
+      - Empty or omitted - the collection's C(plugins/templates/dr_report.html.j2). Autoescaped.
+    type: str
+  md_template:
+    description:
+      - Jinja2 template of the Markdown summary, found like O(html_template). Not autoescaped (Markdown); its C(md)
+        filter escapes a table cell.
+      - Empty or omitted - the collection's C(plugins/templates/dr_report.md.j2).
+    type: str
   history_file:
     description: The drill history (JSON lines). Default - C(history.jsonl) in O(dest_dir).
     type: path
@@ -286,6 +308,13 @@ EXAMPLES = r"""
   ansible.builtin.assert:
     that: drill_report.ok
     fail_msg: "{{ drill_report.summary }}"
+
+- name: The drill report with the operator's own look (templates beside the playbook)
+  fediflow.dr.dr_report:
+    dest_dir: "{{ fediflow_report_dir }}"
+    steps: "{{ drill_steps }}"
+    html_template: "{{ playbook_dir }}/templates/our-report.html.j2"
+    md_template: our-report.md.j2  # found in the playbook's templates/
 
 - name: Only JSON and JUnit for CI, no history
   fediflow.dr.dr_report:
@@ -407,6 +436,13 @@ written:
   returned: on failure while writing
   type: list
   elements: str
+templates:
+  description: The templates the HTML page and the Markdown summary were rendered from (paths on the controller).
+  returned: always
+  type: dict
+  sample:
+    html: /usr/share/ansible/collections/ansible_collections/fediflow/dr/plugins/templates/dr_report.html.j2
+    md: /srv/dr/templates/report.md.j2
 phases:
   description: Seconds spent per phase (validate, render, write).
   returned: always
@@ -450,6 +486,8 @@ def main():
             "dest_dir": {"type": "path", "required": True},
             "formats": {"type": "list", "elements": "str", "default": list(report.FORMATS),
                         "choices": list(report.FORMATS)},
+            "html_template": {"type": "str"},
+            "md_template": {"type": "str"},
             "history_file": {"type": "path"},
             "keep_history": {"type": "int", "default": 100},
             "drill_interval_months": {"type": "int", "default": 1},

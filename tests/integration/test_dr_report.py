@@ -1,31 +1,37 @@
 """fediflow.dr.dr_report driven through ansible like a user does, without the shared lab.
 
 The module only writes files, so nothing of the lab (PostgreSQL, moto, the Kubernetes and
-Slack doubles) is needed: every test writes into its own temporary directory. The outcome is
-checked independently of the module's return value: the JSON parsed back, the JUnit XML
+Slack doubles) is needed: every test writes into its own temporary directory. It runs through
+`ansible` (its action plugin reads the HTML and Markdown templates on the controller). The outcome
+is checked independently of the module's return value: the JSON parsed back, the JUnit XML
 parsed with xml.etree, and the HTML page opened in a real browser - Debian's headless
 Chromium (installed by scripts/setup.sh) - whose DOM must hold the timeline SVG with one
-bar per step and whose screenshot, decoded here with a small stdlib PNG reader, must show
-the page (many colours, the bars' green and red).
+bar per step and whose screenshot, decoded with Pillow, must show the page (many colours,
+the bars' green and red).
 """
 import json
 import os
 import shutil
-import struct
 import subprocess
 import xml.etree.ElementTree as ET
-import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
-from lab_fixtures import ROOT, module
+from lab_fixtures import ROOT
+from lab_fixtures import module as _module
 
 MODULE = "fediflow.dr.dr_report"
 SECRET = "pw-never-in-a-report-7f3a"
 GREEN, RED = (0x2E, 0x7D, 0x32), (0xC6, 0x28, 0x28)  # the ok and failed bar colours
+
+
+def module(name, args, check_mode=False, diff=False):
+    """The module through `ansible`, as a user runs it: its action plugin hands it the templates."""
+    return _module(name, args, check_mode=check_mode, diff=diff, via="ansible")
 
 
 def _objectives():
@@ -84,43 +90,15 @@ def _browser(html_file, tmp_path, *mode):
     return proc.stdout
 
 
-def read_png(path):
-    """Decode an 8-bit RGB/RGBA, non-interlaced PNG (what Chromium writes) into rows of (r, g, b) tuples."""
-    data = Path(path).read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        elif kind == b"IEND":
-            break
-    width, height, depth, color, _comp, _filt, interlace = header
-    assert depth == 8 and color in (2, 6) and interlace == 0, "unsupported PNG: %s" % (header,)
-    bpp = 3 if color == 2 else 4
-    raw, stride, rows, prev = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
-    for y in range(height):
-        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            left = line[i - bpp] if i >= bpp else 0
-            up, upleft = prev[i], prev[i - bpp] if i >= bpp else 0
-            if ftype == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif ftype == 2:
-                line[i] = (line[i] + up) & 0xFF
-            elif ftype == 3:
-                line[i] = (line[i] + ((left + up) >> 1)) & 0xFF
-            elif ftype == 4:
-                p = left + up - upleft
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
-                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else upleft)) & 0xFF
-        rows.append([tuple(line[x * bpp:x * bpp + 3]) for x in range(width)])
-        prev = line
-    return rows
+def screenshot_colours(path):
+    """The screenshot's size, ``{(r, g, b): pixel count}`` and the colours of every third pixel of every third row."""
+    with Image.open(path) as image:
+        assert image.format == "PNG", "not a PNG: %s" % image.format
+        rgb = image.convert("RGB")
+    width, height = rgb.size
+    counts = {colour: count for count, colour in rgb.getcolors(maxcolors=width * height)}
+    sampled = {rgb.getpixel((x, y)) for y in range(0, height, 3) for x in range(0, width, 3)}
+    return (width, height), counts, sampled
 
 
 class _Dom(HTMLParser):
@@ -185,13 +163,12 @@ def test_reports_written_parsed_back_and_rendered_by_chromium(tmp_path):
 
     shot = tmp_path / "report.png"
     _browser(html_file, tmp_path, "--screenshot=%s" % shot)
-    rows = read_png(shot)
-    assert len(rows) == 900 and len(rows[0]) == 1200
-    colors = {px for row in rows[::3] for px in row[::3]}
-    assert len(colors) > 20, "screenshot nearly blank: %d colours" % len(colors)
-    pixels = [px for row in rows for px in row]
-    assert sum(1 for px in pixels if px != (255, 255, 255)) > 0.02 * len(pixels)
-    assert pixels.count(GREEN) > 500 and pixels.count(RED) > 200, "timeline bars not drawn"
+    size, counts, sampled = screenshot_colours(shot)
+    assert size == (1200, 900)
+    assert len(sampled) > 20, "screenshot nearly blank: %d colours" % len(sampled)
+    pixels = size[0] * size[1]
+    assert pixels - counts.get((255, 255, 255), 0) > 0.02 * pixels
+    assert counts.get(GREEN, 0) > 500 and counts.get(RED, 0) > 200, "timeline bars not drawn"
 
 
 def test_idempotent_check_mode_diff_and_history_trend(tmp_path):
@@ -258,3 +235,44 @@ def test_a_shortened_detection_through_the_module(tmp_path):
     doc = json.loads((dest / "latest.json").read_text())
     assert doc["detection"]["shortened"] and "3 checks 30 s apart + 5 s timeout = 95 s worst case" in doc["detection"]["note"]
     assert "production (s)" in (dest / "latest.md").read_text() and 'id="detection"' in (dest / "latest.html").read_text()
+
+
+def test_an_operators_templates_restyle_the_report(tmp_path):
+    """The operator's own templates (paths on the controller, as the roles pass fediflow_report_html_template)
+    render the page and the summary; the invocation names the files, not their text; a template that is not
+    there, or not Jinja2, is refused before anything is written, naming the option."""
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "page.html.j2").write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>{{ report.drill_id }}</title>'
+        "<style>body{background:#fff8e1}rect.step.ok{fill:#2e7d32}</style></head>\n"
+        '<body class="restyled"><h1>{{ verdict }}: {{ report.title }}</h1>\n{{ timeline_svg }}\n'
+        "<ul>{% for row in report.objectives if row.measured_s is not none %}<li>{{ row | row_title }}: "
+        "{{ row.measured_s | fmt_s }} s ({{ row.result }})</li>{% endfor %}</ul></body></html>\n")
+    (ours / "summary.md.j2").write_text("# {{ report.drill_id }} {{ verdict }}\n{% for s in report.steps %}"
+                                        "- {{ s.name | md }}: {{ s.status }}\n{% endfor %}")
+    dest = tmp_path / "reports"
+    result = module(MODULE, _args(dest, title="<b>bold</b> drill", html_template=str(ours / "page.html.j2"),
+                                  md_template=str(ours / "summary.md.j2")))
+    assert result["changed"] and not result.get("failed"), result
+    assert result["templates"] == {"html": str(ours / "page.html.j2"), "md": str(ours / "summary.md.j2")}
+    assert result["invocation"]["module_args"]["html_template"] == str(ours / "page.html.j2")
+    page = (dest / "latest.html").read_text()
+    assert '<body class="restyled"><h1>FAIL: &lt;b&gt;bold&lt;/b&gt; drill</h1>' in page
+    assert "<li>RTO critical services: 1110 s (FAIL)</li>" in page and "Trend over" not in page
+    assert (dest / "latest.md").read_text().splitlines() == [
+        "# drill-20260501T120000Z FAIL", "- heartbeat: ok", "- backup-restore: ok", "- file-restore: failed",
+        "- promote: ok", "- notify: skipped"]
+    dom = _Dom()
+    dom.feed(_browser(dest / "latest.html", tmp_path, "--dump-dom"))
+    assert dom.rects == ["step ok", "step ok", "step failed", "step ok", "step skipped"] and not dom.external
+
+    shipped = module(MODULE, _args(tmp_path / "shipped"))
+    assert shipped["templates"]["html"].endswith("/plugins/templates/dr_report.html.j2")
+    for option, value, message in (
+            ("html_template", str(ours / "missing.html.j2"), "html_template: cannot read the template %s" % (ours / "missing.html.j2")),
+            ("md_template", str(ours / "page.html.j2").replace("page.html", "broken.md"), "md_template: not a Jinja2 template: line 1")):
+        (ours / "broken.md.j2").write_text("{% for %}")
+        refused = module(MODULE, _args(tmp_path / "refused", **{option: value}))
+        assert refused.get("failed") and message in refused["msg"], refused
+        assert not refused["changed"] and not (tmp_path / "refused").exists()

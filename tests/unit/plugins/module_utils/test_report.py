@@ -18,6 +18,8 @@ from ansible_collections.fediflow.dr.plugins.module_utils import report as rp
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 
 NOW = datetime(2026, 5, 1, 13, 0, 0, tzinfo=timezone.utc)
+# the collection's own templates, as the module's action plugin passes them
+TEMPLATES = {option: open(rp.shipped_template(fmt), encoding="utf-8").read() for fmt, option in rp.TEMPLATE_OPTIONS.items()}
 
 
 def _params(tmp_path, **kw):
@@ -40,6 +42,7 @@ def _params(tmp_path, **kw):
         ],
         "not_run": [{"scenario": "pitr", "why": "not implemented <yet>"}],
     }
+    params.update(TEMPLATES)
     params.update(kw)
     return params
 
@@ -214,7 +217,7 @@ class _Svg(HTMLParser):
 def test_html_timeline_marks_escaping_and_no_external_urls(tmp_path):
     steps = _params(tmp_path)["steps"] + [{"name": "<script>alert(1)</script>", "start": 1777636800, "end": 1777636801}]
     report = _report(tmp_path, steps=steps)
-    page = rp.render_html(report, [rp.history_entry(report)])
+    page = rp.render_html(report, rp.compile_template("html", TEMPLATES["html_template"]), [rp.history_entry(report)])
     svg = _Svg()
     svg.feed(page)
     assert "timeline" in svg.ids and "trend" in svg.ids and not svg.urls and "url(" not in page

@@ -14,6 +14,8 @@ from ansible_collections.fediflow.dr.plugins.module_utils import report as rp
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 
 NOW = datetime(2026, 5, 1, 13, 0, 0, tzinfo=timezone.utc)
+# the collection's own templates, as the module's action plugin passes them
+TEMPLATES = {option: open(rp.shipped_template(fmt), encoding="utf-8").read() for fmt, option in rp.TEMPLATE_OPTIONS.items()}
 LAB_DETECTION = {"measured_s": 2.1, "interval_s": 1, "threshold": 3,
                  "production_interval_s": 30, "production_threshold": 3, "production_timeout_s": 5}
 
@@ -29,8 +31,13 @@ def _params(tmp_path, **kw):
             {"objective": "rpo_database_s", "measured_s": 0.1, "source": "region-failover", "note": "lost"},
         ],
     }
+    params.update(TEMPLATES)
     params.update(kw)
     return params
+
+
+def _markdown(report):
+    return rp.render_markdown(report, rp.compile_template("md", TEMPLATES["md_template"]), [])
 
 
 def _report(tmp_path, **kw):
@@ -56,7 +63,7 @@ def test_the_next_drill_is_a_month_later_by_default(tmp_path):
     report = _report(tmp_path)
     assert report["next_drill"] == "2026-06-01" and report["drill_interval"] == "every month"
     assert report["drill_interval_months"] == 1 and report["drill_interval_days"] is None
-    assert "next drill due 2026-06-01 (every month)" in rp.render_markdown(report)
+    assert "next drill due 2026-06-01 (every month)" in _markdown(report)
     quarterly = _report(tmp_path, drill_interval_months=3)
     assert quarterly["next_drill"] == "2026-08-01" and quarterly["drill_interval"] == "every 3 months"
     days = _report(tmp_path, drill_interval_days=91)  # days, when given, instead of months
@@ -87,10 +94,10 @@ def test_every_format_shows_the_projection_beside_the_measurement(tmp_path):
     assert summary[0].split()[-3:] == ["production", "s", "result"]
     assert next(l for l in summary if l.startswith("RTO critical")).split()[-4:] == ["900", "9", "101.9", "PASS"]
     assert any(l.startswith("production s: ") and "95 s worst case" in l for l in summary)
-    md = rp.render_markdown(report)
+    md = _markdown(report)
     assert "| measured (s) | production (s) |" in md and "| 9 | 101.9 | PASS |" in md
     assert "The drill shortened the outage detection" in md
-    page = rp.render_html(report, [rp.history_entry(report)])
+    page = rp.render_html(report, rp.compile_template("html", TEMPLATES["html_template"]), [rp.history_entry(report)])
     assert 'id="detection"' in page and "<th>production (s)</th>" in page and '<td class="num">101.9</td>' in page
     doc = json.loads(rp.render_json(report))
     assert doc["detection"]["shortened"] is True and _row(doc, "rto_critical_s")["projected_s"] == 101.9
@@ -101,7 +108,7 @@ def test_the_production_detection_itself_needs_no_projection(tmp_path):
     report = _report(tmp_path, detection=same)
     assert report["detection"]["shortened"] is False
     assert all(r["projected_s"] is None for r in report["objectives"])
-    assert "production" not in rp.summary_table(report) and "production (s)" not in rp.render_markdown(report)
+    assert "production" not in rp.summary_table(report) and "production (s)" not in _markdown(report)
     plain = _report(tmp_path)
     assert plain["detection"] is None and "production" not in rp.summary_table(plain)
 
