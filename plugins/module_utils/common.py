@@ -98,8 +98,9 @@ def as_user(argv, user):
 def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None, kill_group=False):
     """Run a program from an argument list (never a shell) and capture its output.
 
-    ``env`` entries are added to the current environment; this is how passwords reach
-    libpq (PGPASSWORD / PGPASSFILE) without ever appearing in a process list.
+    ``env`` entries are added to the current environment (an entry whose value is None is removed from
+    it); a password reaches a libpq program through a password file (``postgres.passfile``: E(PGPASSFILE)),
+    never a process list or the child's environment.
 
     ``kill_group``: the program runs in a session of its own and a time-out kills that whole process
     group. For programs that start others (an operator's script): killing only the program would leave
@@ -109,7 +110,11 @@ def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None, kill
     full = as_user(argv, user)
     run_env = dict(os.environ)
     if env:
-        run_env.update({k: str(v) for k, v in env.items() if v is not None})
+        for key, value in env.items():
+            if value is None:
+                run_env.pop(key, None)
+            else:
+                run_env[key] = str(value)
     if user and user != current_user():
         # the target user must be able to read its working directory
         cwd = cwd or "/"
