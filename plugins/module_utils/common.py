@@ -8,6 +8,7 @@ Plain Python, importable without Ansible running, so pytest can call it directly
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -52,6 +53,23 @@ class _Phase:
         spent = time.monotonic() - self.t0
         self.timer.phases[self.name] = round(self.timer.phases.get(self.name, 0.0) + spent, 3)
         return False
+
+
+# Every file and directory a module creates (backups, manifests, ledgers, downloads, reports, results, temporary
+# files) and every program it starts is private to the owner: 0600 / 0700 when created, never readable by
+# others in between. (Explicit modes stay explicit: a restored snapshot file gets the mode it was saved with.)
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_umask():
+    """``with private_umask(): ...``: the process umask is PRIVATE_UMASK inside (the programs started there
+    inherit it), the previous one afterwards."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 class CommandResult:
