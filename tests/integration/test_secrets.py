@@ -4,12 +4,13 @@ the time-out), what a backup writes is private from the start, and the lab's Red
 in ``--diff``."""
 import glob
 import os
+import re
 import subprocess
 import tempfile
 import threading
 import uuid
 
-from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, module
+from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, module, pg_connect
 
 PASSFILE_DIRS = os.path.join(tempfile.gettempdir(), "fediflow-pgpass-*")
 
@@ -92,10 +93,25 @@ def test_logical_backup_files_are_private_and_a_killed_dump_leaves_no_password_f
     assert res.get("verified") is True, res.get("msg")
     assert _loose(tmp_path / "repo") == []
     assert set(glob.glob(PASSFILE_DIRS)) == before
-    # pg_basebackup killed at its time-out (1 s: a fast checkpoint and the whole cluster do not fit)
-    res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="physical", format="plain", verify="none",
-                                                       command_timeout=1, dest=str(tmp_path / "killed")))
-    assert res.get("failed") and "did not finish within 1s" in res["msg"], res.get("msg")
+    # pg_dump killed at its time-out: a table of the database locked (ACCESS EXCLUSIVE) holds it at its LOCK TABLE
+    table = "fediflow_test_lock_%s" % uuid.uuid4().hex[:8]
+    conn = pg_connect(lab["primary"], lab["primary"]["fediflow_app_db"])
+    conn.autocommit = False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE %s (id int)" % table)
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
+        res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="logical", verify="none", command_timeout=2,
+                                                           dest=str(tmp_path / "killed")))
+    finally:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS %s" % table)
+        conn.commit()
+        conn.close()
+    assert res.get("failed") and "did not finish within 2s" in res["msg"], res.get("msg")
     assert set(glob.glob(PASSFILE_DIRS)) == before
 
 
@@ -110,7 +126,10 @@ def test_the_lab_redis_password_never_shows_in_diff(lab, tmp_path):
                           cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    assert "TASK [fediflow.dr.lab : Redis configuration of this region" in out, out[-3000:]
-    assert "changed=1" in out, out[-3000:]   # the configuration would change: a diff was there to show
+    task = out.split("TASK [fediflow.dr.lab : Redis configuration (password inside", 1)
+    assert len(task) == 2, out[-3000:]
+    # the configuration would change on both regions: a diff was there to show
+    shown = re.split(r"\n(?:TASK \[|RUNNING HANDLER|PLAY RECAP)", task[1], maxsplit=1)[0]
+    assert shown.count("changed: [") == 2, shown
     assert new not in out and old not in out
     assert "requirepass" not in out
