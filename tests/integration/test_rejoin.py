@@ -144,7 +144,6 @@ def test_rewound_node_streams_when_the_serving_primary_idles_right_after_a_wal_s
     before = set(glob.glob(passdirs))
     proc = _rejoin(pair, tmp_path, "-e", "replication_pg_bin_dir=%s" % _bin_with_pg_rewind_at_a_switch(pair))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "rewound with pg_rewind" in proc.stdout and "cloned afresh" not in proc.stdout
     # pg_rewind logged in with a password file: 0600 in a fresh 0700 directory, both the postgres user's,
     # never PGPASSWORD; the directory is gone now, and no password file lies beside the data directory
     with open(os.path.join(pair.base, "pg_rewind-login"), encoding="utf-8") as handle:
@@ -157,6 +156,7 @@ def test_rewound_node_streams_when_the_serving_primary_idles_right_after_a_wal_s
     assert set(glob.glob(passdirs)) == before
     assert not os.path.exists(os.path.join(os.path.dirname(old.data_dir), "rewind.pgpass"))
     assert pair.password not in proc.stdout + proc.stderr
+    assert "rewound with pg_rewind" in proc.stdout and "cloned afresh" not in proc.stdout
     assert old.one("SELECT pg_is_in_recovery()") is True
     assert old.one("SELECT status FROM pg_stat_wal_receiver") == "streaming"
     assert old.one("SELECT count(*) FROM dr_rejoin_probe") == 101
