@@ -13,6 +13,7 @@ Used by developers working in parallel (and by anyone who wants a scratch lab):
     make drill INVENTORY=/tmp/inv-b/hosts.yml
 """
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -64,6 +65,8 @@ def main(argv=None):
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
+    # the inventory holds the lab's passwords: private (0700 directories, 0600 files) from the start
+    os.umask(0o077)
     for src in sorted(SOURCE.rglob("*")):
         dst = out / src.relative_to(SOURCE)
         if src.is_dir():

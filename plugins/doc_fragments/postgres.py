@@ -18,8 +18,9 @@ options:
     aliases: [ login ]
   login_password:
     description:
-      - The password of O(login_user). Passed to libpq through the environment
-        (E(PGPASSWORD)) or a password file, never on a command line.
+      - The password of O(login_user). Passed to psycopg2 as a keyword argument and to libpq programs through a
+        password file of their own (E(PGPASSFILE), 0600 in a 0700 directory, removed afterwards), never on a
+        command line or in a child's environment.
       - When omitted, libpq's usual sources apply (E(PGPASSWORD), E(PGPASSFILE), C(~/.pgpass)).
     type: str
     default: ''

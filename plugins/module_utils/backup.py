@@ -135,7 +135,8 @@ def take_logical(p, backup_dir, commands, want_counts):
             argv.append("--compress=%d" % min(int(level), 9))
         if p["format"] == "directory":
             argv.append("--jobs=%d" % int(p.get("jobs") or 1))
-        res = run(argv, env=postgres.libpq_env(p), timeout=p.get("command_timeout"))
+        with postgres.passfile(p) as env:
+            res = run(argv, env=env, timeout=p.get("command_timeout"))
         commands.append(res.as_dict())
         if res.rc != 0:
             raise FediflowError("pg_dump failed (rc=%s): %s" % (res.rc, last_lines(res.stderr)))
@@ -168,7 +169,8 @@ def take_physical(p, backup_dir, commands, want_counts):
             level = p.get("compression_level")
             spec = "%s-%s" % (p.get("compress_at") or "server", p["compression"])
             argv.append("--compress=%s%s" % (spec, ":%d" % int(level) if level is not None else ""))
-        res = run(argv, env=postgres.libpq_env(p), timeout=p.get("command_timeout"))
+        with postgres.passfile(p) as env:
+            res = run(argv, env=env, timeout=p.get("command_timeout"))
         commands.append(res.as_dict())
         if res.rc != 0:
             raise FediflowError("pg_basebackup failed (rc=%s): %s" % (res.rc, last_lines(res.stderr)))
@@ -306,9 +308,9 @@ def restore_logical(p, backup_dir, manifest, commands):
         try:
             argv = [os.path.join(bindir, "pg_restore"), "--no-password", "--exit-on-error",
                     "--no-owner", "--jobs=%d" % int(p.get("jobs") or 2), "--dbname=%s" % scratch, target]
-            env = postgres.libpq_env(p)
-            env.pop("PGDATABASE", None)
-            res = run(argv, env=env, timeout=p.get("command_timeout"))
+            with postgres.passfile(p) as env:
+                env.pop("PGDATABASE", None)
+                res = run(argv, env=env, timeout=p.get("command_timeout"))
             commands.append(res.as_dict())
             if res.rc != 0:
                 raise FediflowError("pg_restore into scratch database %s failed: %s" % (scratch, last_lines(res.stderr)))

@@ -8,6 +8,7 @@ Plain Python, importable without Ansible running, so pytest can call it directly
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -54,6 +55,23 @@ class _Phase:
         return False
 
 
+# Every file and directory a module creates (backups, manifests, ledgers, downloads, reports, results, temporary
+# files) and every program it starts is private to the owner: 0600 / 0700 when created, never readable by
+# others in between. (Explicit modes stay explicit: a restored snapshot file gets the mode it was saved with.)
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_umask():
+    """``with private_umask(): ...``: the process umask is PRIVATE_UMASK inside (the programs started there
+    inherit it), the previous one afterwards."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 class CommandResult:
     def __init__(self, argv, rc, stdout, stderr, duration_s):
         self.argv = argv
@@ -98,8 +116,9 @@ def as_user(argv, user):
 def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None, kill_group=False):
     """Run a program from an argument list (never a shell) and capture its output.
 
-    ``env`` entries are added to the current environment; this is how passwords reach
-    libpq (PGPASSWORD / PGPASSFILE) without ever appearing in a process list.
+    ``env`` entries are added to the current environment (an entry whose value is None is removed from
+    it); a password reaches a libpq program through a password file (``postgres.passfile``: E(PGPASSFILE)),
+    never a process list or the child's environment.
 
     ``kill_group``: the program runs in a session of its own and a time-out kills that whole process
     group. For programs that start others (an operator's script): killing only the program would leave
@@ -109,7 +128,11 @@ def run(argv, user=None, env=None, timeout=None, cwd=None, input_text=None, kill
     full = as_user(argv, user)
     run_env = dict(os.environ)
     if env:
-        run_env.update({k: str(v) for k, v in env.items() if v is not None})
+        for key, value in env.items():
+            if value is None:
+                run_env.pop(key, None)
+            else:
+                run_env[key] = str(value)
     if user and user != current_user():
         # the target user must be able to read its working directory
         cwd = cwd or "/"

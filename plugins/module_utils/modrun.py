@@ -2,19 +2,21 @@
 # Copyright: fediflow.dr contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one way every fediflow.dr module ends: call the logic, exit with its plain-dict result,
-or fail with a one-line message (plus the traceback and any partial result)."""
+or fail with a one-line message (plus the traceback and any partial result). The logic runs with a
+private umask (common.private_umask): whatever it creates is 0600 / 0700 from the start."""
 
 from __future__ import annotations
 
 import traceback
 
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, private_umask
 
 
 def run_module(module, func, *args, **kwargs):
     """``func`` returns the result dict (with ``diff`` for --diff); FediflowError fails."""
     try:
-        result = func(*args, **kwargs)
+        with private_umask():
+            result = func(*args, **kwargs)
     except FediflowError as exc:
         partial = dict(exc.details.get("result") or {})
         changed = bool(partial.pop("changed", False))

@@ -3,13 +3,20 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """PostgreSQL connection options (as community.postgresql names them) and helpers.
 
-Passwords reach libpq through the environment of the child process or psycopg2's
-keyword arguments, never through a command line.
+Passwords reach libpq programs through a password file of their own (``passfile``: E(PGPASSFILE) in a
+0700 directory, removed afterwards) and psycopg2 through its keyword arguments: never a command line, never
+a child's environment (``/proc/PID/environ`` is readable by the same user and lands in crash reports).
 """
 
 from __future__ import annotations
 
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, require_readable_file
+import contextlib
+import os
+import pwd
+import shutil
+import tempfile
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, current_user, require_readable_file
 
 
 # libpq connection errors, classified once for every module (health_check's detection, pg_promote's
@@ -78,7 +85,8 @@ def _tls(params):
 
 
 def libpq_env(params):
-    """Environment for libpq programs (pg_dump, pg_basebackup, psql ...)."""
+    """Environment for libpq programs (pg_dump, pg_basebackup, psql ...), without the password: run them
+    inside ``passfile`` (its environment holds this and E(PGPASSFILE))."""
     validate_conn(params)
     env = {
         "PGUSER": params.get("login_user") or "postgres",
@@ -90,12 +98,52 @@ def libpq_env(params):
     host = params.get("login_host") or params.get("login_unix_socket")
     if host:
         env["PGHOST"] = host
-    if params.get("login_password"):
-        env["PGPASSWORD"] = params["login_password"]
     env["PGSSLMODE"], root = _tls(params)
     if root:
         env["PGSSLROOTCERT"] = root
     return env
+
+
+def passfile_line(password, host="*", port="*", database="*", user="*"):
+    """One line of libpq's password file: ':' and '\\' inside a field escaped with '\\'."""
+    fields = [host, port, database, user, password]
+    return ":".join(str(f).replace("\\", "\\\\").replace(":", "\\:") for f in fields) + "\n"
+
+
+@contextlib.contextmanager
+def passfile(params, user=None):
+    """``with passfile(params, user) as env: run(argv, user=user, env=env)``: the environment for a libpq
+    program (``libpq_env``) run as OS ``user`` (default: this process's), the password (login_password)
+    in a password file: mode 0600 in a fresh 0700 directory, both owned by that user, E(PGPASSFILE) naming
+    it. The directory is removed when the block ends, however it ends (the program failed, was killed at
+    its time-out, an exception). E(PGPASSWORD) is unset in the child (it would take precedence over the
+    file). No password: the plain environment, nothing written."""
+    env = libpq_env(params)
+    password = params.get("login_password")
+    if not password:
+        yield env
+        return
+    if "\n" in password or "\r" in password:
+        raise FediflowError("login_password holds a line break: libpq's password file cannot carry it")
+    owner = user or current_user()
+    try:
+        entry = pwd.getpwnam(owner)
+    except KeyError:
+        raise FediflowError("OS user '%s' does not exist (it would run the PostgreSQL program)" % owner)
+    work = tempfile.mkdtemp(prefix="fediflow-pgpass-")  # 0700
+    try:
+        path = os.path.join(work, "pgpass")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(passfile_line(password))
+        if owner != current_user():
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chown(work, entry.pw_uid, entry.pw_gid)
+        env["PGPASSFILE"] = path
+        env["PGPASSWORD"] = None  # unset: run() removes a None entry from the inherited environment
+        yield env
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def connect_kwargs(params):

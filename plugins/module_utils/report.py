@@ -41,8 +41,8 @@ REPORT_SCHEMA = "fediflow.dr/drill-report/v1"
 HISTORY_SCHEMA = "fediflow.dr/drill-history/v1"
 FORMATS = ("json", "md", "html", "junit")
 EXTENSIONS = {"json": "json", "md": "md", "html": "html", "junit": "junit.xml"}
-FILE_MODE = 0o640
-DIR_MODE = 0o750
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 MASK = "********"
 # the formats rendered from a Jinja2 template: format -> the option holding the template's text
 TEMPLATE_OPTIONS = {"html": "html_template", "md": "md_template"}

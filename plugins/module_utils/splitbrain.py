@@ -7,7 +7,7 @@ A writer (``python -m ansible_collections.fediflow.dr.plugins.module_utils.split
 where a region's own application runs and tries a write on its region's PostgreSQL every ``--period``
 seconds (a short connect and statement timeout), printing one JSON line per attempt: acknowledged
 (``t1`` = when the commit returned) or refused (``error``). Bounded by ``--max-s`` and a stop file.
-The password comes from PGPASSWORD, never the command line.
+The password comes from libpq's password file (PGPASSFILE), never the command line or the environment.
 
 The verdict (``summarize``, pure on plain records):
 

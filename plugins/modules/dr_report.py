@@ -68,8 +68,8 @@ description:
     C(secret), C(token), C(key), C(apikey), C(credential), C(authorization), C(cookie), C(private) or
     C(webhook) (snake_case, kebab-case or camelCase) are masked anyway, as are passwords in URLs and
     C(password=) values in strings; a registered result's C(invocation) and C(_ansible*) keys are dropped.
-  - "Files are written atomically (temporary file in the same directory, then rename), mode C(0640); O(dest_dir)
-    is created (C(0750)) when missing. Only files whose content differs are written; the history file is written
+  - "Files are written atomically (temporary file in the same directory, then rename), mode C(0600); O(dest_dir)
+    is created (C(0700)) when missing. Only files whose content differs are written; the history file is written
     after every report file. The same drill id with the same input (and the same history) gives the same bytes:
     C(changed=false). Nothing in a report depends on the time it was rendered."
   - Check mode writes nothing and reports which files would change; with C(--diff) the diff lists them
@@ -177,7 +177,7 @@ options:
         RV(next_drill). Default - the earliest step start, else now.
     type: raw
   dest_dir:
-    description: Directory to write the reports into. Created (mode C(0750)) when missing.
+    description: Directory to write the reports into. Created (mode C(0700)) when missing.
     type: path
     required: true
   formats:

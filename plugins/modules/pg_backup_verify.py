@@ -153,7 +153,8 @@ options:
     type: int
     default: 7200
 notes:
-  - The password reaches C(pg_dump), C(pg_basebackup) and C(pg_restore) through E(PGPASSWORD), never the command line.
+  - The password reaches C(pg_dump), C(pg_basebackup) and C(pg_restore) through a password file of their own
+    (E(PGPASSFILE), mode 0600 in a 0700 directory, removed when the program ends), never the command line or their environment.
   - O(retention_count=0) is refused; with O(verify=none) nothing counts as verified, so retention removes nothing.
 seealso:
   - name: pg_verifybackup

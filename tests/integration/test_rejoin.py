@@ -3,8 +3,10 @@ as a standby and streams) on a throwaway primary + standby pair (pair_fixtures.p
 shared lab: the old primary dies, the standby is promoted, the old primary rejoins it. Run through
 ansible-playbook as failback.yml runs it; the outcome is checked with psycopg2 on both servers.
 """
+import glob
 import os
 import pwd
+import tempfile
 import time
 
 import pytest
@@ -42,6 +44,9 @@ REJOIN = """
 # page header, beyond the flushed WAL. Each wait polls with a deadline; not reaching the state fails.
 PG_REWIND_AT_A_SWITCH = r"""#!/bin/bash
 set -euo pipefail
+# what the rejoin gave it to log in with (test_rejoin checks it): never PGPASSWORD, a private password file
+{ echo "PGPASSWORD=${PGPASSWORD-unset}"; echo "PGPASSFILE=${PGPASSFILE-unset}"
+  stat -c '%%a %%U' "$PGPASSFILE" "$(dirname "$PGPASSFILE")"; } > "%(record)s"
 src=""
 for arg in "$@"; do case "$arg" in --source-server=*) src="${arg#--source-server=}" ;; esac; done
 q() { "%(bindir)s/psql" -X -At -d "$src" -c "$1"; }
@@ -74,7 +79,7 @@ def _bin_with_pg_rewind_at_a_switch(pair):
             os.symlink(os.path.join(pair.bindir, name), os.path.join(path, name))
     script = os.path.join(path, "pg_rewind")
     with open(script, "w", encoding="utf-8") as handle:
-        handle.write(PG_REWIND_AT_A_SWITCH % {"bindir": pair.bindir})
+        handle.write(PG_REWIND_AT_A_SWITCH % {"bindir": pair.bindir, "record": os.path.join(pair.base, "pg_rewind-login")})
     ent = pwd.getpwnam("postgres")
     os.chown(path, ent.pw_uid, ent.pw_gid)
     os.chmod(script, 0o755)
@@ -135,8 +140,22 @@ def test_rewound_node_streams_when_the_serving_primary_idles_right_after_a_wal_s
     # what failback.yml's first play does on the serving primary: the returning node's slot
     new.query("SELECT pg_create_physical_replication_slot('standby_pair_old')")
 
+    passdirs = os.path.join(tempfile.gettempdir(), "fediflow-pgpass-*")
+    before = set(glob.glob(passdirs))
     proc = _rejoin(pair, tmp_path, "-e", "replication_pg_bin_dir=%s" % _bin_with_pg_rewind_at_a_switch(pair))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    # pg_rewind logged in with a password file: 0600 in a fresh 0700 directory, both the postgres user's,
+    # never PGPASSWORD; the directory is gone now, and no password file lies beside the data directory
+    with open(os.path.join(pair.base, "pg_rewind-login"), encoding="utf-8") as handle:
+        login = handle.read().splitlines()
+    assert login[0] == "PGPASSWORD=unset", login
+    passfile = login[1].split("=", 1)[1]
+    assert os.path.basename(os.path.dirname(passfile)).startswith("fediflow-pgpass-"), login
+    assert login[2:] == ["600 postgres", "700 postgres"], login
+    assert not os.path.exists(os.path.dirname(passfile))
+    assert set(glob.glob(passdirs)) == before
+    assert not os.path.exists(os.path.join(os.path.dirname(old.data_dir), "rewind.pgpass"))
+    assert pair.password not in proc.stdout + proc.stderr
     assert "rewound with pg_rewind" in proc.stdout and "cloned afresh" not in proc.stdout
     assert old.one("SELECT pg_is_in_recovery()") is True
     assert old.one("SELECT status FROM pg_stat_wal_receiver") == "streaming"

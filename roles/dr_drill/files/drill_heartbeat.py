@@ -6,7 +6,7 @@ also ends (exit 0) when that file appears: the pitr scenario stops it once the r
 
     drill_heartbeat.py --host H --port P --db DB --user U --state FILE [--period 0.1] [--max-s 300] [--stop-file F]
 
-The password comes from PGPASSWORD (never argv). Table: dr_heartbeat (id bigserial, at timestamptz).
+The password comes from libpq's password file (PGPASSFILE; never argv). Table: dr_heartbeat (id bigserial, at timestamptz).
 """
 import argparse
 import json

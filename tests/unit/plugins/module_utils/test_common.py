@@ -30,11 +30,13 @@ def test_as_user_refuses_without_root(monkeypatch):
         common.as_user(["pg_ctl"], "postgres")
 
 
-def test_run_passes_env_not_argv():
-    res = common.run([sys.executable, "-c", "import os; print(os.environ['PGPASSWORD'])"],
-                     env={"PGPASSWORD": "s3cret"})
+def test_run_passes_env_not_argv_and_none_unsets(monkeypatch):
+    monkeypatch.setenv("FEDIFLOW_TEST_INHERITED", "from-parent")
+    res = common.run([sys.executable, "-c", "import os; print(os.environ['FEDIFLOW_TEST_VALUE'], "
+                      "os.environ.get('FEDIFLOW_TEST_INHERITED', 'unset'))"],
+                     env={"FEDIFLOW_TEST_VALUE": "s3cret", "FEDIFLOW_TEST_INHERITED": None})
     assert res.rc == 0
-    assert res.stdout.strip() == "s3cret"
+    assert res.stdout.split() == ["s3cret", "unset"]
     assert "s3cret" not in " ".join(res.argv)
 
 

@@ -263,7 +263,9 @@ def test_ensure_writes_is_idempotent_and_check_mode_writes_nothing(tmp_path):
     names = sorted(os.listdir(str(dest)))
     assert names == sorted(["drill-20260501T120000Z.%s" % e for e in rp.EXTENSIONS.values()]
                            + ["latest.%s" % e for e in rp.EXTENSIONS.values()] + ["history.jsonl"])
-    assert oct(os.stat(first["files"]["html"]).st_mode & 0o777) == "0o640"
+    assert oct(os.stat(first["files"]["html"]).st_mode & 0o777) == "0o600"
+    # nothing of a report is readable by group or others: the directory it made, every file
+    assert [p for p in [str(dest)] + [str(dest / n) for n in names] if os.stat(p).st_mode & 0o077] == []
     assert (dest / "latest.md").read_text() == (dest / "drill-20260501T120000Z.md").read_text()
     again = rp.ensure(params, now=datetime(2027, 1, 1, tzinfo=timezone.utc))
     assert not again["changed"] and again["changed_files"] == [] and again["history_entries"] == 1
