@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import tarfile
 import tempfile
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgconf, pgctl, postgres
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgconf, pgctl, postgres, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import CHUNK
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, run, wait_until)
@@ -329,21 +330,59 @@ def restore_logical(p, backup_dir, manifest, commands):
     return result
 
 
-def _extract(backup_dir, data_dir):
+def _backup_tars(backup_dir):
+    """``(name, where it is extracted relative to the data directory)`` of a tar-format backup's archives."""
     for name in sorted(os.listdir(backup_dir)):
         if name.startswith("base.tar"):
-            dest = data_dir
+            yield name, ""
         elif name.startswith("pg_wal.tar"):
-            dest = os.path.join(data_dir, "pg_wal")
-        else:
-            continue
+            yield name, "pg_wal"
+
+
+def check_tars(backup_dir):
+    """Every member of every archive of a tar-format backup checked as untrusted input (``untrusted.check_tar``:
+    no absolute name or '..', no link out of the target, no device) before anything is extracted."""
+    for name, _sub in _backup_tars(backup_dir):
+        path = os.path.join(backup_dir, name)
+        proc, tar = _open_tar_stream(path)
+        try:
+            with tar:
+                untrusted.check_tar(tar, path)
+        except BaseException:
+            if proc:
+                proc.kill()
+                proc.wait()
+            raise
+        if proc and proc.wait() != 0:
+            raise FediflowError("%s could not be decompressed (exit %s)" % (name, proc.returncode))
+
+
+def check_plain(backup_dir):
+    """A plain-format backup holds directories and regular files only (a symlink would be copied as what it
+    points to, anywhere on this host; a device is no data): checked before it is copied."""
+    for root, dirnames, filenames in os.walk(backup_dir):
+        for name in dirnames + filenames:
+            full = os.path.join(root, name)
+            mode = os.lstat(full).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise untrusted.Untrusted("%s: not a directory or regular file (a symlink or special file) in a "
+                                          "plain-format backup; refused (nothing copied)" % full)
+
+
+def _extract(backup_dir, data_dir):
+    """Python's tarfile (no GNU tar here): the members checked first, then extracted with the ``data`` filter
+    (``untrusted.tar_filter``)."""
+    check_tars(backup_dir)
+    for name, sub in _backup_tars(backup_dir):
+        dest = os.path.join(data_dir, sub) if sub else data_dir
         os.makedirs(dest, exist_ok=True)
-        proc, tar = _open_tar_stream(os.path.join(backup_dir, name))
+        path = os.path.join(backup_dir, name)
+        proc, tar = _open_tar_stream(path)
         with tar:
-            if hasattr(tarfile, "fully_trusted_filter"):
-                tar.extractall(dest, filter="fully_trusted")  # our own backup, checked against its manifest
-            else:  # Python without extraction filters (< 3.9.17 / 3.10.12 / 3.11.4)
-                tar.extractall(dest)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter=untrusted.tar_filter(path))
+            else:  # Python without extraction filters (< 3.9.17 / 3.10.12 / 3.11.4): the same member checks
+                tar.extractall(dest, members=untrusted.checked_members(tar, path))
         if proc and proc.wait() != 0:
             raise FediflowError("%s could not be decompressed (exit %s)" % (name, proc.returncode))
 
@@ -363,6 +402,7 @@ def restore_physical(p, backup_dir, manifest, commands):
     bindir = _bindir(p)
     try:
         if manifest["source"]["format"] == "plain":
+            check_plain(backup_dir)
             shutil.copytree(backup_dir, data_dir, ignore=shutil.ignore_patterns(ledger.MANIFEST))
         else:
             os.makedirs(data_dir)

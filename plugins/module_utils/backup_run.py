@@ -64,7 +64,9 @@ def verify_existing(p, repos, result, timer):
     source = "local"
     temp = None
     if manifest is None and repos.any:
-        entries = repositories.ledger_union(None, repos)
+        skipped = []
+        entries = repositories.ledger_union(None, repos, skipped)
+        repositories.report_skipped(result, skipped)
         if backup_id in entries:
             manifest, where = entries[backup_id]
             temp = os.path.join(p["dest"], ".verify-" + backup_id)
@@ -112,9 +114,11 @@ def ensure(p, check_mode=False):
         repos = repositories.Repositories(p)
     result["repositories_down"] = dict(repos.down)
 
+    skipped = []
     if p.get("backup_id") and check_mode:
         known = ledger.read_manifest(os.path.join(p["dest"], p["backup_id"])) is not None or (
-            p["backup_id"] in repositories.ledger_union(None, repos))
+            p["backup_id"] in repositories.ledger_union(None, repos, skipped))
+        repositories.report_skipped(result, skipped)
         if not known:
             raise FediflowError("backup_id '%s' is not in the ledger" % p["backup_id"])
         result.update(changed=True, backup_id=p["backup_id"], would_verify=p["verify"],
@@ -128,7 +132,8 @@ def ensure(p, check_mode=False):
                 p["backup_id"], p["verify"], record.get("error")), result=result)
         return result
 
-    entries = repositories.ledger_union(p["dest"], repos)
+    entries = repositories.ledger_union(p["dest"], repos, skipped)
+    repositories.report_skipped(result, skipped)
     before_ids = sorted(entries)
     if check_mode:
         placeholder = {"id": "(new)", "kind": p["mode"], "stop_time": ledger.iso(ledger.utcnow()),

@@ -314,25 +314,27 @@ def _sequences(conn):
         "sequences": len(rows), "behind": behind[:LISTED]}
 
 
-def _ledger_manifests(p):
+def _ledger_manifests(p, skipped=None):
+    """The ledgers' manifests (a malformed one left out, recorded in ``skipped``) and where they were read."""
     manifests, sources = [], []
     for path in p.get("ledger_dirs") or []:
-        manifests += ledger.list_local(path)
+        manifests += ledger.list_local(path, skipped)
         sources.append(path)
     for entry in p.get("ledger_s3") or []:
         from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups  # pylint: disable=import-outside-toplevel
         store = S3Backups(s3_params(p, entry["bucket"]), entry["bucket"], entry.get("prefix"))
-        manifests += store.list_manifests()
+        manifests += store.list_manifests(skipped)
         sources.append("s3://%s/%s" % (entry["bucket"], (entry.get("prefix") or "").strip("/")))
     return manifests, sources
 
 
 def _row_counts(conn, p):
-    manifests, sources = _ledger_manifests(p)
+    skipped = []
+    manifests, sources = _ledger_manifests(p, skipped)
     newest = newest_counted_backup(manifests, p["db"])
     if newest is None:
         return False, {"expected": "row counts of the newest verified logical backup of %s" % p["db"],
-                       "actual": "no such backup in the ledger"}, {"ledger": sources}
+                       "actual": "no such backup in the ledger"}, {"ledger": sources, "skipped_manifests": skipped}
     actual = backup.row_counts(conn)
     expected = newest["source"]["row_counts"]
     ok, rows = compare_row_counts(expected, actual, float(p["row_count_tolerance"]))
@@ -341,6 +343,7 @@ def _row_counts(conn, p):
         newest["id"], round(float(p["row_count_tolerance"]) * 100, 3)),
         "actual": "%d of %d tables short" % (len(short), len(rows))}, {
         "backup_id": newest["id"], "backup_stop_time": newest.get("stop_time"), "ledger": sources,
+        "skipped_manifests": skipped,
         "tables": len(rows), "short": short[:LISTED],
         "new_tables": sorted(set(actual) - set(expected))[:LISTED]}
 

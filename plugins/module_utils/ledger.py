@@ -15,8 +15,9 @@ import json
 import os
 import secrets
 import shutil
+import stat as st
 
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils import untrusted
 # one streaming sha256 for the whole collection (walarchive stays standard-library only)
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
 
@@ -82,33 +83,53 @@ def write_manifest(backup_dir, manifest):
 
 
 def read_manifest(backup_dir):
+    """The manifest of the backup in ``backup_dir`` (None without one), checked as untrusted input: its id
+    is the directory's name, its file paths stay inside it (``untrusted.backup_manifest``); a bad one raises
+    ``untrusted.Untrusted`` naming the file."""
     path = os.path.join(backup_dir, MANIFEST)
     try:
-        with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle)
+        data = untrusted.read_json_file(path)
     except FileNotFoundError:
         return None
-    except ValueError as exc:
-        raise FediflowError("backup manifest %s is not valid JSON: %s" % (path, exc))
+    except OSError as exc:
+        raise untrusted.Untrusted("%s: cannot be read (%s); refused" % (path, exc.strerror))
+    return untrusted.backup_manifest(data, path, os.path.basename(os.path.normpath(backup_dir)))
 
 
-def list_local(dest):
-    """Manifests of every backup in a local repository directory (no manifest = no backup)."""
+def list_local(dest, skipped=None):
+    """Manifests of every backup in a local repository directory (no manifest = no backup). A malformed
+    manifest, or a backup directory that is a symlink, is left out and recorded in ``skipped``."""
     if not os.path.isdir(dest):
         return []
     found = []
     for name in sorted(os.listdir(dest)):
         full = os.path.join(dest, name)
-        if os.path.isdir(full) and not name.startswith("."):
+        if name.startswith("."):
+            continue
+        info = os.lstat(full)
+        if st.S_ISLNK(info.st_mode):
+            if os.path.isdir(full):
+                untrusted.skip(skipped, full, "%s is a symlink, not a backup directory; left out" % full)
+            continue
+        if not st.S_ISDIR(info.st_mode):
+            continue
+        try:
             manifest = read_manifest(full)
-            if manifest:
-                found.append(manifest)
+        except untrusted.Untrusted as exc:
+            untrusted.skip(skipped, os.path.join(full, MANIFEST), exc)
+            continue
+        if manifest:
+            found.append(manifest)
     return found
 
 
 def remove_local(dest, backup_id):
-    """Delete the manifest first (the backup stops existing), then its files."""
+    """Delete the manifest first (the backup stops existing), then its files. Refuses an id that is no id
+    (``..``, empty, a path) and a backup directory that is a symlink, before deleting anything."""
+    untrusted.check_id(backup_id, "removal from %s" % dest)
     backup_dir = os.path.join(dest, backup_id)
+    if os.path.islink(backup_dir):
+        raise untrusted.Untrusted("%s is a symlink, not a backup directory; refused (nothing deleted)" % backup_dir)
     manifest = os.path.join(backup_dir, MANIFEST)
     if os.path.exists(manifest):
         os.unlink(manifest)

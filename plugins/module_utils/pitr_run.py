@@ -67,14 +67,14 @@ def validate(p):
 
 # --------------------------------------------------------------------------- reading (preflight)
 
-def read_ledger(p):
+def read_ledger(p, skipped=None):
     """``([(manifest, where)], repos)`` from the local ledger and every repository that answers (the local copy
     preferred, else the first repository holding it: the host's own region's, the survivor's after a region is
     lost). ``where``: ``local`` or that repository's name."""
     repos = repositories.Repositories(p, strict=False)
     if repos.any and not repos.stores and not p.get("backup_dest"):
         raise FediflowError("no repository answers (%s)" % "; ".join("%s: %s" % kv for kv in repos.down.items()))
-    found = repositories.ledger_union(p.get("backup_dest"), repos)
+    found = repositories.ledger_union(p.get("backup_dest"), repos, skipped)
     order = [r["name"] for r in repos.repos]
     entries = []
     for manifest, where in found.values():
@@ -228,7 +228,9 @@ def preflight(p, target, timeline_req, result):
     if p["switch"] and current["state"] == "absent" and os.path.isdir(p["data_dir"]) and os.listdir(p["data_dir"]):
         raise FediflowError("data_dir '%s' is not empty but holds no cluster (no PG_VERSION): move it away first, "
                             "the restore takes its place" % p["data_dir"])
-    manifests, repos, holders = read_ledger(p)
+    skipped = []
+    manifests, repos, holders = read_ledger(p, skipped)
+    repositories.report_skipped(result, skipped)
     index, cfg = read_archive(p)
     hint_time, xid_info = xid_hint(p, target)
     tli = pitr.choose_timeline(index, target, timeline_req)
@@ -315,6 +317,7 @@ def fetch_base(p, plan, new_dir, result, timer):
         with timer.phase("extract"):
             os.makedirs(new_dir, mode=0o700)
             if (manifest.get("source") or {}).get("format") == "plain":
+                backup.check_plain(src)
                 shutil.rmtree(new_dir)
                 shutil.copytree(src, new_dir, ignore=shutil.ignore_patterns(ledger.MANIFEST))
             else:
@@ -343,11 +346,13 @@ TAR_FLAGS = {".tar": [], ".tar.gz": ["--gzip"], ".tar.zst": ["--zstd"], ".tar.lz
 
 def extract_tars(backup_dir, data_dir):
     """base.tar* into the data directory and pg_wal.tar* into its pg_wal, by GNU tar (one process
-    each, at once: the decompression runs beside the extraction); Python's tarfile without tar."""
+    each, at once: the decompression runs beside the extraction); Python's tarfile without tar. Every
+    member is checked first (``backup.check_tars``: the archives are untrusted input), before any extraction."""
     import subprocess  # pylint: disable=import-outside-toplevel
     if not shutil.which("tar"):
         backup._extract(backup_dir, data_dir)  # pylint: disable=protected-access
         return
+    backup.check_tars(backup_dir)
     procs = []
     for name in sorted(os.listdir(backup_dir)):
         kind = "base" if name.startswith("base.tar") else "pg_wal" if name.startswith("pg_wal.tar") else None

@@ -345,7 +345,9 @@ def backup(p, check_mode=False):
                       types=types, files=files, size_bytes=manifest["size_bytes"], manifest=manifest,
                       start_time=manifest["start_time"], stop_time=manifest["stop_time"])
         with timer.phase("ledger"):
-            entries = repositories.ledger_union(p["dest"], repos)
+            skipped = []
+            entries = repositories.ledger_union(p["dest"], repos, skipped)
+            repositories.report_skipped(result, skipped)
         before_ids = sorted(i for i in entries if i != backup_id)
         where = repositories.copy_local_backup(repos, final, manifest, result, timer, "cache backup " + backup_id,
                                                p.get("s3_sse"), p.get("s3_kms_key_id"))
@@ -365,11 +367,11 @@ def backup(p, check_mode=False):
 
 # --------------------------------------------------------------------------- restore
 
-def _load_backup(p, repos, timer):
+def _load_backup(p, repos, timer, skipped=None):
     """(manifest, records) of the backup to restore: the local copy, else the first repository holding it
     that answers (downloaded, checked, removed). A repository that is down (a lost region) is skipped."""
     with timer.phase("ledger"):
-        entries = repositories.ledger_union(p["dest"], repos)
+        entries = repositories.ledger_union(p["dest"], repos, skipped)
     down = "; ".join("%s: %s" % kv for kv in sorted(repos.down.items())) or None
     if not any(m.get("kind") == KIND for m, _where in entries.values()) and down:
         raise FediflowError("no cache backup in the local ledger and repositories that answer (down: %s)" % down)
@@ -463,7 +465,11 @@ def restore(p, check_mode=False):
         promote = repl["role"] != "master"
         with timer.phase("preflight"):
             repos = repositories.Repositories(p, strict=False)
-        manifest, records, where, s3_error = _load_backup(p, repos, timer)
+        skipped = []
+        try:
+            manifest, records, where, s3_error = _load_backup(p, repos, timer, skipped)
+        finally:
+            repositories.report_skipped(result, skipped)
         result.update(backup_id=manifest["id"], backup_stop_time=manifest.get("stop_time"), backup_where=where,
                       role_before="replica" if promote else "primary", s3_error=s3_error)
         if promote and not check_mode:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 from ansible_collections.fediflow.dr.plugins.module_utils.s3store import MissingBucket, S3Backups
 
@@ -178,17 +178,18 @@ def guard(func):
     return run
 
 
-def ledger_union(dest, repos):
+def ledger_union(dest, repos, skipped=None):
     """``{id: (manifest, where)}`` of the local ledger and every repository that answers (``where``:
     ``local`` and repository names). The local manifest is preferred (it holds the copies' outcome);
-    a repository whose listing fails is marked down."""
+    a repository whose listing fails is marked down. A malformed manifest (anywhere) is left out and
+    recorded in ``skipped`` (``{where, error}``): it never blocks the others and is never trusted."""
     entries = {}
-    for manifest in ledger.list_local(dest) if dest else []:
+    for manifest in ledger.list_local(dest, skipped) if dest else []:
         entries[manifest["id"]] = (manifest, {LOCAL})
     if repos is None:
         return entries
     names = list(repos.stores)
-    listed = parallel(guard(lambda name: repos.stores[name].list_manifests()), names)
+    listed = parallel(guard(lambda name: repos.stores[name].list_manifests(skipped)), names)
     for name, (manifests, error) in zip(names, listed):
         if error:
             repos.mark_down(name, error)
@@ -198,6 +199,13 @@ def ledger_union(dest, repos):
                 continue
             entries.setdefault(manifest["id"], (manifest, set()))[1].add(name)
     return entries
+
+
+def report_skipped(result, skipped):
+    """Malformed manifests into a module result: ``skipped_manifests`` and one warning each."""
+    if skipped:
+        result["skipped_manifests"] = list(skipped)
+        result.setdefault("warnings", []).extend(untrusted.warnings_for(skipped))
 
 
 def copy_backup(repos, backup_dir, manifest, sse=None, kms_key_id=None, storage_class=None):

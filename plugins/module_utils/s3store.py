@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.fediflow.dr.plugins.module_utils import aws
+from ansible_collections.fediflow.dr.plugins.module_utils import aws, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 from ansible_collections.fediflow.dr.plugins.module_utils.ledger import MANIFEST
 
@@ -114,7 +114,10 @@ class S3Backups:
                    ContentType="application/json", **self._extra(sse, kms_key_id))
         return mkey
 
-    def list_manifests(self):
+    def list_manifests(self, skipped=None):
+        """Every manifest of the ledger (``<prefix>/<id>/manifest.json``), each checked as untrusted input
+        (``untrusted.backup_manifest``, its id the name it is stored under); a malformed one is left out and
+        recorded in ``skipped``, never trusted, never failing the others."""
         manifests = []
         paginator = self.client.get_paginator("list_objects_v2")
         prefix = self.prefix + "/" if self.prefix else ""
@@ -123,8 +126,11 @@ class S3Backups:
                 for obj in page.get("Contents", []):
                     rest = obj["Key"][len(prefix):]
                     if rest.count("/") == 1 and rest.endswith("/" + MANIFEST):
-                        got = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=obj["Key"])
-                        manifests.append(json.loads(got["Body"].read()))
+                        where = "s3://%s/%s" % (self.bucket, obj["Key"])
+                        try:
+                            manifests.append(self.get_manifest(obj["Key"], rest.split("/")[0], obj.get("Size")))
+                        except untrusted.Untrusted as exc:
+                            untrusted.skip(skipped, where, exc)
         except FediflowError:
             raise
         except Exception as exc:  # pylint: disable=broad-except
@@ -134,20 +140,43 @@ class S3Backups:
             raise FediflowError("listing s3://%s/%s failed: %s: %s" % (self.bucket, prefix, code, message))
         return manifests
 
+    def get_manifest(self, key, backup_id, size=None):
+        """One ledger manifest, read up to the size bound and checked (``untrusted.backup_manifest``)."""
+        where = "s3://%s/%s" % (self.bucket, key)
+        untrusted.check_id(backup_id, where)
+        untrusted.check_size(size, where)   # too large: refused before the GET
+        got = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=key)
+        body = untrusted.read_body(got["Body"], where, length=got.get("ContentLength"))
+        return untrusted.backup_manifest(untrusted.load_json(body, where), where, backup_id)
+
     def download_backup(self, manifest, backup_dir):
+        """Every file of ``manifest`` into ``backup_dir``. The manifest is checked first (ids, paths inside
+        ``backup_dir``, no file twice) and each object's size against it before its download: a hostile
+        manifest is refused before anything is written."""
+        where = "manifest of backup %r in s3://%s/%s" % (manifest.get("id") if isinstance(manifest, dict) else None,
+                                                          self.bucket, self.prefix)
+        untrusted.backup_manifest(manifest, where)
         os.makedirs(backup_dir, mode=0o700, exist_ok=True)
         for entry in manifest["files"]:
-            target = os.path.join(backup_dir, entry["path"])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            target = untrusted.contained(backup_dir, entry["path"], where, "file path")
+            key = self.key(manifest["id"], entry["path"])
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            untrusted.contained(backup_dir, entry["path"], where, "file path")   # no symlink slipped in since
+            head = self._call("HEAD", self.client.head_object, Bucket=self.bucket, Key=key)
+            if head.get("ContentLength") != entry["size"]:
+                raise FediflowError("s3://%s/%s has %s bytes, its manifest says %s: not downloaded" % (
+                    self.bucket, key, head.get("ContentLength"), entry["size"]))
             try:
-                self.client.download_file(self.bucket, self.key(manifest["id"], entry["path"]), target,
-                                          Config=self.transfer)
+                self.client.download_file(self.bucket, key, target, Config=self.transfer)
             except Exception as exc:  # pylint: disable=broad-except
                 code, message = _error_text(exc)
                 raise FediflowError("download of %s failed: %s: %s" % (entry["path"], code, message))
 
     def delete_backup(self, backup_id):
-        """Manifest first (the backup stops existing), then the rest."""
+        """Manifest first (the backup stops existing), then the rest. An id that is no id (empty, ``..``, a
+        path: it came from a manifest) is refused before anything is deleted - an empty one would delete every
+        object under the prefix."""
+        untrusted.check_id(backup_id, "deletion in s3://%s/%s" % (self.bucket, self.prefix))
         self._call("DELETE", self.client.delete_object, Bucket=self.bucket, Key=self.key(backup_id, MANIFEST))
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(backup_id) + "/"):

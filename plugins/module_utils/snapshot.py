@@ -34,7 +34,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, repos as repositories
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, repos as repositories, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups, _error_text
 
@@ -155,15 +155,6 @@ def excluded(rel, patterns):
         elif fnmatch.fnmatchcase(name, pattern):
             return True
     return False
-
-
-def safe_relpath(path):
-    """A manifest path that cannot escape the restore directory."""
-    if path == ".":
-        return True
-    parts = path.split("/")
-    return bool(path) and "\0" not in path and not path.startswith("/") and all(
-        part not in ("", ".", "..") for part in parts)
 
 
 # ---------------------------------------------------------------- change detection (pure)
@@ -457,6 +448,7 @@ class SnapshotRepo(S3Backups):
 
     def __init__(self, p, bucket=None, prefix=None):
         super().__init__(p, bucket or p["s3_bucket"], p["s3_prefix"] if prefix is None else prefix)
+        self.skipped = {}   # where -> why: snapshot names and manifests that failed their check (untrusted)
         from boto3.s3.transfer import TransferConfig  # pylint: disable=import-outside-toplevel
         threshold = p["multipart_threshold_mb"] * 1024 * 1024
         self.threshold = threshold
@@ -498,17 +490,44 @@ class SnapshotRepo(S3Backups):
         return {name.rsplit("/", 1)[-1]: size for name, size, _t in self.listing("objects")}
 
     def snapshot_ids(self):
-        return sorted(n[:-5] for n, _s, _t in self.listing("snapshots") if n.endswith(".json") and "/" not in n)
+        """The ids of the snapshot manifests listed; a name that is no id (``..``, empty) is left out and
+        recorded in ``skipped``: it never names a key or a ledger directory to delete."""
+        ids = []
+        for name, size, _t in self.listing("snapshots"):
+            if not name.endswith(".json") or "/" in name:
+                continue
+            where = self.url(self.path("snapshots", name))
+            if not untrusted.is_id(name[:-5]):
+                self.skip(where, "snapshot id %r is not an id (%s)" % (name[:-5], untrusted.ID_RULE))
+                continue
+            if size > untrusted.MAX_SNAPSHOT_MANIFEST_BYTES:
+                self.skip(where, "%d bytes, more than a snapshot manifest may have" % size)
+                continue
+            ids.append(name[:-5])
+        return sorted(ids)
 
-    def get_json(self, key):
-        body = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=key)["Body"].read()
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise FediflowError("%s is not valid JSON: %s" % (self.url(key), exc))
+    def skip(self, where, why):
+        self.skipped.setdefault(where, getattr(why, "message", None) or str(why))
+
+    def get_json(self, key, limit=untrusted.MAX_SMALL_JSON_BYTES):
+        got = self._call("GET", self.client.get_object, Bucket=self.bucket, Key=key)
+        body = untrusted.read_body(got["Body"], self.url(key), limit, got.get("ContentLength"))
+        return untrusted.load_json(body, self.url(key), limit)
 
     def manifest(self, snapshot_id):
-        return self.get_json(self.manifest_key(snapshot_id))
+        """A snapshot's manifest, checked as untrusted input (``untrusted.snapshot_manifest``): raises
+        ``untrusted.Untrusted`` naming the key when it is malformed."""
+        key = self.manifest_key(untrusted.check_id(snapshot_id, self.url(self.path("snapshots")), "snapshot id"))
+        data = self.get_json(key, untrusted.MAX_SNAPSHOT_MANIFEST_BYTES)
+        return untrusted.snapshot_manifest(data, self.url(key), snapshot_id)
+
+    def good_manifest(self, snapshot_id):
+        """``manifest`` or None when it is malformed (then recorded in ``skipped``)."""
+        try:
+            return self.manifest(snapshot_id)
+        except untrusted.Untrusted as exc:
+            self.skip(self.url(self.manifest_key(snapshot_id)), exc)
+            return None
 
     def put_json(self, key, data):
         body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -578,12 +597,15 @@ class SnapshotRepo(S3Backups):
         now, host = ledger.utcnow(), socket.gethostname()
         for name, _size, _t in self.listing("locks"):
             run = name[:-5]
-            if not name.endswith(".json") or run in run_ids:
+            if not name.endswith(".json") or run in run_ids or "/" in name:
                 continue
             try:
                 lock = self.get_json(self.path("locks", name))
+            except untrusted.Untrusted:
+                lock = {"time": None}   # unreadable: stale, removed by the name it was listed under
             except FediflowError:
                 continue  # released while we looked
+            lock["run"] = run   # the key listed, never a name read from the lock (it could name another key)
             (stale if lock_is_stale(lock, now, host, pid_alive) else fresh).append(lock)
         return fresh, stale
 
@@ -661,7 +683,9 @@ class _Uploader:
 def find_parent(repo, ids, host, src):
     """The newest snapshot of the same host and directory (its stats say what is unchanged)."""
     for snapshot_id in reversed(ids):
-        manifest = repo.manifest(snapshot_id)
+        manifest = repo.good_manifest(snapshot_id)
+        if manifest is None:
+            continue
         source = manifest.get("source") or {}
         if source.get("host") == host and source.get("path") == src:
             return manifest
@@ -835,28 +859,29 @@ def resolve(repo, p):
     where = repo.url(repo.path("snapshots"))
     if p.get("before_dt") is not None:
         for candidate in before_candidates(ids, p["before_dt"]):
-            manifest = repo.manifest(candidate)
-            if snapshot_time(manifest) < p["before_dt"]:
+            manifest = repo.good_manifest(candidate)
+            if manifest is not None and snapshot_time(manifest) < p["before_dt"]:
                 return manifest
         raise FediflowError("no snapshot in %s finished before %s" % (where, p["before"]))
     if sid == "latest":
         if not ids:
             raise FediflowError("no snapshot in %s" % where)
-        newest = [repo.manifest(i) for i in ids if id_time(i) == id_time(ids[-1])] or [repo.manifest(ids[-1])]
-        return max(newest, key=lambda m: (m.get("stop_time") or "", m["id"]))
+        for newest_id in reversed(ids):   # a malformed newest one is skipped (and reported), never trusted
+            newest = [m for m in (repo.good_manifest(i) for i in ids if id_time(i) == id_time(newest_id)) if m] or \
+                [m for m in [repo.good_manifest(newest_id)] if m]
+            if newest:
+                return max(newest, key=lambda m: (m.get("stop_time") or "", m["id"]))
+        raise FediflowError("no readable snapshot in %s (%s)" % (where, "; ".join(repo.skipped.values())))
     if sid not in ids:
         raise FediflowError("snapshot_id '%s' is not in %s" % (sid, where))
     return repo.manifest(sid)
 
 
 def check_manifest(manifest):
+    """A manifest of this format (its paths and shape were checked when it was read: ``SnapshotRepo.manifest``)."""
     if manifest.get("format") != FORMAT:
         raise FediflowError("%s is not a fediflow.dr snapshot manifest" % manifest.get("id"))
-    for group in ("files", "dirs", "symlinks"):
-        for entry in manifest.get(group, []):
-            if not safe_relpath(entry.get("path", "")):
-                raise FediflowError("snapshot %s holds an unsafe path %r; refusing to restore it"
-                                    % (manifest.get("id"), entry.get("path")))
+    untrusted.snapshot_manifest(manifest, "snapshot %s" % manifest.get("id"))
 
 
 # ---------------------------------------------------------------- state=restored
@@ -877,12 +902,27 @@ def _mode(entry):
     return int(entry["mode"], 8)
 
 
+def _where(dest):
+    return "restore into %s" % dest
+
+
 def _write_file(repo, dest, entry, as_root):
     """Download to a temp file beside the target, hashing while writing; rename only when the
-    sha256 matches. A bad object leaves nothing behind."""
-    target = os.path.join(dest, entry["path"])
-    tmp = os.path.join(os.path.dirname(target), ".fediflow-%s.tmp" % secrets.token_hex(8))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    sha256 matches. A bad object leaves nothing behind. The directory is entered without following
+    a symlink (``untrusted.open_dir_under``): nothing is written outside ``dest``."""
+    target = untrusted.contained(dest, entry["path"], _where(dest))
+    parent, name = os.path.split(entry["path"])
+    dfd = untrusted.open_dir_under(dest, parent, _where(dest))
+    try:
+        _write_in(repo, dfd, target, name, entry, as_root)
+    finally:
+        os.close(dfd)
+    return entry["size"]
+
+
+def _write_in(repo, dfd, target, name, entry, as_root):
+    tmp = ".fediflow-%s.tmp" % secrets.token_hex(8)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600, dir_fd=dfd)
     done = False
     try:
         digest, size = hashlib.sha256(), 0
@@ -900,12 +940,14 @@ def _write_file(repo, dest, entry, as_root):
             _set_meta(out.fileno(), entry, as_root)
         if os.path.isdir(target) and not os.path.islink(target):
             _remove(target)   # only reached with delete_extra (checked before writing)
-        os.replace(tmp, target)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         done = True
     finally:
-        if not done and os.path.lexists(tmp):
-            os.unlink(tmp)
-    return entry["size"]
+        if not done:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
 
 
 def _set_meta(fd_or_path, entry, as_root):
@@ -981,20 +1023,20 @@ def restore(repo, p, check_mode, timer, result):
         if not os.path.isdir(dest):
             os.makedirs(dest, mode=0o700)
         for d in new_dirs:
-            full = os.path.join(dest, d["path"])
+            full = untrusted.contained(dest, d["path"], _where(dest), "directory")
             if os.path.lexists(full):
                 _remove(full)
             os.mkdir(full, 0o700)
     with timer.phase("download"):
         parallel_map(lambda e: _write_file(repo, dest, e, as_root), to_write, p["parallel"])
         for entry in meta_fix:
-            _set_meta(os.path.join(dest, entry["path"]), entry, as_root)
+            _set_meta(untrusted.contained(dest, entry["path"], _where(dest)), entry, as_root)
         for entry in links:
-            tmp = os.path.join(dest, os.path.dirname(entry["path"]), ".fediflow-%s.tmp" % secrets.token_hex(8))
+            full = untrusted.contained(dest, entry["path"], _where(dest), "symlink")
+            tmp = os.path.join(os.path.dirname(full), ".fediflow-%s.tmp" % secrets.token_hex(8))
             os.symlink(entry["target"], tmp)
             if as_root and entry.get("uid") is not None:
                 os.lchown(tmp, entry["uid"], entry["gid"])
-            full = os.path.join(dest, entry["path"])
             if os.path.isdir(full) and not os.path.islink(full):
                 _remove(full)
             os.replace(tmp, full)
@@ -1080,11 +1122,18 @@ def prune(repo, p, check_mode, timer, result, run_ids, pending=None):
         repo.take_lock(run_ids[-1], exclusive=True)
     fresh, stale = repo.other_locks(run_ids)
     with timer.phase("ledger"):
-        manifests = {i: repo.manifest(i) for i in repo.snapshot_ids()}
+        manifests, malformed = {}, set()
+        for snapshot_id in repo.snapshot_ids():
+            manifest = repo.good_manifest(snapshot_id)
+            if manifest is None:
+                malformed.add(snapshot_id)   # never counted, never removed by the policy, its objects kept
+            else:
+                manifests[snapshot_id] = manifest
         if pending is not None:
             manifests[pending["id"]] = pending
     if p.get("snapshot_id"):
-        remove = [p["snapshot_id"]] if p["snapshot_id"] in manifests else []
+        # the one named may be a malformed one: removing its manifest is how an operator clears it
+        remove = [p["snapshot_id"]] if p["snapshot_id"] in manifests or p["snapshot_id"] in malformed else []
         keep = {i: ["not selected"] for i in manifests if i not in remove}
     else:
         keep, remove = plan_retention(
@@ -1099,11 +1148,20 @@ def prune(repo, p, check_mode, timer, result, run_ids, pending=None):
     with timer.phase("gc"):
         if not check_mode:   # snapshots written meanwhile count too
             for snapshot_id in repo.snapshot_ids():
-                if snapshot_id not in manifests:
-                    manifests[snapshot_id] = repo.manifest(snapshot_id)
+                if snapshot_id not in manifests and snapshot_id not in malformed:
+                    manifest = repo.good_manifest(snapshot_id)
+                    if manifest is None:
+                        malformed.add(snapshot_id)
+                    else:
+                        manifests[snapshot_id] = manifest
         listed = repo.objects()
         garbage = unreferenced(listed, [m for i, m in manifests.items() if i not in remove])
         gc_skipped = None
+        unreadable = sorted(malformed - set(remove))
+        if unreadable:
+            gc_skipped = ("%d malformed snapshot manifest(s) (e.g. %s): the objects they may reference are unknown, "
+                          "objects kept" % (len(unreadable), unreadable[0]))
+            garbage = []
         if fresh:
             gc_skipped = "%d other run(s) in progress (e.g. host %s pid %s): objects kept" % (
                 len(fresh), fresh[0].get("host"), fresh[0].get("pid"))
@@ -1111,7 +1169,7 @@ def prune(repo, p, check_mode, timer, result, run_ids, pending=None):
         if not check_mode:
             repo.delete_keys(repo.object_key(d) for d in garbage)
             repo.delete_keys(repo.path("locks", lock["run"] + ".json") for lock in stale if lock.get("run"))
-    removed = [{"id": i, "stop_time": manifests[i].get("stop_time")} for i in remove]
+    removed = [{"id": i, "stop_time": (manifests.get(i) or {}).get("stop_time")} for i in remove]
     lines = ["- snapshot %s (%s)" % (r["id"], r["stop_time"]) for r in removed]
     lines += ["- %d unreferenced object(s), %d bytes" % (len(garbage), sum(listed[d] for d in garbage))] \
         if garbage else []
@@ -1234,6 +1292,8 @@ def run(params, check_mode=False):
         result["duration_s"] = timer.elapsed()
         raise
     finally:
+        repositories.report_skipped(result, [{"where": where, "error": why} for store in repos.stores.values()
+                                             for where, why in sorted(store.skipped.items())])
         for name, ids in run_ids.items():
             if ids and name in repos.stores:
                 try:

@@ -28,12 +28,11 @@ answers. Nothing is deleted when a ledger cannot be read anywhere.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import time
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pitr, walarchive
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pitr, untrusted, walarchive
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 
 DEFAULT_SEGMENT_SIZE = pitr.DEFAULT_SEGMENT_SIZE
@@ -197,26 +196,33 @@ def _one_line(exc):
     return " ".join(str(exc).split())
 
 
-def _s3_manifests(archive, prefix):
-    """The ledger manifests under ``prefix`` of an S3 repository (``<prefix>/<id>/manifest.json``)."""
+def _s3_manifests(archive, prefix, skipped=None):
+    """The ledger manifests under ``prefix`` of an S3 repository (``<prefix>/<id>/manifest.json``), each checked
+    as untrusted input; a malformed one is left out and recorded in ``skipped``."""
     view = walarchive.S3Archive(dict(archive.cfg, prefix=prefix.strip("/")), archive.creds)
     try:
         found = []
-        for name, _at, _size in view.list_entries():
+        for name, _at, size in view.list_entries():
             parts = name.split("/")
             if len(parts) == 2 and parts[1] == ledger.MANIFEST:
+                where = view.url(view.key(name))
                 try:
-                    found.append(json.loads(view.read(name).decode("utf-8")))
-                except ValueError as exc:
-                    raise walarchive.ArchiveError("%s is not valid JSON: %s" % (view.url(view.key(name)), exc))
+                    untrusted.check_id(parts[0], where)
+                    untrusted.check_size(size, where)
+                    data = untrusted.load_json(view.read(name, untrusted.MAX_MANIFEST_BYTES), where)
+                    found.append(untrusted.backup_manifest(data, where, parts[0]))
+                except untrusted.Untrusted as exc:
+                    untrusted.skip(skipped, where, exc)
         return found
     finally:
         view.close()
 
 
-def read_ledgers(ledgers, archive):
+def read_ledgers(ledgers, archive, skipped=None):
     """Every manifest of every ledger (an S3 prefix: the union of every S3 repository that answers).
-    ``(manifests, report)``; a ledger that cannot be read anywhere fails the run before anything is deleted."""
+    ``(manifests, report)``; a ledger that cannot be read anywhere fails the run before anything is deleted.
+    A malformed manifest is left out (its backup cannot serve a restore: PITR skips it too) and recorded in
+    ``skipped``."""
     manifests, report = {}, []
     for item in ledgers:
         if item.get("path"):
@@ -224,7 +230,7 @@ def read_ledgers(ledgers, archive):
                 raise FediflowError("ledgers: backup ledger directory %s does not exist: nothing expired (a ledger that "
                                     "cannot be read would let WAL its backups need expire); take a physical backup "
                                     "there first, or fix the path" % item["path"])
-            found = ledger.list_local(item["path"])
+            found = ledger.list_local(item["path"], skipped)
             report.append({"ledger": item["path"], "backups": len(found), "read_from": ["local"], "errors": {}})
         else:
             found, read_from, errors = [], [], {}
@@ -232,7 +238,7 @@ def read_ledgers(ledgers, archive):
                 if not isinstance(repo, walarchive.S3Archive):
                     continue
                 try:
-                    got = _s3_manifests(repo, item["s3_prefix"])
+                    got = _s3_manifests(repo, item["s3_prefix"], skipped)
                 except (walarchive.ArchiveError, OSError, FediflowError) as exc:
                     errors[name] = _one_line(exc)
                     continue
@@ -284,7 +290,8 @@ def expire(p, check_mode=False, now=None, warn=None):
     now = time.time() if now is None else now
     archive = _open(cfg)
     try:
-        manifests, ledgers = read_ledgers(p["ledgers"], archive)
+        skipped = []
+        manifests, ledgers = read_ledgers(p["ledgers"], archive, skipped)
         bound, reason = expiry_bound(manifests, segment_size, int(p.get("margin_segments") or 0),
                                      int(p.get("min_verified_backups") or 1), p.get("backup_clusters") or None)
         listings = archive.list_each()
@@ -323,6 +330,8 @@ def expire(p, check_mode=False, now=None, warn=None):
     window = pitr_window(bound, now)
     keep_days = float(p.get("keep_days") or 0)
     if warn is not None:
+        for line in untrusted.warnings_for(skipped):
+            warn("WAL expiry: " + line)
         for repo in repos:
             if repo["error"]:
                 warn("WAL expiry: repository %s: %s (left as it is)" % (repo["name"], repo["error"]))
@@ -337,6 +346,6 @@ def expire(p, check_mode=False, now=None, warn=None):
             "repositories": repos, "degraded": bool(failed), "not_answered": failed,
             "bound": dict((k, v) for k, v in bound.items() if k != "labels") if bound else None,
             "reason": reason, "pitr_window": window, "ledgers": ledgers, "backups_weighed": len(manifests),
-            "keep_days": keep_days, "check_mode": check_mode,
+            "keep_days": keep_days, "check_mode": check_mode, "skipped_manifests": skipped,
             "checked_at": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "diff": diff, "duration_s": round(timer.elapsed(), 3)}
