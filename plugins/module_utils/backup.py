@@ -276,6 +276,19 @@ def _segment_size(sizes):
     return size
 
 
+def _extract_member(tar, member, path):
+    """One WAL file of a tar stream written whole to ``path`` (its size, or an error when the archive ends early)."""
+    handle = tar.extractfile(member)
+    got = 0
+    with open(path, "wb") as out:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            out.write(block)
+            got += len(block)
+    if got != member.size:
+        raise FediflowError("%s is truncated (%d of %d bytes)" % (member.name, got, member.size))
+    return member.size
+
+
 def verify_pg_wal_tar(p, backup_dir, commands):
     """A tar backup holds the WAL it needs in pg_wal.tar (``--wal-method=stream``): without every segment from its
     start to its end LSN it cannot even reach consistency. Check that pg_wal.tar is there and readable, holds those
@@ -291,20 +304,16 @@ def verify_pg_wal_tar(p, backup_dir, commands):
     dest = os.path.dirname(os.path.abspath(backup_dir))
     with ledger.WorkDir(dest, ".verify-wal-" + os.path.basename(os.path.abspath(backup_dir))) as held:
         sizes = {}
-        proc, tar = _open_tar_stream(os.path.join(backup_dir, names[0]))
-        with tar:
-            for member in tar:
-                base = os.path.basename(member.name)
-                if member.isfile() and os.path.dirname(member.name) in ("", ".") and re.match(r"^[0-9A-F]{24}$", base):
-                    handle = tar.extractfile(member)
-                    with open(os.path.join(held.path, base), "wb") as out:
-                        got = 0
-                        for block in iter(lambda: handle.read(CHUNK), b""):
-                            out.write(block)
-                            got += len(block)
-                    if got != member.size:
-                        raise FediflowError("%s: %s is truncated (%d of %d bytes)" % (names[0], base, got, member.size))
-                    sizes[base] = member.size
+        proc, tar = None, None
+        try:
+            proc, tar = _open_tar_stream(os.path.join(backup_dir, names[0]))
+            with tar:
+                for member in tar:
+                    base = os.path.basename(member.name)
+                    if member.isfile() and os.path.dirname(member.name) in ("", ".") and re.match(r"^[0-9A-F]{24}$", base):
+                        sizes[base] = _extract_member(tar, member, os.path.join(held.path, base))
+        except (tarfile.TarError, EOFError, OSError) as exc:  # truncated, corrupt, unreadable
+            raise FediflowError("%s cannot be read (%s: %s): the backup's WAL is damaged" % (names[0], type(exc).__name__, exc))
         if proc and proc.wait() != 0:
             raise FediflowError("%s could not be decompressed (%s exited %s)" % (names[0], _decompressor_name(names[0]),
                                                                                   proc.returncode))
