@@ -315,8 +315,8 @@ def verify_pg_wal_tar(p, backup_dir, commands):
         except (tarfile.TarError, EOFError, OSError) as exc:  # truncated, corrupt, unreadable
             raise FediflowError("%s cannot be read (%s: %s): the backup's WAL is damaged" % (names[0], type(exc).__name__, exc))
         if proc and proc.wait() != 0:
-            raise FediflowError("%s could not be decompressed (%s exited %s)" % (names[0], _decompressor_name(names[0]),
-                                                                                  proc.returncode))
+            raise FediflowError("%s could not be decompressed (%s exited %s)"
+                                % (names[0], _decompressor_name(names[0]), proc.returncode))
         if not sizes:
             raise FediflowError("%s holds no WAL segment" % names[0])
         segment_size = _segment_size(sizes.values())
