@@ -733,15 +733,19 @@ def carry_unarchived_wal(plan, old_dir, new_dir, user):
     dest_dir = os.path.join(new_dir, "pg_wal")
     for name in names:
         tmp = os.path.join(dest_dir, ".%s.fediflow-tmp" % name)
-        shutil.copyfile(os.path.join(src_dir, name), tmp)
-        os.chmod(tmp, 0o600)
-        _chown(tmp, user)
-        fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            shutil.copyfile(os.path.join(src_dir, name), tmp)
+            os.chmod(tmp, 0o600)
+            _chown(tmp, user)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(dest_dir, name))  # over a recycled file of that name the restore may hold
         finally:
-            os.close(fd)
-        os.replace(tmp, os.path.join(dest_dir, name))  # over a recycled file of that name the restore may hold
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     walarchive.fsync_dir(dest_dir)
     info["segments"] = names
     return info
@@ -776,7 +780,12 @@ def _switch(p, plan, names, target, result):
         _set_block(data_dir, plan["settings"], user)
         until = plan["last_segment_lsn"]
         if target["kind"] == "latest" and old_present:
-            carried = result["unarchived_wal"] = carry_unarchived_wal(plan, kept, data_dir, user)
+            try:
+                carried = carry_unarchived_wal(plan, kept, data_dir, user)
+            except (FediflowError, OSError) as exc:  # a damaged old data directory must not block the disaster restore
+                carried = {"source": os.path.join(kept, "pg_wal"), "segments": [],
+                           "skipped": "the old data directory could not be read: %s" % _first_line(exc)}
+            result["unarchived_wal"] = carried
             if carried["segments"] and carried.get("old_checkpoint_lsn"):
                 # its last checkpoint (a clean stop: the shutdown checkpoint, the end of its WAL) must be replayed
                 until = max(until, pitr.parse_lsn(carried["old_checkpoint_lsn"], "checkpoint"))
