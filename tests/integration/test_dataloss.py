@@ -87,12 +87,15 @@ def test_a_repository_error_stops_archive_recovery_rather_than_promoting_early()
         pg_ctl = os.path.join(cluster.bindir, "pg_ctl")
 
         def outcome():
-            """'stopped' (postmaster gone), 'promoted' (out of recovery) or None (still going)."""
-            if not os.path.exists(os.path.join(restore, "postmaster.pid")):
-                return "stopped"
+            """From the server's log: 'stopped' (it shut down), 'promoted' (out of recovery, open for writes - not
+            the read-only connections of a hot standby) or None (still going)."""
+            if not os.path.exists(log):
+                return None
             with open(log, encoding="utf-8", errors="replace") as handle:
                 text = handle.read()
-            return "promoted" if "database system is ready to accept connections" in text else None
+            if "database system is ready to accept connections" in text:
+                return "promoted"
+            return "stopped" if "database system is shut down" in text else None
         _as_pg([pg_ctl, "start", "-D", restore, "-l", log, "-W"])
         cluster.started.append(restore)
         assert poll(outcome, 120, interval=0.1), "recovery neither stopped nor promoted within 120 s"
@@ -100,6 +103,7 @@ def test_a_repository_error_stops_archive_recovery_rather_than_promoting_early()
             text = handle.read()
         assert outcome() == "stopped", "recovery took the repository error for the end of the archive:\n" + text[-3000:]
         assert "could not restore file \"%s\"" % segments["b"] in text and "exit code 255" in text, text[-3000:]
+        assert poll(lambda: not os.path.exists(os.path.join(restore, "postmaster.pid")), 30, interval=0.1)
         control = subprocess.run([os.path.join(cluster.bindir, "pg_controldata"), restore], env={"LC_ALL": "C"},
                                  capture_output=True, text=True, check=True).stdout
         assert "in archive recovery" in control  # never promoted
