@@ -32,9 +32,13 @@ VERIFY = "fediflow.dr.pg_backup_verify"
 # --------------------------------------------------------------------------- PITR to latest
 
 
-def test_latest_with_the_switch_keeps_commits_not_yet_archived():
+@pytest.mark.parametrize("how", ["crashed", "archive_failing"])
+def test_latest_with_the_switch_keeps_commits_not_yet_archived(how):
     """Batch b is committed after the last archived segment (archive_timeout has not passed: it is only in the
-    running cluster's pg_wal). The restore to latest, switched in place, still has it."""
+    cluster's pg_wal). A clean stop of a primary switches WAL and archives it (PostgreSQL's own shutdown), so the
+    window is where that cannot happen: the cluster crashed (stopped with -m immediate here), or it runs but its
+    archive cannot take the segment at the stop (the archive directory read-only for it). The restore to latest,
+    switched in place, still has b."""
     cluster = make_cluster()
     try:
         cluster.base_backup()
@@ -42,14 +46,21 @@ def test_latest_with_the_switch_keeps_commits_not_yet_archived():
         cluster.archive_now()
         cluster.batch("b")
         current = cluster.node.one("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        if how == "crashed":
+            cluster.node.stop("immediate")
+        else:
+            os.chmod(cluster.archive, 0o500)  # the archive can be read (the restore does), not written (the stop does)
         assert not os.path.exists(os.path.join(cluster.archive, current)), "b must not be archived yet"
         res = module(PITR, cluster.args(target_latest=True))
+        os.chmod(cluster.archive, 0o700)
         assert res.get("failed") is not True, res.get("msg")
         assert res["switched"] and res["state"] == "promoted"
-        assert current in res["unarchived_wal"]["segments"]
+        assert not os.path.exists(os.path.join(cluster.archive, current)), "b was archived after all: no window tested"
         assert dict(cluster.exec("SELECT batch, count(*) FROM t GROUP BY batch")) == {"a": 5, "b": 5}
         assert cluster.node.one("SELECT NOT pg_is_in_recovery()") is True
+        assert current in res["unarchived_wal"]["segments"]
     finally:
+        os.chmod(cluster.archive, 0o700)
         cluster.destroy()
 
 
@@ -149,8 +160,6 @@ def test_list_check_refuses_a_backup_whose_pg_wal_tar_is_damaged(damage):
     cluster = make_cluster()
     try:
         taken = cluster.base_backup()
-        wal = taken["verification"]["steps"][0]["wal"]  # the good backup: its WAL was checked
-        assert wal["method"] == "pg_wal.tar" and wal["wal_segments"] >= 1
         path = os.path.join(taken["backup_path"], "pg_wal.tar")
         if damage == "missing":
             os.unlink(path)
@@ -163,6 +172,8 @@ def test_list_check_refuses_a_backup_whose_pg_wal_tar_is_damaged(damage):
         assert "pg_wal" in res["verification"]["error"] or "WAL" in res["verification"]["error"], res["verification"]
         manifest = json.load(open(os.path.join(taken["backup_path"], "manifest.json"), encoding="utf-8"))
         assert manifest["verification"]["ok"] is False  # no longer counts as verified for retention and PITR
+        wal = taken["verification"]["steps"][0]["wal"]  # the backup when it was good: its WAL was checked
+        assert wal["method"] == "pg_wal.tar" and wal["wal_segments"] >= 1
     finally:
         cluster.destroy()
 
