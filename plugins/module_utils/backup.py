@@ -17,7 +17,7 @@ import stat
 import tarfile
 import tempfile
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgconf, pgctl, postgres, untrusted
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgconf, pgctl, pitr, postgres, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import CHUNK
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, run, wait_until)
@@ -255,6 +255,89 @@ def verify_pg_manifest_tar(backup_dir):
     return {"method": "backup_manifest", "files_checked": len(seen)}
 
 
+def wal_needed(pg_manifest, segment_size):
+    """The WAL segment names a backup cannot be restored without: from its start to its end LSN (backup_manifest's
+    WAL-Ranges), each range on its timeline. ``[(timeline, start_lsn, end_lsn, [names])]``."""
+    out = []
+    for rng in pg_manifest.get("WAL-Ranges") or []:
+        tli = int(rng["Timeline"])
+        start, end = pitr.parse_lsn(rng["Start-LSN"], "Start-LSN"), pitr.parse_lsn(rng["End-LSN"], "End-LSN")
+        last = max(start, end - 1) // segment_size  # End-LSN is where the WAL ends: on a boundary, the segment before
+        names = [pitr.segment_name(tli, segno * segment_size, segment_size) for segno in range(start // segment_size, last + 1)]
+        out.append((tli, rng["Start-LSN"], rng["End-LSN"], names))
+    return out
+
+
+def _segment_size(sizes):
+    """The cluster's WAL segment size, from the WAL files' sizes (a power of two from 1 MB to 1 GB, all equal)."""
+    found = set(sizes)
+    if len(found) != 1:
+        raise FediflowError("pg_wal.tar holds WAL files of different sizes %s: a truncated segment" % sorted(found))
+    size = found.pop()
+    if size < 1024 * 1024 or size > 1024 ** 3 or size & (size - 1):
+        raise FediflowError("pg_wal.tar holds WAL files of %d bytes: not a WAL segment size (truncated?)" % size)
+    return size
+
+
+def _extract_member(tar, member, path):
+    """One WAL file of a tar stream written whole to ``path`` (its size, or an error when the archive ends early)."""
+    handle = tar.extractfile(member)
+    got = 0
+    with open(path, "wb") as out:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            out.write(block)
+            got += len(block)
+    if got != member.size:
+        raise FediflowError("%s is truncated (%d of %d bytes)" % (member.name, got, member.size))
+    return member.size
+
+
+def verify_pg_wal_tar(p, backup_dir, commands):
+    """A tar backup holds the WAL it needs in pg_wal.tar (``--wal-method=stream``): without every segment from its
+    start to its end LSN it cannot even reach consistency. Check that pg_wal.tar is there and readable, holds those
+    segments whole, and that pg_waldump reads every record from the start to the end LSN (what pg_verifybackup does
+    for a plain backup). The segments are extracted into a held work directory beside the backup, then removed."""
+    import re  # pylint: disable=import-outside-toplevel
+    names = [n for n in sorted(os.listdir(backup_dir)) if re.match(r"^pg_wal\.tar(\.[a-z0-9]+)?$", n)]
+    if not names:
+        raise FediflowError("pg_wal.tar is missing: the backup cannot be restored without its WAL")
+    pg_manifest = _read_pg_manifest(backup_dir)
+    if not pg_manifest.get("WAL-Ranges"):
+        raise FediflowError("backup_manifest names no WAL-Ranges: the WAL this backup needs is unknown")
+    dest = os.path.dirname(os.path.abspath(backup_dir))
+    with ledger.WorkDir(dest, ".verify-wal-" + os.path.basename(os.path.abspath(backup_dir))) as held:
+        sizes = {}
+        proc, tar = None, None
+        try:
+            proc, tar = _open_tar_stream(os.path.join(backup_dir, names[0]))
+            with tar:
+                for member in tar:
+                    base = os.path.basename(member.name)
+                    if member.isfile() and os.path.dirname(member.name) in ("", ".") and re.match(r"^[0-9A-F]{24}$", base):
+                        sizes[base] = _extract_member(tar, member, os.path.join(held.path, base))
+        except (tarfile.TarError, EOFError, OSError) as exc:  # truncated, corrupt, unreadable
+            raise FediflowError("%s cannot be read (%s: %s): the backup's WAL is damaged" % (names[0], type(exc).__name__, exc))
+        if proc and proc.wait() != 0:
+            raise FediflowError("%s could not be decompressed (%s exited %s)"
+                                % (names[0], _decompressor_name(names[0]), proc.returncode))
+        if not sizes:
+            raise FediflowError("%s holds no WAL segment" % names[0])
+        segment_size = _segment_size(sizes.values())
+        ranges = wal_needed(pg_manifest, segment_size)
+        missing = [n for _t, _s, _e, want in ranges for n in want if n not in sizes]
+        if missing:
+            raise FediflowError("%s lacks WAL the backup needs: %s" % (names[0], ", ".join(missing[:10])))
+        for tli, start, end, want in ranges:
+            res = run([os.path.join(_bindir(p), "pg_waldump"), "--quiet", "--path=" + held.path, "--timeline=%d" % tli,
+                       "--start=" + start, "--end=" + end], timeout=p.get("command_timeout"))
+            commands.append(res.as_dict())
+            if res.rc != 0:
+                raise FediflowError("pg_waldump cannot read the WAL of %s from %s to %s: %s" % (
+                    names[0], start, end, last_lines(res.stderr or res.stdout)))
+    return {"method": "pg_wal.tar", "wal_segments": sum(len(r[3]) for r in ranges),
+            "wal_ranges": [{"timeline": r[0], "start_lsn": r[1], "end_lsn": r[2]} for r in ranges]}
+
+
 def verify_list(p, backup_dir, manifest, commands):
     bindir = _bindir(p)
     if manifest["kind"] == "logical":
@@ -271,7 +354,9 @@ def verify_list(p, backup_dir, manifest, commands):
         if res.rc != 0:
             raise FediflowError("pg_verifybackup failed: %s" % last_lines(res.stderr or res.stdout))
         return {"method": "pg_verifybackup"}
-    return verify_pg_manifest_tar(backup_dir)
+    record = verify_pg_manifest_tar(backup_dir)
+    record["wal"] = verify_pg_wal_tar(p, backup_dir, commands)  # the base without its WAL restores nothing
+    return record
 
 
 def _counts_verdict(manifest, restored):

@@ -8,6 +8,7 @@ good one, and retention never removes the newest verified backup."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -32,20 +33,6 @@ def _retention(p, manifests, extra=None):
                                  p.get("retention_days"), kind=p["mode"])
 
 
-def _clean_leftovers(dest, older_than_s):
-    """Remove work directories of runs that were killed (``.partial-*``, ``.verify-*``): a
-    leftover is never a backup (no manifest), and one is left alone while a run could still own it."""
-    import time  # pylint: disable=import-outside-toplevel
-    cleaned = []
-    for name in os.listdir(dest):
-        if name.startswith((".partial-", ".verify-")):
-            path = os.path.join(dest, name)
-            if time.time() - os.stat(path).st_mtime > older_than_s:
-                shutil.rmtree(path, ignore_errors=True)
-                cleaned.append(name)
-    return cleaned
-
-
 def _chmod_tree(path):
     for root, dirs, files in os.walk(path):
         for name in dirs:
@@ -57,42 +44,39 @@ def _chmod_tree(path):
 
 def verify_existing(p, repos, result, timer):
     """Verify a backup of the ledger again: the local copy, else the first repository holding it
-    (downloaded and checked against its manifest)."""
+    (downloaded into a held work directory and checked against its manifest)."""
     backup_id = p["backup_id"]
     local_dir = os.path.join(p["dest"], backup_id)
     manifest = ledger.read_manifest(local_dir)
     source = "local"
     temp = None
-    if manifest is None and repos.any:
-        skipped = []
-        entries = repositories.ledger_union(None, repos, skipped)
-        repositories.report_skipped(result, skipped)
-        if backup_id in entries:
-            manifest, where = entries[backup_id]
-            temp = os.path.join(p["dest"], ".verify-" + backup_id)
-            errors = []
-            for name, store in repositories.first_holding(repos, where):
-                try:
-                    with timer.phase("download"):
-                        store.download_backup(manifest, temp)
-                        backup.verify_checksums(temp, manifest)
-                    source = name
-                    break
-                except FediflowError as exc:
-                    shutil.rmtree(temp, ignore_errors=True)
-                    errors.append("%s: %s" % (name, exc.message))
-            else:
-                raise FediflowError("backup %s could not be read from any repository holding it (%s)"
-                                    % (backup_id, "; ".join(errors) or "none answers"))
-    if manifest is None:
-        raise FediflowError("backup_id '%s' is not in the ledger (%s%s)" % (
-            backup_id, p["dest"], " or the repositories " + repos.describe() if repos.any else ""))
-    try:
+    with contextlib.ExitStack() as stack:
+        if manifest is None and repos.any:
+            skipped = []
+            entries = repositories.ledger_union(None, repos, skipped)
+            repositories.report_skipped(result, skipped)
+            if backup_id in entries:
+                manifest, where = entries[backup_id]
+                temp = stack.enter_context(ledger.WorkDir(p["dest"], ".verify-" + backup_id)).path
+                errors = []
+                for name, store in repositories.first_holding(repos, where):
+                    try:
+                        with timer.phase("download"):
+                            store.download_backup(manifest, temp)
+                            backup.verify_checksums(temp, manifest)
+                        source = name
+                        break
+                    except FediflowError as exc:
+                        shutil.rmtree(temp, ignore_errors=True)
+                        errors.append("%s: %s" % (name, exc.message))
+                else:
+                    raise FediflowError("backup %s could not be read from any repository holding it (%s)"
+                                        % (backup_id, "; ".join(errors) or "none answers"))
+        if manifest is None:
+            raise FediflowError("backup_id '%s' is not in the ledger (%s%s)" % (
+                backup_id, p["dest"], " or the repositories " + repos.describe() if repos.any else ""))
         with timer.phase("verify"):
             record = backup.verify(p, temp or local_dir, manifest, p["verify"], result["commands"])
-    finally:
-        if temp:
-            shutil.rmtree(temp, ignore_errors=True)
     manifest.setdefault("verification_history", []).append(record)
     # a pass refreshes the verdict; a failure replaces it only when it is about the backup itself
     # (not e.g. a scratch port in use), so a good backup does not lose its verified status
@@ -147,14 +131,13 @@ def ensure(p, check_mode=False):
         return result
 
     os.makedirs(p["dest"], mode=0o700, exist_ok=True)
-    result["cleaned"] = _clean_leftovers(p["dest"], p.get("command_timeout") or 7200)
+    result["cleaned"] = ledger.clean_leftovers(p["dest"])
     backup_id = ledger.new_backup_id(p["mode"])
-    work = os.path.join(p["dest"], ".partial-" + backup_id)
     final = os.path.join(p["dest"], backup_id)
     start = ledger.utcnow()
     want_counts = p["verify"] == "restore"
-    try:
-        os.makedirs(work, mode=0o700)
+    with ledger.WorkDir(p["dest"], ".partial-" + backup_id) as held:  # removed if anything below fails
+        work = held.path
         with timer.phase("backup"):
             take = backup.take_logical if p["mode"] == "logical" else backup.take_physical
             source = take(p, work, result["commands"], want_counts)
@@ -173,11 +156,7 @@ def ensure(p, check_mode=False):
         record = backup.verify(p, work, manifest, p["verify"], result["commands"])
         manifest["verification"] = record
         manifest["verification_history"] = [record]
-        os.rename(work, final)
-        ledger.write_manifest(final, manifest)  # the backup exists from here on
-    except Exception:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        ledger.publish(work, final, manifest)  # the backup exists from here on
     for phase, took in (record.get("phases") or {}).items():
         timer.phases["verify_" + phase] = took
     result.update(changed=True, backup_id=backup_id, backup_path=final, files=files,

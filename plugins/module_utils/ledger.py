@@ -11,6 +11,7 @@ ledger, never file names or mtimes. Plain data in, plain data out.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import secrets
@@ -18,11 +19,15 @@ import shutil
 import stat as st
 
 from ansible_collections.fediflow.dr.plugins.module_utils import untrusted
-# one streaming sha256 for the whole collection (walarchive stays standard-library only)
-from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+# one streaming sha256 and one directory fsync for the whole collection (walarchive stays standard-library only)
+from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import fsync_dir, sha256_file
 
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
+# hidden work directories of runs (a backup being taken, a backup downloaded to verify it) and their locks
+WORK_PREFIXES = (".partial-", ".verify-")
+LOCK_PREFIX = ".lock-"
 
 
 def utcnow():
@@ -80,6 +85,118 @@ def write_json_atomic(path, data, mode=0o600):
 
 def write_manifest(backup_dir, manifest):
     write_json_atomic(os.path.join(backup_dir, MANIFEST), manifest)
+
+
+def fsync_tree(path):
+    """Every file, then every directory (deepest first) of a tree on disk."""
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        del dirs
+        fsync_dir(root)
+
+
+def publish(work, final, manifest):
+    """The one way a work directory becomes a backup: its files and directories on disk (fsync), renamed into
+    place, the rename on disk (fsync of the parent), and only then the manifest (written atomically, fsynced): a
+    crash at any point never leaves a manifest whose files are not on disk - the manifest says the backup exists."""
+    fsync_tree(work)
+    os.rename(work, final)
+    fsync_dir(os.path.dirname(final) or ".")
+    write_manifest(final, manifest)
+
+
+class WorkDir:
+    """A hidden work directory (``dest/.partial-ID``, ``dest/.verify-ID``) held by its run: the run takes an
+    exclusive ``flock`` on ``dest/.lock-NAME`` before the directory exists and holds it until the directory is
+    gone (renamed into a backup, or removed). The kernel drops the lock when the process dies however it dies, so
+    ``clean_leftovers`` tells a live run from a dead one by the lock - never by age (a backup may run for hours)."""
+
+    def __init__(self, dest, name):
+        if not name.startswith(WORK_PREFIXES) or os.sep in name:
+            raise FediflowError("not a work directory name: %r" % name)
+        self.path = os.path.join(dest, name)
+        self.lock_path = os.path.join(dest, LOCK_PREFIX + name)
+        self._fd = None
+
+    def __enter__(self):
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise FediflowError("%s is in use by another run (its lock %s exists)" % (self.path, self.lock_path))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # a cleaner may have taken this lock file for a stray one between open and flock, and removed it
+            if os.fstat(fd).st_ino != os.stat(self.lock_path).st_ino:
+                raise FileNotFoundError(self.lock_path)
+            os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))  # for a person looking; the lock decides
+            os.makedirs(self.path, mode=0o700)
+        except (OSError, BlockingIOError) as exc:
+            os.close(fd)
+            try:
+                os.unlink(self.lock_path)
+            except FileNotFoundError:
+                pass
+            raise FediflowError("cannot start %s (its lock %s): %s - retry" % (self.path, self.lock_path, exc))
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            shutil.rmtree(self.path, ignore_errors=True)  # still here: the run failed (renamed away when it worked)
+            os.unlink(self.lock_path)
+        finally:
+            os.close(self._fd)  # the directory is gone before the lock goes
+        return False
+
+
+def _owner_alive(lock_path):
+    """True when a live process holds ``lock_path``; False when nobody does (the lock is then held by the caller
+    until it closes the returned descriptor) or the lock file does not exist. ``(alive, fd or None)``."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return True, None
+    return False, fd
+
+
+def clean_leftovers(dest):
+    """Remove the work directories of runs that died (killed, host rebooted): a leftover is never a backup (no
+    manifest). One is kept, whatever its age, while its run is alive (it holds the lock, see WorkDir); one without
+    a lock file never had a live owner (WorkDir locks before it creates the directory) or predates the locks.
+    Returns the names removed."""
+    cleaned = []
+    names = set(os.listdir(dest))
+    for name in sorted(names):
+        if name.startswith(WORK_PREFIXES):
+            alive, fd = _owner_alive(os.path.join(dest, LOCK_PREFIX + name))
+            if alive:
+                continue
+            try:
+                shutil.rmtree(os.path.join(dest, name), ignore_errors=True)
+                if fd is not None:
+                    os.unlink(os.path.join(dest, LOCK_PREFIX + name))
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            cleaned.append(name)
+        elif name.startswith(LOCK_PREFIX) and name[len(LOCK_PREFIX):] not in names:
+            alive, fd = _owner_alive(os.path.join(dest, name))  # a lock whose directory is gone (died at the end)
+            if fd is not None:
+                try:
+                    os.unlink(os.path.join(dest, name))
+                finally:
+                    os.close(fd)
+    return cleaned
 
 
 def read_manifest(backup_dir):

@@ -417,6 +417,24 @@ def check_archive(index, base, target, lineage, now_epoch=None, hint_lsn=None):
             "end_lsn": format_lsn(reached_end), "gap_at": missing if gap else None}
 
 
+def unarchived_wal(files, tli, archive_end_lsn, segment_size=DEFAULT_SEGMENT_SIZE):
+    """The old cluster's WAL files a ``latest`` restore must replay beyond the archive: ``files`` are
+    ``(name, page address of its first page)`` from its pg_wal; kept: the segments of timeline ``tli`` from the
+    first one the archive lacks on, whose first page was written for that very position (a recycled segment
+    renamed ahead holds old WAL whose page address is another: skipped), contiguous from there. Sorted names."""
+    wanted = {}
+    for name, pageaddr in files:
+        parsed = parse_segment(name, segment_size)
+        if parsed is not None and parsed[0] == tli and pageaddr == parsed[1] * segment_size:
+            wanted[parsed[1]] = name
+    out = []
+    segno = archive_end_lsn // segment_size
+    while segno in wanted:  # a hole ends it: WAL after a missing segment cannot be replayed
+        out.append(wanted[segno])
+        segno += 1
+    return out
+
+
 # --------------------------------------------------------------------------- recovery settings
 
 def restore_command(python, tool, config):

@@ -700,6 +700,62 @@ def _discard(p, plan, new_dir, log, result):
     result["log_file"] = log
 
 
+def _first_pageaddr(path):
+    """The page address in the first page header of a WAL file (XLogPageHeaderData: magic, info, timeline, then
+    the 64-bit address at offset 8), or None when it is too short to hold one."""
+    import struct  # pylint: disable=import-outside-toplevel
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    return struct.unpack_from("<Q", head, 8)[0] if len(head) == 16 else None
+
+
+def carry_unarchived_wal(plan, old_dir, new_dir, user):
+    """A ``latest`` restore replays the archive; the old cluster (stopped cleanly just before, or crashed) may hold
+    WAL the archive does not have yet: the segment it was writing (archived only once full or at archive_timeout)
+    and any segment whose archiving had not finished. Without it the commits of up to archive_timeout are lost.
+
+    Why this way, not pg_switch_wal() and a wait for the archiver before the stop: commits between the switch and
+    the stop would still be lost, it needs the old cluster running (not the crashed one a disaster leaves) and a
+    working archive at that moment. Copying the old pg_wal's remaining segments into the restore's pg_wal (the
+    standby-mode restore reads pg_wal when the archive has nothing) loses nothing that was committed before the
+    stop, and PostgreSQL checks every record it replays from them (CRC, page addresses), stopping at the first bad
+    one as crash recovery would. Only when the old cluster is on the timeline being restored (its WAL continues that
+    history); segments are copied whole, fsynced, owned by the cluster's user. Returns what was carried."""
+    bindir, tli, seg = plan["bindir"], plan["tli"], plan["segment_size"]
+    control = pgctl.controldata(bindir, old_dir, user)
+    info = {"source": os.path.join(old_dir, "pg_wal"), "segments": [], "old_cluster_state": control.get("cluster_state"),
+            "old_checkpoint_lsn": control.get("checkpoint_lsn")}
+    if control.get("timeline") != tli:
+        info["skipped"] = "the old cluster is on timeline %s, the restore follows timeline %s" % (control.get("timeline"), tli)
+        return info
+    src_dir = os.path.join(old_dir, "pg_wal")
+    files = []
+    for name in os.listdir(src_dir):
+        if walarchive.WAL_RE.match(name):
+            files.append((name, _first_pageaddr(os.path.join(src_dir, name))))
+    archive_end = plan["last_segment_lsn"] + seg
+    names = pitr.unarchived_wal(files, tli, archive_end, seg)
+    dest_dir = os.path.join(new_dir, "pg_wal")
+    for name in names:
+        tmp = os.path.join(dest_dir, ".%s.fediflow-tmp" % name)
+        try:
+            shutil.copyfile(os.path.join(src_dir, name), tmp)
+            os.chmod(tmp, 0o600)
+            _chown(tmp, user)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(dest_dir, name))  # over a recycled file of that name the restore may hold
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    walarchive.fsync_dir(dest_dir)
+    info["segments"] = names
+    return info
+
+
 def _switch(p, plan, names, target, result):
     """Stop the old cluster, keep its data directory under a timestamped name, put the verified
     restore in its place, start it there, and promote (or leave it paused). Rolled back on failure."""
@@ -727,9 +783,20 @@ def _switch(p, plan, names, target, result):
                 elif name == "conf.d":
                     shutil.rmtree(path, ignore_errors=True)
         _set_block(data_dir, plan["settings"], user)
+        until = plan["last_segment_lsn"]
+        if target["kind"] == "latest" and old_present:
+            try:
+                carried = carry_unarchived_wal(plan, kept, data_dir, user)
+            except (FediflowError, OSError) as exc:  # a damaged old data directory must not block the disaster restore
+                carried = {"source": os.path.join(kept, "pg_wal"), "segments": [],
+                           "skipped": "the old data directory could not be read: %s" % _first_line(exc)}
+            result["unarchived_wal"] = carried
+            if carried["segments"] and carried.get("old_checkpoint_lsn"):
+                # its last checkpoint (a clean stop: the shutdown checkpoint, the end of its WAL) must be replayed
+                until = max(until, pitr.parse_lsn(carried["old_checkpoint_lsn"], "checkpoint"))
         probe = Probe(p, p["login_port"], data_dir, log)
         pg_ctl(plan, "start", data_dir, user, log, p["timeout"], result["commands"], cluster=cluster)
-        probe.wait("paused" if target["kind"] != "latest" else "caught_up", p["timeout"], plan["last_segment_lsn"])
+        probe.wait("paused" if target["kind"] != "latest" else "caught_up", p["timeout"], until)
     except Exception:
         if placed:
             if os.path.exists(os.path.join(data_dir, "postmaster.pid")):

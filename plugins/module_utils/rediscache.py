@@ -8,8 +8,9 @@ Backup: the keys matching the critical patterns are found with SCAN and read in 
 point-in-time snapshot: keys written during the scan may or may not be in it). Every batch
 records the wall-clock millisecond before it ran, so a key's remaining TTL is known at that
 instant. The records are written gzip-compressed as JSON lines (key and DUMP payload in base64)
-into a hidden work directory, mode 0600, verified by reading them back, renamed into place, and
-the ledger manifest is written last: a half-written backup is never visible.
+into a hidden work directory (held by the run's lock, ledger.WorkDir), mode 0600, verified by reading them
+back, fsynced, renamed into place, the rename fsynced, and the ledger manifest is written last
+(ledger.publish): a half-written backup is never visible, even after a crash of the host.
 
 Restore: each key is written with RESTORE and the TTL it has left *now*: its TTL at backup time
 minus the time elapsed since its batch was read. A key whose TTL ran out in between is not
@@ -29,7 +30,7 @@ import shutil
 import time
 
 from ansible_collections.fediflow.dr.plugins.module_utils import ledger, redisconn, repos as repositories
-from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import _chmod_tree, _clean_leftovers
+from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import _chmod_tree
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
 
@@ -302,13 +303,12 @@ def backup(p, check_mode=False):
                           duration_s=timer.elapsed())
             return result
         os.makedirs(p["dest"], mode=0o700, exist_ok=True)
-        _clean_leftovers(p["dest"], 3600)
+        ledger.clean_leftovers(p["dest"])
         backup_id = ledger.new_backup_id(KIND)
-        work = os.path.join(p["dest"], ".partial-" + backup_id)
         final = os.path.join(p["dest"], backup_id)
         start = ledger.utcnow()
-        try:
-            os.makedirs(work, mode=0o700)
+        with ledger.WorkDir(p["dest"], ".partial-" + backup_id) as held:  # removed if anything below fails
+            work = held.path
             fd = os.open(os.path.join(work, DATA_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with timer.phase("dump"):
                 with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
@@ -336,11 +336,7 @@ def backup(p, check_mode=False):
             }
             if not ok:
                 raise FediflowError("cache backup %s failed verification: %s" % (backup_id, record["error"]))
-            os.rename(work, final)
-            ledger.write_manifest(final, manifest)  # the backup exists from here on
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+            ledger.publish(work, final, manifest)  # fsynced, renamed, fsynced: then the manifest says it exists
         result.update(changed=True, backup_id=backup_id, backup_path=final, keys_saved=written, vanished=vanished,
                       types=types, files=files, size_bytes=manifest["size_bytes"], manifest=manifest,
                       start_time=manifest["start_time"], stop_time=manifest["stop_time"])

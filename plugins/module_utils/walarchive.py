@@ -17,7 +17,10 @@ the same for both:
   writer is never overwritten, and with Content-MD5 and a signed payload SHA-256 so S3
   verifies the bytes it stores).
 * ``fetch NAME PATH``: restore a segment (S3: verified against its ``x-amz-meta-sha256``);
-  exit 1 when it is not in the archive (PostgreSQL treats that as "end of archive").
+  exit 1 only when no repository has it (PostgreSQL treats that as "end of archive"). A hard error
+  (a repository that fails, a checksum mismatch, a permission denied) exits EXIT_ABORT (> 125), which
+  makes PostgreSQL abort recovery instead of ending it early and promoting without the rest of the
+  archive - except in standby mode (see fetch_exit_code).
 * ``status``: JSON with the newest archived segment and its age, for RPO checks.
 
 The command-line entry point is ``roles/replication/files/fediflow_wal.py``, installed beside
@@ -91,6 +94,13 @@ IMDS_ENDPOINT = "http://169.254.169.254"
 IMDS_TIMEOUT_S = 1.0
 
 
+# restore_command exit statuses: 1 = "not in the archive" (PostgreSQL: end of archive, recovery may end there);
+# above 125 PostgreSQL aborts recovery (FATAL) instead, as for a command killed by a signal
+EXIT_NOT_FOUND = 1
+EXIT_ABORT = 255
+STANDBY_SIGNAL = "standby.signal"
+
+
 class ArchiveError(Exception):
     pass
 
@@ -162,7 +172,7 @@ def file_digests(path):
     return SegmentDigests(path).result()
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -220,7 +230,7 @@ def push(repo, src, name):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    _fsync_dir(repo)
+    fsync_dir(repo)
     return "archived"
 
 
@@ -291,7 +301,7 @@ class DirArchive:
                 continue
             deleted.append(name)
         if deleted:
-            _fsync_dir(self.repo)
+            fsync_dir(self.repo)
         return {"deleted": deleted, "errors": errors}
 
 
@@ -1032,6 +1042,18 @@ def open_archive(cfg, environ=None, imds=imds_credentials):
 # command line
 
 
+def fetch_exit_code(exc, cwd="."):
+    """The exit status of a ``fetch`` that failed with ``exc``. Not in any repository: 1. A hard error: EXIT_ABORT,
+    so that an archive recovery stops (FATAL) instead of taking the error for the end of the archive and promoting
+    without the WAL after it (silent data loss). In standby mode (PostgreSQL runs restore_command in the data
+    directory, and standby.signal there means standby mode) a standby never ends recovery at the end of the archive:
+    1 makes it try pg_wal and streaming and ask the archive again 5 s later, which is the retry a repository outage
+    needs, whereas EXIT_ABORT would shut every standby down while a region's S3 is unreachable."""
+    if isinstance(exc, NotInArchive) or os.path.exists(os.path.join(cwd, STANDBY_SIGNAL)):
+        return EXIT_NOT_FOUND
+    return EXIT_ABORT
+
+
 def main(argv=None, environ=None):
     """Run one command; returns ``(exit_code, stdout_text, stderr_text)``."""
     parser = argparse.ArgumentParser(prog="fediflow-wal", description=__doc__.split("\n", maxsplit=1)[0])
@@ -1066,7 +1088,8 @@ def main(argv=None, environ=None):
             return 0, "", ""
         return 0, json.dumps(archive.status()) + "\n", ""
     except (ArchiveError, OSError) as exc:
-        return 1, "", "fediflow-wal %s: %s\n" % (args.cmd, " ".join(str(exc).split()))
+        code = fetch_exit_code(exc) if args.cmd == "fetch" else 1
+        return code, "", "fediflow-wal %s: %s\n" % (args.cmd, " ".join(str(exc).split()))
     finally:
         if hasattr(archive, "close"):
             archive.close()

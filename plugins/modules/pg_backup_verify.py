@@ -20,7 +20,10 @@ description:
     contents (C(pg_restore --list)) or checks a physical backup against PostgreSQL's own
     C(backup_manifest) (C(pg_verifybackup) for plain format; for tar format every file inside
     the tars is streamed and checked against the manifest's SHA256, which C(pg_verifybackup)
-    15 cannot do). V(checksum) also re-hashes every file against the ledger. V(restore) also
+    15 cannot do, and C(pg_wal.tar) must hold every WAL segment from the backup's start to its
+    end LSN (C(backup_manifest) C(WAL-Ranges)), whole, and C(pg_waldump) must read every record
+    in that range - a backup whose WAL is missing or damaged fails V(list) and does not count as
+    verified for retention or PITR). V(checksum) also re-hashes every file against the ledger. V(restore) also
     restores the backup - into a scratch database (logical) or a scratch cluster on a free
     loopback port with archiving off (physical) - and compares per-table row counts with the
     source, then drops the scratch.

@@ -28,7 +28,11 @@ description:
     read-only; a server that stops (for instance C(recovery ended before configured recovery
     target was reached)) fails the run with the line from its log. O(target_latest) replays the
     whole archive as a standby (C(standby.signal)) instead, until it reaches the last archived
-    segment."
+    segment. With O(switch), once the old cluster is stopped, the WAL in its C(pg_wal) that the
+    archive does not hold yet (the segment it was writing, up to C(archive_timeout) of commits,
+    and any segment not archived yet) is copied into the restore's C(pg_wal) and replayed up to
+    the old cluster's last checkpoint before promotion (only when the old cluster is on the
+    timeline restored; recycled segments are recognized by their page address and left out)."
   - "Verification, still beside the running cluster: every table of O(db) counted, C(amcheck)'s
     C(bt_index_check) on the largest B-tree indexes when the extension is installed, and
     O(sentinel_query) (its first column must be true). A failure removes the new directory
@@ -338,6 +342,15 @@ kept_data_dir:
   description: The old data directory, renamed with a timestamp.
   returned: when switched
   type: str
+unarchived_wal:
+  description:
+    - O(target_latest) with O(switch) - the old cluster's WAL not in the archive yet, replayed from its C(pg_wal).
+    - C(segments) copied (empty when the archive had everything), C(source), C(old_cluster_state) and
+      C(old_checkpoint_lsn) (from C(pg_controldata)), C(skipped) with the reason when the old cluster is on another timeline.
+  returned: when O(target_latest) switched over an existing data directory
+  type: dict
+  sample: {"segments": ["000000010000000000000007"], "source": "/var/lib/postgresql/15/main.pre-pitr-20261207T064000Z/pg_wal",
+           "old_cluster_state": "shut down", "old_checkpoint_lsn": "0/7000028"}
 restore_port:
   description: Port of the restored cluster while it was verified.
   returned: when changed

@@ -20,7 +20,10 @@ archive_command is visible in pg_settings and ps), for S3:
 (without access_key/secret_key: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN,
 then the EC2 instance role through IMDSv2), or ``{"backend": "dir", "repo": "/path"}``;
 ``--repo DIR`` is a shorthand for the latter. Exit status 0 on success, 1 on any failure
-with a one-line message on stderr.
+with a one-line message on stderr, except ``fetch``: 1 only when no repository has the file,
+255 for a hard error (repository failure, checksum mismatch, permission denied), so that
+PostgreSQL aborts an archive recovery rather than ending it there (in standby mode: 1, a
+standby retries; see walarchive.fetch_exit_code).
 """
 import os
 import sys

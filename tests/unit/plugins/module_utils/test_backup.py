@@ -85,3 +85,21 @@ def test_counts_not_recorded_prove_the_restore_without_comparing():
     assert verdict["ok"] is True and verdict["tables_compared"] == 0 and "not recorded" in verdict["note"]
     verdict = backup._counts_verdict({"source": {"row_counts": {"public.t": 4}}}, {"public.t": 3})
     assert verdict["ok"] is False
+
+
+def test_wal_needed_spans_start_to_end_lsn_of_each_range():
+    seg = 16 * 1024 * 1024
+    manifest = {"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/4000100"}]}
+    assert backup.wal_needed(manifest, seg) == [(1, "0/2000028", "0/4000100", [
+        "000000010000000000000002", "000000010000000000000003", "000000010000000000000004"])]
+    # an end on a segment boundary needs nothing of the segment that starts there
+    manifest = {"WAL-Ranges": [{"Timeline": 2, "Start-LSN": "0/2000028", "End-LSN": "0/3000000"}]}
+    assert backup.wal_needed(manifest, seg)[0][3] == ["000000020000000000000002"]
+
+
+def test_segment_size_refuses_a_truncated_segment():
+    assert backup._segment_size([16 * 1024 * 1024] * 3) == 16 * 1024 * 1024
+    with pytest.raises(FediflowError, match="different sizes"):
+        backup._segment_size([16 * 1024 * 1024, 8 * 1024 * 1024])
+    with pytest.raises(FediflowError, match="not a WAL segment size"):
+        backup._segment_size([12345])

@@ -100,15 +100,60 @@ def test_corrupt_manifest_is_reported(tmp_path):
         ledger.read_manifest(str(tmp_path))
 
 
-def test_leftovers_of_killed_runs_are_cleaned_but_not_fresh_ones(tmp_path):
-    from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import _clean_leftovers
-    old = tmp_path / ".partial-old"
-    old.mkdir()
-    os.utime(str(old), (0, 0))
-    fresh = tmp_path / ".partial-fresh"
-    fresh.mkdir()
-    kept = tmp_path / "20261125T000000Z-logical-abc"
-    kept.mkdir()
-    os.utime(str(kept), (0, 0))
-    assert _clean_leftovers(str(tmp_path), 3600) == [".partial-old"]
-    assert sorted(os.listdir(str(tmp_path))) == [".partial-fresh", "20261125T000000Z-logical-abc"]
+def _holder(dest, name):
+    """A real process that holds a work directory (as a running backup does) until it is killed; returns once
+    the directory exists (the child says so on stdout: no sleep)."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom ansible_collections.fediflow.dr.plugins.module_utils import ledger\n"
+            "w = ledger.WorkDir(sys.argv[1], sys.argv[2]).__enter__()\nprint('held', flush=True)\nsys.stdin.read()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", code, dest, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=env, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_leftover_held_by_a_live_run_is_kept_whatever_its_age_a_dead_ones_goes(tmp_path):
+    """Liveness is the lock the run holds, not the age: a backup running for 3 h is not removed under it; once
+    its process is gone (killed: no clean-up ran) the next run removes the directory and its lock."""
+    import signal
+    dest = str(tmp_path)
+    proc = _holder(dest, ".partial-live")
+    try:
+        live = tmp_path / ".partial-live"
+        (live / "base.tar").write_bytes(b"x" * 100)
+        os.utime(str(live), (0, 0))  # three hours, three years: the age says nothing
+        dead = tmp_path / ".verify-dead"  # a run killed before the locks existed, or whose lock went with it
+        dead.mkdir()
+        kept = tmp_path / "20261125T000000Z-logical-abc"
+        kept.mkdir()
+        os.utime(str(kept), (0, 0))
+        assert ledger.clean_leftovers(dest) == [".verify-dead"]
+        assert sorted(os.listdir(dest)) == [".lock-.partial-live", ".partial-live", "20261125T000000Z-logical-abc"]
+        assert (live / "base.tar").read_bytes() == b"x" * 100
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert ledger.clean_leftovers(dest) == [".partial-live"]
+    assert sorted(os.listdir(dest)) == ["20261125T000000Z-logical-abc"]
+
+
+def test_work_dir_is_removed_with_its_lock_when_the_run_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with ledger.WorkDir(str(tmp_path), ".partial-x") as held:
+            (tmp_path / ".partial-x" / "f").write_text("half")
+            assert held.path == str(tmp_path / ".partial-x")
+            raise RuntimeError("killed mid-run")
+    assert os.listdir(str(tmp_path)) == []
+    with pytest.raises(Exception, match="not a work directory"):
+        ledger.WorkDir(str(tmp_path), "../x")
+
+
+def test_publish_makes_the_backup_visible_with_its_files(tmp_path):
+    work = tmp_path / ".partial-b"
+    (work / "sub").mkdir(parents=True)
+    (work / "sub" / "data").write_bytes(b"d")
+    ledger.publish(str(work), str(tmp_path / "b"), {"id": "b", "files": []})
+    assert ledger.read_manifest(str(tmp_path / "b"))["id"] == "b"
+    assert (tmp_path / "b" / "sub" / "data").read_bytes() == b"d" and not work.exists()

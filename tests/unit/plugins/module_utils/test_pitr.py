@@ -263,3 +263,19 @@ def test_dir_names():
     # a restore a fraction of a second later gets its own directory
     later = pitr.dir_names("/srv/pg/data/", T0 + datetime.timedelta(microseconds=200000))
     assert later["new"] == "/srv/pg/data.pitr-20261125T120000.200000Z" and later["new"] != names["new"]
+
+
+def test_unarchived_wal_carries_the_segments_the_archive_lacks_and_nothing_recycled():
+    seg = 16 * 1024 * 1024
+    end = 5 * seg  # the archive holds ...01 to ...04
+    files = [("000000010000000000000003", 3 * seg), ("000000010000000000000004", 4 * seg),
+             ("000000010000000000000005", 5 * seg),  # being written when the cluster stopped
+             ("000000010000000000000006", 2 * seg),  # recycled ahead: old WAL under a future name
+             ("000000020000000000000005", 5 * seg),  # another timeline
+             ("00000001000000000000000A", 10 * seg)]  # after a hole
+    assert pitr.unarchived_wal(files, 1, end, seg) == ["000000010000000000000005"]
+    files.append(("000000010000000000000006", 6 * seg))
+    assert pitr.unarchived_wal(files[:2] + files[2:3] + files[-1:], 1, end, seg) == [
+        "000000010000000000000005", "000000010000000000000006"]
+    assert pitr.unarchived_wal(files, 2, end, seg) == ["000000020000000000000005"]
+    assert pitr.unarchived_wal([], 1, end, seg) == []

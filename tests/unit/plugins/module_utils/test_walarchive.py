@@ -398,3 +398,70 @@ def test_a_repository_holding_credentials_makes_the_file_private(tmp_path):
         walarchive.load_config(str(path))
     os.chmod(path, 0o600)
     assert walarchive.load_config(str(path))["required_copies"] == 2
+
+
+# --- restore_command exit statuses: 1 only for "not in the archive" (PostgreSQL: end of archive)
+
+
+def test_fetch_exit_status_not_found_is_1_hard_error_aborts(tmp_path, repo):
+    assert walarchive.fetch_exit_code(walarchive.NotInArchive("x"), str(tmp_path)) == 1
+    assert walarchive.fetch_exit_code(ArchiveError("checksum mismatch"), str(tmp_path)) == walarchive.EXIT_ABORT > 125
+    assert walarchive.fetch_exit_code(PermissionError(13, "Permission denied"), str(tmp_path)) > 125
+    (tmp_path / "standby.signal").write_text("")  # standby mode: 1, the standby retries (streaming, then the archive)
+    assert walarchive.fetch_exit_code(ArchiveError("S3 unreachable"), str(tmp_path)) == 1
+
+
+def _fetch_through_sh(tool_dir, repo, name, dest, cwd):
+    """As PostgreSQL runs restore_command: a string through /bin/sh, in the data directory."""
+    import shlex
+    import subprocess
+    import sys
+    cmd = " ".join(shlex.quote(x) for x in (sys.executable, os.path.join(tool_dir, "fediflow_wal.py"), "--repo", repo,
+                                            "fetch", name, dest))
+    return subprocess.run(["/bin/sh", "-c", cmd], cwd=cwd, capture_output=True, text=True, check=False, timeout=60)
+
+
+@pytest.fixture
+def wal_tool(tmp_path):
+    """The installed pair, as the replication role lays it out: fediflow_wal.py beside walarchive.py."""
+    import shutil
+    here = os.path.dirname(walarchive.__file__)
+    root = os.path.abspath(os.path.join(here, "..", ".."))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    shutil.copy(os.path.join(root, "roles", "replication", "files", "fediflow_wal.py"), str(tools))
+    shutil.copy(walarchive.__file__, str(tools))
+    return str(tools)
+
+
+def test_restore_command_exit_statuses_as_postgresql_sees_them(tmp_path, repo, wal_tool):
+    data_dir = tmp_path / "pgdata"
+    data_dir.mkdir()
+    dest = str(data_dir / "RECOVERYXLOG")
+    assert walarchive.push(repo, _segment(tmp_path, os.urandom(8192)), SEG) == "archived"
+    assert _fetch_through_sh(wal_tool, repo, SEG, dest, str(data_dir)).returncode == 0
+    res = _fetch_through_sh(wal_tool, repo, "000000010000000000000009", dest, str(data_dir))
+    assert res.returncode == 1 and "is not in the archive" in res.stderr
+    # a hard error: the segment cannot be read (here: a directory where the file should be)
+    os.mkdir(os.path.join(repo, "00000001000000000000000A"))
+    res = _fetch_through_sh(wal_tool, repo, "00000001000000000000000A", dest, str(data_dir))
+    assert res.returncode > 125, (res.returncode, res.stderr)
+    # the same error in a standby's data directory: 1 (it retries, streaming meanwhile)
+    (data_dir / "standby.signal").write_text("")
+    assert _fetch_through_sh(wal_tool, repo, "00000001000000000000000A", dest, str(data_dir)).returncode == 1
+
+
+def test_multi_repository_fetch_error_in_one_and_absent_in_the_other_aborts(tmp_path):
+    """Not found in one repository and an error in the other: the segment may be in the failing one - not "end of
+    archive"."""
+    good = tmp_path / "a"
+    bad = tmp_path / "b"
+    good.mkdir()
+    bad.mkdir()
+    os.mkdir(str(bad / SEG))
+    cfg = tmp_path / "wal.json"
+    cfg.write_text(json.dumps({"repositories": [{"name": "a", "backend": "dir", "repo": str(good)},
+                                                {"name": "b", "backend": "dir", "repo": str(bad)}]}))
+    os.chmod(str(cfg), 0o600)
+    code, _out, err = walarchive.main(["--config", str(cfg), "fetch", SEG, str(tmp_path / "got")])
+    assert code == walarchive.EXIT_ABORT and "b:" in err
