@@ -90,7 +90,7 @@ if [ "$(/usr/bin/python3 -c 'import importlib.metadata as m; print("pyrage==" + 
   fi
   /usr/bin/python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
   log "installing $pyrage_pin for /usr/bin/python3"
-  /usr/bin/python3 -m pip install -q --disable-pip-version-check --break-system-packages "$pyrage_pin"
+  /usr/bin/python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages "$pyrage_pin"
 fi
 
 # 1. the pinned virtualenv

@@ -113,8 +113,9 @@ options:
     type: path
   private_key:
     description:
-      - With O(state=decrypted), the text of an age identity file (C(age-keygen) output: C(#)
-        comment lines and one or more C(AGE-SECRET-KEY-1...) lines) for files in the age format.
+      - With O(state=decrypted), the text of an age identity file as C(age-keygen) writes it
+        (comment lines starting with C(#), one or more C(AGE-SECRET-KEY-1...) lines), for files in
+        the age format.
     type: str
   legacy_private_key:
     description:

@@ -31,8 +31,8 @@ def keys():
 @pytest.fixture(scope="module")
 def legacy():
     """A secret file written by config_export before the move to age (FFDRENC v1), with its key."""
-    meta = json.loads((FIXTURES / "ffdrenc-v1-key.json").read_text())
-    return (FIXTURES / "ffdrenc-v1-secret.yaml.enc").read_bytes(), meta
+    meta = json.loads((FIXTURES / "ffdrenc-v1.json").read_text())
+    return base64.b64decode(meta["file_b64"]), meta
 
 
 def test_writes_age_that_pyrage_opens(keys):
