@@ -24,6 +24,9 @@ fi
 for tool in zstd lz4 shellcheck; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# age: Debian's age CLI, the tool an operator decrypts configuration backups with in a disaster (age -d -i key);
+# the lab makes its test key pair with age-keygen and the tests prove the CLI opens what config_export wrote.
+command -v age >/dev/null 2>&1 && command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
 # redis-server: the lab runs a Redis per region (Debian's package; its default instance is not used).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # chromium: the dr_report integration test opens the HTML report in headless Chromium (screenshot, DOM);
@@ -75,6 +78,19 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
       systemctl disable --now ssh.socket ssh.service >/dev/null 2>&1 || true
     fi
   fi
+fi
+
+# pyrage (config_export's age encryption) has no Debian package: the lab's region hosts run modules with
+# /usr/bin/python3, so it goes there from PyPI (pip installs into /usr/local as root), at the pin of
+# requirements-dev.txt. On a real database host the replication role installs it (replication_host_pip_packages).
+pyrage_pin="$(grep -E '^pyrage==' "$ROOT/requirements-dev.txt")"
+if [ "$(/usr/bin/python3 -c 'import importlib.metadata as m; print("pyrage==" + m.version("pyrage"))' 2>/dev/null)" != "$pyrage_pin" ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing for /usr/bin/python3: $pyrage_pin (run as root or install it)"; exit 1
+  fi
+  /usr/bin/python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  log "installing $pyrage_pin for /usr/bin/python3"
+  /usr/bin/python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --break-system-packages "$pyrage_pin"
 fi
 
 # 1. the pinned virtualenv

@@ -13,35 +13,33 @@ Layout of ``dest`` (mode 0700)::
     index.json                                what was exported (no timestamps)
     .fingerprints/<relative path>.json        sidecars of the encrypted files (keep out of S3)
 
-Encrypted file format, version 1 (public-key hybrid encryption; the backup host holds only
-the recipient's public key and cannot decrypt what it wrote)::
+Encrypted files are in the **age** format (age-encryption.org/v1, https://age-encryption.org/v1),
+written and read with ``pyrage``: a file is encrypted to every recipient of ``encrypt_to`` (age
+X25519 public keys, ``age1...``), so the host running the backup holds only public keys and cannot
+decrypt what it wrote. In a disaster an operator decrypts any ``.enc`` file without this collection,
+with the private key and the ``age`` CLI (Debian's ``age`` package)::
 
-    magic  b"FFDRENC"            7 bytes
-    version 0x01                 1 byte
-    ephemeral X25519 public key  32 bytes  (a fresh key pair per file)
-    nonce                        12 bytes  (random)
-    ChaCha20-Poly1305 ciphertext of the plaintext, with its 16-byte tag
+    age -d -i config-backup-key.txt -o db.yaml k8s/fediflow/secrets/db.yaml.enc
 
-    key = HKDF-SHA256(X25519(ephemeral, recipient), salt = ephemeral_pub + recipient_pub,
-                      info = b"fediflow.dr/config-export/v1", length = 32)
-    the 52-byte header (magic .. nonce) is the AEAD's associated data, so no header byte
-    can be changed without the decryption failing.
+Exports made before 0.3.0 used a format of our own (magic ``FFDRENC``, X25519 + HKDF-SHA256 +
+ChaCha20-Poly1305, see ``decrypt_legacy``). Such files are still read (``state=decrypted`` with
+``legacy_private_key``, to restore existing backups), never written: the first export after the
+upgrade re-encrypts every secret to age, since the sidecars of format 2 no longer match.
 
 Deterministic output: objects are written as YAML with sorted keys after server-set fields are
 removed, and a file is only rewritten when its bytes change, so an unchanged cluster leaves
 every file (content, mode, mtime, inode) as it was and ``s3_snapshot`` writes no new snapshot.
-Ciphertext differs on every encryption (fresh ephemeral key, random nonce), so a secret is
-only re-encrypted when its plaintext changed. To know that without keeping the plaintext or
-a plain hash of it (a plain sha256 of a low-entropy secret can be guessed offline), each
-encrypted file has a sidecar holding HMAC-SHA256(k, relative path + NUL + plaintext) with
-``k = HKDF-SHA256(recipient public key, info = b"fediflow.dr/config-export/fingerprint/v1")``,
-plus the sha256 of the ciphertext file. When the HMAC and the ciphertext's sha256 both match
-the old file is kept. The key is derived from the *public* key, so the sidecar still lets
-someone holding the public key test guesses of a secret; that is why the sidecars live under
-``.fingerprints/`` and the backup role excludes them from the S3 snapshot: they stay on the
-backup host, whose process saw the plaintext anyway. Changing the recipient changes the key,
-so every secret is re-encrypted to the new recipient on the next run. Sidecars lost (a new
-host): every secret is re-encrypted once.
+Ciphertext differs on every encryption (age draws a fresh file key and ephemeral share), so a
+secret is only re-encrypted when its plaintext changed. To know that without keeping the
+plaintext or a plain hash of it (a plain sha256 of a low-entropy secret can be guessed offline),
+each encrypted file has a sidecar holding HMAC-SHA256(k, relative path + NUL + plaintext) with
+``k = HMAC-SHA256(FP_INFO, the sorted recipients joined by newlines)``, plus the sha256 of the
+ciphertext file. When the HMAC and the ciphertext's sha256 both match the old file is kept. The
+key is derived from *public* keys, so the sidecar still lets someone holding them test guesses of a
+secret; that is why the sidecars live under ``.fingerprints/`` and the backup role excludes them
+from the S3 snapshot: they stay on the backup host, whose process saw the plaintext anyway.
+Changing the recipients changes the key, so every secret is re-encrypted to the new recipients on
+the next run. Sidecars lost (a new host): every secret is re-encrypted once.
 """
 
 from __future__ import annotations
@@ -53,6 +51,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import stat as st
 
@@ -61,13 +60,19 @@ from ansible_collections.fediflow.dr.plugins.module_utils.snapshot import diff_t
 from ansible_collections.fediflow.dr.plugins.module_utils import k8s_failover
 
 try:
+    import pyrage
+    HAS_PYRAGE = True
+except ImportError:  # pragma: no cover - reported by require_pyrage()
+    HAS_PYRAGE = False
+
+try:  # only to read configuration backups of the old FFDRENC format (before 0.3.0)
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     HAS_CRYPTOGRAPHY = True
-except ImportError:  # pragma: no cover - reported by require_cryptography()
+except ImportError:  # pragma: no cover - reported by decrypt_legacy()
     HAS_CRYPTOGRAPHY = False
 
 try:
@@ -76,11 +81,19 @@ try:
 except ImportError:  # pragma: no cover
     HAS_YAML = False
 
-MAGIC = b"FFDRENC"
-VERSION = 1
-HEADER_LEN = len(MAGIC) + 1 + 32 + 12
-KDF_INFO = b"fediflow.dr/config-export/v1"
-FP_INFO = b"fediflow.dr/config-export/fingerprint/v1"
+AGE_MAGIC = b"age-encryption.org/v1\n"
+# an age X25519 recipient: Bech32, human-readable part "age", 32 bytes of key + checksum = 58 characters
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+RECIPIENT_RE = re.compile(r"^age1[%s]{58}$" % _BECH32)
+IDENTITY_RE = re.compile(r"^AGE-SECRET-KEY-1[%s]{58}$" % _BECH32.upper())
+# index.json and sidecar format: 2 = age (1 was FFDRENC, whose sidecars no longer match: re-encrypted)
+VERSION = 2
+FP_INFO = b"fediflow.dr/config-export/fingerprint/v2"
+# the old format, read only
+LEGACY_MAGIC = b"FFDRENC"
+LEGACY_VERSION = 1
+LEGACY_HEADER_LEN = len(LEGACY_MAGIC) + 1 + 32 + 12
+LEGACY_KDF_INFO = b"fediflow.dr/config-export/v1"
 ENC_SUFFIX = ".enc"
 FP_DIR = ".fingerprints"
 INDEX = "index.json"
@@ -104,12 +117,133 @@ SECRET_KINDS = ("secrets",)
 SERVER_METADATA = ("managedFields", "resourceVersion", "uid", "selfLink", "generation", "creationTimestamp")
 
 
-# ---------------------------------------------------------------- encryption
+# ---------------------------------------------------------------- encryption (age)
 
-def require_cryptography():
-    if not HAS_CRYPTOGRAPHY:
-        raise FediflowError("the python 'cryptography' library is required on the host running config_export")
+def require_pyrage():
+    if not HAS_PYRAGE:
+        raise FediflowError("the python 'pyrage' library (age encryption, PyPI 'pyrage') is required on the host "
+                            "running config_export")
 
+
+def check_recipients(values, option="encrypt_to"):
+    """The age X25519 recipients of ``option`` (a string or a list of ``age1...`` strings), checked
+    for their syntax before anything is touched: ``[str]``, sorted, without duplicates."""
+    if isinstance(values, str):
+        values = [values]
+    out = []
+    for index, value in enumerate(values or []):
+        text = str(value).strip()
+        if not RECIPIENT_RE.match(text):
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise FediflowError("%s[%d] is not an age X25519 recipient (age1 followed by 58 Bech32 characters, "
+                                "as printed by age-keygen), got '%s'" % (option, index, shown))
+        out.append(text)
+    return sorted(set(out))
+
+
+def load_recipients(values, option="encrypt_to"):
+    """``pyrage`` recipient objects for ``values`` (checked by ``check_recipients``, then by pyrage,
+    which also verifies the Bech32 checksum)."""
+    require_pyrage()
+    objects = []
+    for index, text in enumerate(check_recipients(values, option)):
+        try:
+            objects.append(pyrage.x25519.Recipient.from_str(text))
+        except pyrage.RecipientError as exc:
+            raise FediflowError("%s: '%s' is not a valid age recipient (%s)" % (option, text, exc))
+    if not objects:
+        raise FediflowError("%s: at least one age recipient is required" % option)
+    return objects
+
+
+def load_identities(text, option="private_key"):
+    """``pyrage`` identities from the text of an age identity file (``age-keygen`` output: comment
+    lines starting with ``#``, one ``AGE-SECRET-KEY-1...`` per line). The key never appears in a message."""
+    require_pyrage()
+    identities = []
+    for number, line in enumerate(str(text or "").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not IDENTITY_RE.match(line):
+            raise FediflowError("%s: line %d is not an age X25519 identity (AGE-SECRET-KEY-1..., the secret line of "
+                                "age-keygen's output); an FFDRENC-era key goes in legacy_private_key" % (option, number))
+        try:
+            identities.append(pyrage.x25519.Identity.from_str(line))
+        except pyrage.IdentityError:
+            raise FediflowError("%s: line %d is not a valid age identity (bad Bech32 checksum)" % (option, number))
+    if not identities:
+        raise FediflowError("%s holds no age identity (AGE-SECRET-KEY-1...)" % option)
+    return identities
+
+
+def generate_identity():
+    """(identity file text, recipient) of a fresh age X25519 key pair, as ``age-keygen`` makes them."""
+    require_pyrage()
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    return "# public key: %s\n%s\n" % (recipient, identity), recipient
+
+
+def encrypt(plaintext, recipients):
+    """Encrypt bytes to every age recipient (``age1...`` strings or pyrage objects): an age file."""
+    require_pyrage()
+    if not recipients or isinstance(recipients, str) or isinstance(recipients[0], str):
+        recipients = load_recipients(recipients)
+    return pyrage.encrypt(plaintext, list(recipients))
+
+
+def file_format(blob):
+    """``age``, ``ffdrenc`` (the old format, read only) or None."""
+    if blob.startswith(AGE_MAGIC):
+        return "age"
+    if blob.startswith(LEGACY_MAGIC):
+        return "ffdrenc"
+    return None
+
+
+def decrypt(blob, identities=None, legacy_key=None):
+    """Decrypt an age file with ``identities`` (pyrage objects or identity file text), or a file of
+    the old FFDRENC format with ``legacy_key``."""
+    kind = file_format(blob)
+    if kind == "ffdrenc":
+        if legacy_key is None:
+            raise FediflowError("the file is in the old FFDRENC format (written before 0.3.0): give its X25519 key "
+                                "in legacy_private_key")
+        return decrypt_legacy(blob, legacy_key)
+    if kind is None:
+        raise FediflowError("not an age encrypted file (no age-encryption.org/v1 header; armored files are not read)")
+    if identities is None:
+        raise FediflowError("the file is in the age format: give the age identity in private_key")
+    if isinstance(identities, str):
+        identities = load_identities(identities)
+    require_pyrage()
+    try:
+        return pyrage.decrypt(blob, list(identities))
+    except pyrage.DecryptError as exc:
+        reason = str(exc)
+        if "no matching keys" in reason.lower():
+            raise FediflowError("decryption failed: no identity of private_key is a recipient of this file (wrong key, "
+                                "or its header was altered)")
+        raise FediflowError("decryption failed: the file was altered or truncated (age: %s)" % reason[:120])
+
+
+def fingerprint_key(recipients):
+    """Key of the sidecars' HMAC, from the sorted recipients (public): a new recipient set re-encrypts."""
+    return hmac.new(FP_INFO, "\n".join(check_recipients(recipients)).encode(), hashlib.sha256).digest()
+
+
+def fingerprint(fp_key, rel, plaintext):
+    return hmac.new(fp_key, rel.encode("utf-8") + b"\0" + plaintext, hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------- the old FFDRENC format (read only)
+#
+#    magic  b"FFDRENC" (7 bytes), version 0x01 (1 byte), ephemeral X25519 public key (32 bytes),
+#    nonce (12 bytes), ChaCha20-Poly1305 ciphertext of the plaintext with its 16-byte tag;
+#    key = HKDF-SHA256(X25519(ephemeral, recipient), salt = ephemeral_pub + recipient_pub,
+#                      info = b"fediflow.dr/config-export/v1", length = 32); the 52-byte header is
+#    the AEAD's associated data.
 
 def _b64_key(text, what):
     try:
@@ -117,19 +251,14 @@ def _b64_key(text, what):
     except (ValueError, TypeError):
         raw = b""
     if len(raw) != 32:
-        raise FediflowError("%s must be a base64 raw 32-byte X25519 key" % what)
+        raise FediflowError("%s must be a base64 raw 32-byte X25519 key or its PEM text" % what)
     return raw
 
 
-def load_public_key(text, option="encrypt_to"):
-    """A base64 raw X25519 public key (``openssl pkey -pubout -outform DER | tail -c 32 | base64``)."""
-    require_cryptography()
-    return X25519PublicKey.from_public_bytes(_b64_key(text, option))
-
-
-def load_private_key(text, option="private_key"):
-    """A base64 raw X25519 private key, or a PEM one (``openssl genpkey -algorithm X25519``)."""
-    require_cryptography()
+def load_legacy_key(text, option="legacy_private_key"):
+    """The X25519 private key of FFDRENC files: base64 of its 32 raw bytes, or PEM."""
+    if not HAS_CRYPTOGRAPHY:
+        raise FediflowError("the python 'cryptography' library is required to read FFDRENC files (before 0.3.0)")
     text = str(text or "").strip()
     if text.startswith("-----BEGIN"):
         try:
@@ -142,70 +271,29 @@ def load_private_key(text, option="private_key"):
     return X25519PrivateKey.from_private_bytes(_b64_key(text, option))
 
 
-def raw_public(key):
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def generate_keypair():
-    """(private, public) as base64 raw X25519 keys: ``encrypt_to`` takes the public one."""
-    require_cryptography()
-    key = X25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-    return base64.b64encode(private).decode(), base64.b64encode(raw_public(key.public_key())).decode()
-
-
-def _derive(shared, eph_pub, rcpt_pub):
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=eph_pub + rcpt_pub, info=KDF_INFO).derive(shared)
-
-
-def encrypt(plaintext, recipient):
-    """Encrypt bytes to an X25519 public key (object or base64 text); see the module docstring."""
-    require_cryptography()
-    if not isinstance(recipient, X25519PublicKey):
-        recipient = load_public_key(recipient)
-    ephemeral = X25519PrivateKey.generate()
-    eph_pub = raw_public(ephemeral.public_key())
-    key = _derive(ephemeral.exchange(recipient), eph_pub, raw_public(recipient))
-    nonce = secrets.token_bytes(12)
-    header = MAGIC + bytes([VERSION]) + eph_pub + nonce
-    return header + ChaCha20Poly1305(key).encrypt(nonce, plaintext, header)
-
-
-def decrypt(blob, private_key):
-    """Decrypt what ``encrypt`` produced with the recipient's private key (object or text)."""
-    require_cryptography()
-    if not isinstance(private_key, X25519PrivateKey):
-        private_key = load_private_key(private_key)
-    if len(blob) < HEADER_LEN + 16 or not blob.startswith(MAGIC):
-        raise FediflowError("not a fediflow.dr encrypted file (bad magic or too short)")
-    version = blob[len(MAGIC)]
-    if version != VERSION:
-        raise FediflowError("encrypted file format version %d is not supported (this collection reads %d)"
-                            % (version, VERSION))
-    header = blob[:HEADER_LEN]
-    eph_pub = header[len(MAGIC) + 1:len(MAGIC) + 33]
-    nonce = header[len(MAGIC) + 33:]
+def decrypt_legacy(blob, private_key):
+    """Decrypt an FFDRENC file (format version 1) with its recipient's X25519 private key."""
+    if not HAS_CRYPTOGRAPHY or not isinstance(private_key, X25519PrivateKey):
+        private_key = load_legacy_key(private_key)
+    if len(blob) < LEGACY_HEADER_LEN + 16 or not blob.startswith(LEGACY_MAGIC):
+        raise FediflowError("not an FFDRENC encrypted file (bad magic or too short)")
+    version = blob[len(LEGACY_MAGIC)]
+    if version != LEGACY_VERSION:
+        raise FediflowError("FFDRENC format version %d is not supported (this collection reads %d)"
+                            % (version, LEGACY_VERSION))
+    header = blob[:LEGACY_HEADER_LEN]
+    eph_pub = header[len(LEGACY_MAGIC) + 1:len(LEGACY_MAGIC) + 33]
+    nonce = header[len(LEGACY_MAGIC) + 33:]
     try:
         shared = private_key.exchange(X25519PublicKey.from_public_bytes(eph_pub))
     except ValueError:
         raise FediflowError("decryption failed: the file's ephemeral key is invalid")
-    key = _derive(shared, eph_pub, raw_public(private_key.public_key()))
+    rcpt_pub = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=eph_pub + rcpt_pub, info=LEGACY_KDF_INFO).derive(shared)
     try:
-        return ChaCha20Poly1305(key).decrypt(nonce, blob[HEADER_LEN:], header)
+        return ChaCha20Poly1305(key).decrypt(nonce, blob[LEGACY_HEADER_LEN:], header)
     except InvalidTag:
-        raise FediflowError("decryption failed: wrong private key, or the file was altered or truncated")
-
-
-def fingerprint_key(recipient):
-    require_cryptography()
-    if not isinstance(recipient, X25519PublicKey):
-        recipient = load_public_key(recipient)
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=FP_INFO).derive(raw_public(recipient))
-
-
-def fingerprint(fp_key, rel, plaintext):
-    return hmac.new(fp_key, rel.encode("utf-8") + b"\0" + plaintext, hashlib.sha256).hexdigest()
+        raise FediflowError("decryption failed: wrong legacy_private_key, or the file was altered or truncated")
 
 
 # ---------------------------------------------------------------- Kubernetes objects (pure)
@@ -426,12 +514,12 @@ def _prune_empty_dirs(dest):
                 os.rmdir(root)
 
 
-def apply(dest, wanted, changes, recipient, fp_key):
+def apply(dest, wanted, changes, recipients, fp_key):
     for rel in changes["added"] + changes["changed"]:
         item = wanted[rel]
         target = os.path.join(dest, rel)
         if item["secret"]:
-            blob = encrypt(item["data"], recipient)
+            blob = encrypt(item["data"], recipients)
             write_atomic(target, blob, item["mode"])
             write_atomic(sidecar_path(dest, rel), (json.dumps({
                 "version": VERSION, "hmac": fingerprint(fp_key, rel, item["data"]),
@@ -463,9 +551,11 @@ def validate(params):
         if not src or not os.path.isabs(src) or not os.path.exists(src):
             raise FediflowError("src must be an existing absolute path (an export or a restored snapshot) "
                                 "with state=decrypted, got '%s'" % src)
-        if not p.get("private_key"):
-            raise FediflowError("private_key is required with state=decrypted")
-        p["private_key_obj"] = load_private_key(p["private_key"])
+        if not p.get("private_key") and not p.get("legacy_private_key"):
+            raise FediflowError("private_key (the age identity) is required with state=decrypted; "
+                                "legacy_private_key reads files of the old FFDRENC format")
+        p["identities"] = load_identities(p["private_key"]) if p.get("private_key") else None
+        p["legacy_key"] = load_legacy_key(p["legacy_private_key"]) if p.get("legacy_private_key") else None
         return p
     kinds = list(DEFAULT_KINDS) if p.get("kinds") is None else [str(k) for k in p["kinds"]]
     unknown = [k for k in kinds if k not in KINDS]
@@ -482,11 +572,13 @@ def validate(params):
         for path in p[option]:
             if not os.path.isabs(path):
                 raise FediflowError("%s entries must be absolute paths, got '%s'" % (option, path))
+    # syntax first (no library needed to refuse a bad value), then pyrage parses them
+    p["encrypt_to"] = check_recipients(p.get("encrypt_to"))
     needs_key = ("secrets" in kinds and p["namespaces"]) or p["secret_paths"]
-    if needs_key and not p.get("encrypt_to"):
-        raise FediflowError("encrypt_to (the recipient's base64 X25519 public key) is required to export "
+    if needs_key and not p["encrypt_to"]:
+        raise FediflowError("encrypt_to (age recipients, age1..., made with age-keygen) is required to export "
                             "secrets or secret_paths: secrets are never written in clear")
-    p["recipient"] = load_public_key(p["encrypt_to"]) if p.get("encrypt_to") else None
+    p["recipients"] = load_recipients(p["encrypt_to"]) if p["encrypt_to"] else None
     if not p["namespaces"] and not p["paths"] and not p["secret_paths"]:
         raise FediflowError("nothing to export: give namespaces, paths or secret_paths")
     return p
@@ -497,7 +589,7 @@ def export(params, check_mode=False):
     timer = Timer()
     p = validate(params)
     if p["state"] == "decrypted":
-        return decrypt_tree(p["src"], p["dest"], p["private_key_obj"], check_mode, timer)
+        return decrypt_tree(p["src"], p["dest"], p["identities"], p["legacy_key"], check_mode, timer)
     wanted, counts = {}, {}
     with timer.phase("kubernetes"):
         if p["namespaces"] and p["kinds"]:
@@ -514,16 +606,16 @@ def export(params, check_mode=False):
                 raise FediflowError("file '%s' vanished while exporting" % item["src"])
             wanted[rel] = {"data": data, "secret": item["secret"], "mode": item["mode"]}
     for rel, item in wanted.items():
-        if item["secret"] and p["recipient"] is None:
+        if item["secret"] and not p["recipients"]:
             raise FediflowError("'%s' is secret and encrypt_to is not set" % rel)
-    recipient_b64 = base64.b64encode(raw_public(p["recipient"])).decode() if p["recipient"] else None
-    index = {"format": "fediflow.dr/config-export", "version": VERSION, "encrypt_to": recipient_b64,
+    index = {"format": "fediflow.dr/config-export", "version": VERSION, "encryption": "age",
+             "encrypt_to": p["encrypt_to"],
              "namespaces": p["namespaces"], "kinds": p["kinds"], "label_selector": p.get("label_selector"),
              "paths": p["paths"], "secret_paths": p["secret_paths"], "skipped": skipped,
              "exported": sorted(wanted)}
     wanted[INDEX] = {"data": (json.dumps(index, indent=1, sort_keys=True) + "\n").encode(), "secret": False,
                      "mode": 0o600}
-    fp_key = fingerprint_key(p["recipient"]) if p["recipient"] else b""
+    fp_key = fingerprint_key(p["encrypt_to"]) if p["encrypt_to"] else b""
     dest = p["dest"]
     dest_exists = os.path.isdir(dest)
     dest_mode_ok = dest_exists and st.S_IMODE(os.stat(dest).st_mode) == 0o700
@@ -535,7 +627,7 @@ def export(params, check_mode=False):
         with timer.phase("write"):
             _makedirs(dest)
             os.chmod(dest, 0o700)
-            apply(dest, wanted, changes, p["recipient"], fp_key)
+            apply(dest, wanted, changes, p["recipients"], fp_key)
     encrypted = sorted(rel for rel, item in wanted.items() if item["secret"])
     return {
         "changed": changed,
@@ -555,10 +647,11 @@ def export(params, check_mode=False):
     }
 
 
-def decrypt_tree(src, dest, private_key, check_mode=False, timer=None):
+def decrypt_tree(src, dest, identities, legacy_key=None, check_mode=False, timer=None):
     """Decrypt one ``.enc`` file, or every ``.enc`` file under a directory (an export or a
-    restored snapshot), into ``dest`` (0700) without the suffix, files 0600. Plaintext that is
-    already there and equal is left alone."""
+    restored snapshot), into ``dest`` (0700) without the suffix, files 0600. Each file is read in
+    its own format: age with ``identities``, the old FFDRENC with ``legacy_key``. Every file is
+    decrypted before anything is written; plaintext that is already there and equal is left alone."""
     timer = timer or Timer()
     if os.path.isdir(src):
         pairs = []
@@ -574,10 +667,12 @@ def decrypt_tree(src, dest, private_key, check_mode=False, timer=None):
     if not pairs:
         raise FediflowError("no %s files under '%s'" % (ENC_SUFFIX, src))
     changes = {"added": [], "changed": [], "removed": []}
-    plain = {}
+    plain, formats = {}, {}
     for full, rel in pairs:
+        blob = _read(full)
+        formats[rel] = file_format(blob)
         try:
-            plain[rel] = decrypt(_read(full), private_key)
+            plain[rel] = decrypt(blob, identities, legacy_key)
         except FediflowError as exc:
             raise FediflowError("%s: %s" % (full, exc.message))
         current = _read(os.path.join(dest, rel))
@@ -592,5 +687,6 @@ def decrypt_tree(src, dest, private_key, check_mode=False, timer=None):
         for rel in changes["added"] + changes["changed"]:
             write_atomic(os.path.join(dest, rel), plain[rel], 0o600)
     return {"changed": changed, "dest": dest, "decrypted": len(pairs), "paths": sorted(plain),
+            "formats": {kind: sorted(r for r, f in formats.items() if f == kind) for kind in set(formats.values())},
             "changes": {k: len(v) for k, v in changes.items()}, "changed_paths": changes,
             "diff": {"prepared": diff_text(changes)}, "duration_s": timer.elapsed()}

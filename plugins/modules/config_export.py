@@ -22,24 +22,26 @@ description:
   - Files and directory trees of O(paths) are copied to C(files/<absolute path>) keeping their mode.
   - B(Secrets are encrypted inside the module process and never written in clear). Every
     Secret object, and every file matching O(secret_paths) (terraform state holds secrets), is
-    written as C(<path>.enc), encrypted to the public key O(encrypt_to) (X25519 + HKDF-SHA256 +
-    ChaCha20-Poly1305, a fresh ephemeral key per file). The host running the backup cannot decrypt
-    its own backups; only the holder of the private key can (O(state=decrypted)).
-  - Encrypted file format version 1 - C(FFDRENC) (7 bytes), version byte C(0x01), the ephemeral
-    X25519 public key (32 bytes), a random nonce (12 bytes), then the ChaCha20-Poly1305 ciphertext
-    and tag. The key is HKDF-SHA256 of the X25519 shared secret with salt ephemeral public key +
-    recipient public key and info C(fediflow.dr/config-export/v1); the 52-byte header is the
-    associated data.
+    written as C(<path>.enc), a file in the standard B(age) format (C(age-encryption.org/v1), written
+    with the C(pyrage) library) encrypted to every age X25519 recipient of O(encrypt_to). The host
+    running the backup holds only public keys and cannot decrypt its own backups; only a holder of
+    a private key can, with O(state=decrypted) or, without this collection, with the C(age) CLI
+    (C(age -d -i key.txt -o db.yaml db.yaml.enc)).
+  - Exports written before 0.3.0 used a format of this collection's own (magic C(FFDRENC)). Such
+    files are still read (O(state=decrypted) with O(legacy_private_key)) so existing backups can be
+    restored; nothing is written in it any more. The first export after the upgrade re-encrypts
+    every secret of O(dest) to age.
   - Only files whose content changed are rewritten, so an unchanged configuration leaves O(dest)
     untouched and the snapshot after it writes nothing. Ciphertext changes on every encryption, so
-    a secret is re-encrypted only when its plaintext changed, told by a keyed fingerprint
-    (HMAC-SHA256 with a key derived from O(encrypt_to)) kept in C(.fingerprints/) beside the
-    export. Keep C(.fingerprints/) out of S3 (O(fediflow.dr.s3_snapshot#module:exclude)), since with the
+    a secret is re-encrypted only when its plaintext changed (or O(encrypt_to) changed), told by a
+    keyed fingerprint (HMAC-SHA256 with a key derived from O(encrypt_to)) kept in C(.fingerprints/)
+    beside the export. Keep C(.fingerprints/) out of S3 (O(fediflow.dr.s3_snapshot#module:exclude)), since with the
     public key it allows guessing a secret's value.
   - Objects and files that are no longer there are removed from O(dest); nothing outside
     C(k8s/), C(files/), C(index.json) and C(.fingerprints/) is touched.
   - V(decrypted) decrypts one C(.enc) file, or every C(.enc) file under O(src) (an export or a
-    snapshot restored with M(fediflow.dr.s3_snapshot)), into O(dest) with the O(private_key).
+    snapshot restored with M(fediflow.dr.s3_snapshot)), into O(dest) with the O(private_key) (age
+    files) or O(legacy_private_key) (FFDRENC files). Every file is decrypted before any is written.
 author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
@@ -95,21 +97,37 @@ options:
     default: []
   encrypt_to:
     description:
-      - The recipient's X25519 public key, base64 of its 32 raw bytes, for example from
-        C(openssl genpkey -algorithm X25519 -out key.pem) and
-        C(openssl pkey -in key.pem -pubout -outform DER | tail -c 32 | base64).
+      - The age X25519 recipients (public keys, C(age1...)) every secret is encrypted to; each of
+        their private keys can decrypt. Make a key pair with C(age-keygen -o key.txt) (Debian's
+        C(age) package) where the private key is to live (with the operators or in a vault, never
+        on a backup host), and give its public key (C(age-keygen -y key.txt)) here. Two recipients
+        (for example two operators, or an operator and an offline escrow key) keep the backups
+        readable when one key is lost.
+      - Checked before anything is done; a value that is not C(age1) followed by 58 Bech32
+        characters is refused, naming its position.
       - Required when secrets or O(secret_paths) are exported.
-    type: str
+    type: list
+    elements: str
   src:
     description: With O(state=decrypted), an encrypted file or a directory holding C(.enc) files.
     type: path
   private_key:
     description:
-      - With O(state=decrypted), the recipient's X25519 private key, base64 of its 32 raw bytes
-        (C(openssl pkey -in key.pem -outform DER | tail -c 32 | base64)) or the PEM text.
+      - With O(state=decrypted), the text of an age identity file as C(age-keygen) writes it
+        (comment lines starting with C(#), one or more C(AGE-SECRET-KEY-1...) lines), for files in
+        the age format.
+    type: str
+  legacy_private_key:
+    description:
+      - With O(state=decrypted), the X25519 private key of exports written before 0.3.0 in the
+        old C(FFDRENC) format, base64 of its 32 raw bytes or the PEM text. Only needed to restore
+        such backups; give it together with O(private_key) when a tree holds both formats.
     type: str
 notes:
-  - Needs the C(kubernetes), C(cryptography) and C(PyYAML) python libraries on the host running it.
+  - Needs the C(kubernetes), C(pyrage) and C(PyYAML) python libraries on the host running it
+    (C(cryptography) too, only to read C(FFDRENC) files).
+  - In a disaster, without this collection, C(age -d -i key.txt -o out.yaml file.enc) decrypts any
+    C(.enc) file of an export (age format); the C(.fingerprints/) sidecars are not needed.
   - Uses C(list) calls only; the credentials of the kubeconfig need C(list) on the kinds exported.
 seealso:
   - module: fediflow.dr.s3_snapshot
@@ -124,7 +142,7 @@ EXAMPLES = r"""
     kinds: [deployments, statefulsets, services, configmaps, secrets]
     paths: [/etc/app, /etc/prometheus, /etc/grafana]
     secret_paths: ["/srv/terraform/**/*.tfstate"]
-    encrypt_to: "{{ fediflow_config_backup_public_key }}"
+    encrypt_to: "{{ fediflow_config_backup_recipients }}"
 
 - name: Ship it to S3, leaving the fingerprints on the host
   fediflow.dr.s3_snapshot:
@@ -138,7 +156,15 @@ EXAMPLES = r"""
     state: decrypted
     src: /restore/config
     dest: /restore/config-plain
-    private_key: "{{ vault_config_backup_private_key }}"
+    private_key: "{{ vault_config_backup_age_identity }}"
+
+- name: Restore a backup written before 0.3.0 (FFDRENC files; age files of the same tree too)
+  fediflow.dr.config_export:
+    state: decrypted
+    src: /restore/config-2026-10
+    dest: /restore/config-2026-10-plain
+    private_key: "{{ vault_config_backup_age_identity }}"
+    legacy_private_key: "{{ vault_config_backup_private_key }}"
 """
 
 RETURN = r"""
@@ -171,6 +197,11 @@ decrypted:
   description: Files decrypted.
   returned: state=decrypted
   type: int
+formats:
+  description: The decrypted files (relative to O(dest)) per encryption format, V(age) or V(ffdrenc) (before 0.3.0).
+  returned: state=decrypted
+  type: dict
+  sample: {age: [k8s/fediflow/secrets/db.yaml], ffdrenc: [files/srv/terraform/terraform.tfstate]}
 paths:
   description: Every file of the export (or decrypted), relative to O(dest).
   returned: always
@@ -221,12 +252,14 @@ def main():
             "context": {"type": "str"},
             "paths": {"type": "list", "elements": "path", "default": []},
             "secret_paths": {"type": "list", "elements": "str", "default": [], "no_log": False},
-            "encrypt_to": {"type": "str"},
+            "encrypt_to": {"type": "list", "elements": "str", "no_log": False},
             "src": {"type": "path"},
             "private_key": {"type": "str", "no_log": True},
+            "legacy_private_key": {"type": "str", "no_log": True},
         },
         supports_check_mode=True,
-        required_if=[("state", "decrypted", ["src", "private_key"])],
+        required_if=[("state", "decrypted", ["src"]),
+                     ("state", "decrypted", ["private_key", "legacy_private_key"], True)],
     )
     run_module(module, config_export.export, module.params, check_mode=module.check_mode)
 

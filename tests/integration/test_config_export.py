@@ -3,20 +3,19 @@
 The Kubernetes API here is the lab's local HTTP double (no API server can run on this
 machine), reached with the official kubernetes client through the lab's kubeconfig; S3 is
 the lab's moto. The outcome is checked independently: the kubernetes client for what the API
-holds, the bytes of every exported file and S3 object for the secret's plaintext, and a
-decryption written here from the documented file format (not the collection's own code).
+holds, the bytes of every exported file and S3 object for the secret's plaintext, and the
+decryption done by Debian's age CLI with a key made by age-keygen (what an operator has in a
+disaster), not by the collection's own code.
 """
 import base64
 import os
+import shutil
+import subprocess
 import uuid
 
 import kubernetes
 import pytest
 import yaml
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lab_fixtures import module, s3_endpoint
 from snapshot_fixtures import repo  # noqa: F401 pylint: disable=unused-import
@@ -25,14 +24,13 @@ MODULE = "fediflow.dr.config_export"
 NAMESPACE = "fediflow"
 
 
-def _decrypt(blob, private):
-    """Format v1 from the module's documentation: FFDRENC, 0x01, ephemeral key, nonce, AEAD."""
-    assert blob[:7] == b"FFDRENC" and blob[7] == 1
-    eph, nonce = blob[8:40], blob[40:52]
-    shared = private.exchange(X25519PublicKey.from_public_bytes(eph))
-    rcpt = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=eph + rcpt, info=b"fediflow.dr/config-export/v1").derive(shared)
-    return ChaCha20Poly1305(key).decrypt(nonce, blob[52:], blob[:52])
+def _decrypt(blob, key_file):
+    """``age -d -i key_file`` (Debian's age), the ciphertext on stdin: the plaintext bytes."""
+    assert blob.startswith(b"age-encryption.org/v1\n"), blob[:30]
+    proc = subprocess.run([shutil.which("age") or "age", "-d", "-i", str(key_file)], input=blob, capture_output=True,
+                          check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
 
 
 def _all_bytes(root):
@@ -67,10 +65,13 @@ def k8s(lab):
 
 
 @pytest.fixture
-def keypair():
-    private = X25519PrivateKey.generate()
-    public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return private, base64.b64encode(public).decode()
+def keypair(tmp_path):
+    """(private key file, recipient) made by Debian's age-keygen, as an operator makes them."""
+    key = tmp_path / "config-backup-key.txt"
+    subprocess.run(["age-keygen", "-o", str(key)], capture_output=True, check=True, timeout=60)
+    recipient = subprocess.run(["age-keygen", "-y", str(key)], capture_output=True, check=True, text=True,
+                               timeout=60).stdout.strip()
+    return key, recipient
 
 
 def test_export_encrypts_secrets_matches_the_api_and_is_idempotent(k8s, keypair, tmp_path):
@@ -149,27 +150,33 @@ def test_snapshot_of_the_export_holds_no_plaintext_in_s3(k8s, keypair, repo, tmp
     # restore from S3 and decrypt with the private key (the restore path)
     restored = repo.run(state="restored", dest=str(tmp_path / "restore"))
     assert not restored.get("failed"), restored
-    key_b64 = base64.b64encode(private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                                     serialization.NoEncryption())).decode()
+    rel = "k8s/%s/secrets/%s.yaml.enc" % (NAMESPACE, k8s["tag"])
+    by_hand = yaml.safe_load(_decrypt((tmp_path / "restore" / rel).read_bytes(), private))
+    assert base64.b64decode(by_hand["data"]["password"]) == plain
+    identity = private.read_text()
+    secret_line = identity.strip().splitlines()[-1]
     out = module(MODULE, {"state": "decrypted", "src": str(tmp_path / "restore"), "dest": str(tmp_path / "plain"),
-                          "private_key": key_b64})
-    assert out["changed"] and out["decrypted"] == 1, out
-    assert key_b64 not in str(out)
+                          "private_key": identity})
+    assert out["changed"] and out["decrypted"] == 1 and out["formats"] == {"age": [rel[:-4]]}, out
+    assert secret_line not in str(out)
     secret = yaml.safe_load((tmp_path / "plain" / "k8s" / NAMESPACE / "secrets" / ("%s.yaml" % k8s["tag"])).read_text())
     assert base64.b64decode(secret["data"]["password"]) == plain
 
 
 @pytest.mark.slow
-def test_backup_role_exports_and_snapshots_the_configuration(lab, k8s, keypair, tmp_path):
+def test_backup_role_exports_and_snapshots_the_configuration(lab, k8s, tmp_path):
     """playbooks/backup.yml with only the configuration backup on (inventory values given as
-    extra vars): the snapshot lands under config/<region>/ and holds the secret encrypted only."""
+    extra vars): the snapshot lands under config/<region>/ and holds the secret encrypted only, to
+    the lab inventory's recipient, whose private key lab_up made in the lab directory (0600)."""
     import json
+    import stat
     import boto3
     from lab_fixtures import playbook, recap
-    private, public = keypair
     p = lab["primary"]
+    private = os.path.join(p["fediflow_lab_dir"], "age", "config-backup.txt")
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
     prefix = "test-config/%s/%s" % (uuid.uuid4().hex[:8], p["fediflow_region"])
-    extra = {"fediflow_kubeconfig": k8s["kubeconfig"], "fediflow_config_backup_public_key": public,
+    extra = {"fediflow_kubeconfig": k8s["kubeconfig"],
              "backup_dest": str(tmp_path / "backups"), "backup_config_s3_prefix": prefix,
              "backup_logical": False, "backup_physical": False, "backup_wal_check": False, "backup_media": False}
     proc, _took = playbook("backup.yml", "--limit", "pg-%s" % p["fediflow_region"], "-e", json.dumps(extra))

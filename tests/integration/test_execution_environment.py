@@ -46,6 +46,7 @@ def test_builder_creates_the_build_context(tmp_path):
     wanted = {"amazon.aws", "community.aws", "community.postgresql", "community.general"}
     assert {c["name"] for c in galaxy["collections"]} == wanted
     assert "boto3" in (ctx / "_build" / "requirements.txt").read_text()
+    assert "pyrage==" in (ctx / "_build" / "requirements.txt").read_text()  # config_export writes age
     assert "postgresql-client" in (ctx / "_build" / "bindep.txt").read_text()
 
 
@@ -58,7 +59,7 @@ def test_introspect_finds_the_collection_dependencies(tmp_path):
     data = yaml.safe_load(proc.stdout.split("---", 1)[1])
     python = " ".join(data["python"])
     system = " ".join(data["system"])
-    for lib in ("boto3", "psycopg2", "kubernetes", "cryptography"):
+    for lib in ("boto3", "psycopg2", "kubernetes", "cryptography", "pyrage"):
         assert lib in python and "from collection fediflow.dr" in python, lib
     for pkg in ("postgresql-client", "zstd", "lz4"):
         assert pkg in system, pkg

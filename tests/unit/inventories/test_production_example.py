@@ -18,7 +18,6 @@ PROD = ROOT / "inventories" / "production.example"
 LAB_SSH = {"ansible_connection", "ansible_host", "ansible_python_interpreter", "ansible_ssh_private_key_file",
            "ansible_ssh_common_args", "ansible_ssh_timeout"}
 LAB_ONLY = LAB_SSH | {"fediflow_lab_dir",
-                      "fediflow_config_backup_private_key_lab_only",
                       "fediflow_k8s_api_url"}  # the lab starts its Kubernetes double there; roles use the kubeconfig
 
 
