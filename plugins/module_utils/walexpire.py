@@ -185,10 +185,23 @@ def validate(p):
             raise FediflowError(str(exc))
     if "repositories" not in cfg:  # one repository: named after its region (S3) or "dir"
         cfg = {"repositories": [cfg], "names": [cfg.get("region") or cfg["backend"]], "required_copies": 1}
+    cfg = with_identity(cfg, p.get("access_key"), p.get("secret_key"))
     if any(item.get("s3_prefix") for item in ledgers) and not any(r["backend"] == "s3" for r in cfg["repositories"]):
         raise FediflowError("ledgers: an s3_prefix ledger is read in the archive's S3 repositories, and this archive "
                             "has none (give the ledger's path instead)")
     return cfg
+
+
+def with_identity(cfg, access_key, secret_key):
+    """The configuration with the expiry's own S3 identity in every S3 repository (the WAL archive's identity
+    may not delete: docs/storage-security.md); unchanged when none is given."""
+    if bool(access_key) != bool(secret_key):
+        raise FediflowError("access_key and secret_key (the WAL expiry's S3 identity) go together: give both or neither")
+    if not access_key:
+        return cfg
+    repos = [dict({k: v for k, v in repo.items() if k != "session_token"}, access_key=access_key, secret_key=secret_key)
+             if repo["backend"] == "s3" else repo for repo in cfg["repositories"]]
+    return dict(cfg, repositories=repos)
 
 
 # --------------------------------------------------------------------------- reading
