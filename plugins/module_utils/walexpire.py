@@ -273,7 +273,7 @@ def _open(cfg):
 
 
 def _repo_result(name, plan, error=None):
-    out = {"name": name, "answered": error is None, "error": error}
+    out = {"name": name, "answered": error is None, "error": error, "locked": 0, "locked_until": None}
     if plan is not None:
         out.update(before=plan["before"], after=plan["after"], removed=len(plan["remove"]),
                    removed_bytes=plan["removed_bytes"], oldest_kept_segment=plan["oldest_kept_segment"],
@@ -320,12 +320,15 @@ def expire(p, check_mode=False, now=None, warn=None):
             repo = _repo_result(name, plan)
             if err is not None:  # the listing answered, the deletion did not: nothing known removed
                 repo.update(error=_one_line(err), removed=0, removed_bytes=0, after=repo["before"])
-            elif res is not None and res["errors"]:
+            elif res is not None and (res["errors"] or res.get("locked")):
                 gone = set(res["deleted"])
                 sizes = {n: s for n, _a, s in dict((l[0], l) for l in listings)[name][1]}
-                repo.update(error="%d of %d files not deleted, e.g. %s: %s" % (
-                    len(res["errors"]), len(plan["remove"]), res["errors"][0][0], res["errors"][0][1]),
-                    removed=len(gone), removed_bytes=sum(int(sizes.get(n) or 0) for n in gone))
+                repo.update(removed=len(gone), removed_bytes=sum(int(sizes.get(n) or 0) for n in gone))
+                if res.get("locked"):  # immutable copies: left, reported, expired by a later run
+                    repo.update(locked=len(res["locked"]), locked_until=max(u for _n, u in res["locked"]))
+                if res["errors"]:
+                    repo.update(error="%d of %d files not deleted, e.g. %s: %s" % (
+                        len(res["errors"]), len(plan["remove"]), res["errors"][0][0], res["errors"][0][1]))
             repos.append(repo)
         order = {n: i for i, n in enumerate(cfg["names"])}
         repos.sort(key=lambda r: order[r["name"]])
@@ -339,6 +342,9 @@ def expire(p, check_mode=False, now=None, warn=None):
         for repo in repos:
             if repo["error"]:
                 warn("WAL expiry: repository %s: %s (left as it is)" % (repo["name"], repo["error"]))
+            if repo["locked"]:
+                warn("WAL expiry: repository %s: %d file(s) under Object Lock until %s left (a later run expires them)"
+                     % (repo["name"], repo["locked"], repo["locked_until"]))
         if window is not None and keep_days and window["days"] < keep_days:
             warn("PITR reaches back %.2f days (the oldest verified base backup, %s, ended then), less than keep_days "
                  "%s: older targets cannot be restored whatever WAL is kept"

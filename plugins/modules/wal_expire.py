@@ -140,7 +140,9 @@ repositories:
     - Per repository, in the configuration's order - C(name), C(answered), C(error) (null when all went well),
       C(before) and C(after) (C(segments) = whole WAL segments, C(files) = every WAL file incl. history,
       C(bytes)), C(removed) (files; in check mode, would be removed), C(removed_bytes), C(oldest_kept_segment),
-      C(kept_in_window) (older than the bound but kept by O(keep_days)), C(first_removed), C(last_removed).
+      C(kept_in_window) (older than the bound but kept by O(keep_days)), C(first_removed), C(last_removed),
+      C(locked) (files S3 Object Lock still holds - left, a warning, never an error; a later run expires them) and
+      C(locked_until) (the latest end of their retention).
   returned: always
   type: list
   elements: dict

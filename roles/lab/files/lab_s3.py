@@ -153,6 +153,9 @@ def patch_moto():
     access_control.S3IAMRequest.check_action_permitted = _s3_decision
     actions = s3responses.ACTION_MAP
     actions["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"  # HeadBucket is authorised as s3:ListBucket on AWS
+    actions["BUCKET"]["GET"]["public_access_block"] = "GetBucketPublicAccessBlock"
+    actions["BUCKET"]["GET"]["publicAccessBlock"] = "GetBucketPublicAccessBlock"
+    actions["BUCKET"]["GET"]["encryption"] = "GetEncryptionConfiguration"
     actions["BUCKET"]["GET"]["object-lock"] = "GetBucketObjectLockConfiguration"
     actions["BUCKET"]["PUT"]["object-lock"] = "PutBucketObjectLockConfiguration"
     actions["KEY"]["GET"]["retention"] = "GetObjectRetention"
