@@ -128,7 +128,7 @@ def patch_moto():
     from moto.iam import access_control  # pylint: disable=import-outside-toplevel
     from moto.s3 import responses as s3responses  # pylint: disable=import-outside-toplevel
 
-    original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+    original = ActionAuthenticatorMixin._authenticate_and_authorize_action  # pylint: disable=protected-access
 
     def _raw_query_for_signature(self, iam_request_cls, resource="*"):
         environ = getattr(getattr(self, "request", None), "environ", None)
@@ -143,13 +143,13 @@ def patch_moto():
             self.uri = uri
 
     def _s3_decision(self, resource):
-        documents = [access_control.IAMPolicy(p)._policy_json  # pylint: disable=protected-access
-                     for p in self._access_key.collect_policies()]
+        # pylint: disable=protected-access
+        documents = [access_control.IAMPolicy(p)._policy_json for p in self._access_key.collect_policies()]
         headers = {k.lower(): v for k, v in dict(self._headers).items()}
         if not decide(documents, s3_requests(self._action, resource, self._method, self._path, self._body, headers)):
             self._raise_access_denied()
 
-    ActionAuthenticatorMixin._authenticate_and_authorize_action = _raw_query_for_signature
+    ActionAuthenticatorMixin._authenticate_and_authorize_action = _raw_query_for_signature  # pylint: disable=protected-access
     access_control.S3IAMRequest.check_action_permitted = _s3_decision
     actions = s3responses.ACTION_MAP
     actions["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"  # HeadBucket is authorised as s3:ListBucket on AWS
