@@ -23,6 +23,9 @@ as S3 denies it). What the lab carries on top of moto 5 (each said where it is d
   ``StringNotEquals``, ``StringLike``, ``StringNotLike`` (an unknown operator is refused at start-up, never
   silently ignored); DeleteObjects needs s3:DeleteObject (s3:DeleteObjectVersion with a version id) on every
   key; ``x-amz-bypass-governance-retention`` needs s3:BypassGovernanceRetention.
+* Object Lock configuration (``_lock_configuration``): moto answers a default retention of N days with
+  ``Years: 0`` too (AWS names only the one set, so amazon.aws.s3_bucket saw a change at every lab_up) and refuses
+  to change the default retention of a bucket that holds objects (AWS allows it once Object Lock is on).
 """
 
 import argparse
@@ -150,6 +153,7 @@ def patch_moto():
             self._raise_access_denied()
 
     ActionAuthenticatorMixin._authenticate_and_authorize_action = _raw_query_for_signature  # pylint: disable=protected-access
+    _lock_configuration()
     access_control.S3IAMRequest.check_action_permitted = _s3_decision
     actions = s3responses.ACTION_MAP
     actions["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"  # HeadBucket is authorised as s3:ListBucket on AWS
@@ -162,6 +166,26 @@ def patch_moto():
     actions["KEY"]["PUT"]["retention"] = "PutObjectRetention"
     actions["KEY"]["GET"]["legal-hold"] = "GetObjectLegalHold"
     actions["KEY"]["PUT"]["legal-hold"] = "PutObjectLegalHold"
+
+
+def _lock_configuration():
+    from moto.s3.models import S3Backend  # pylint: disable=import-outside-toplevel
+
+    get_original, put_original = S3Backend.get_object_lock_configuration, S3Backend.put_object_lock_configuration
+
+    def get_lock(self, bucket_name):
+        enabled, mode, days, years = get_original(self, bucket_name)
+        return enabled, mode, days or None, years or None
+
+    def put_lock(self, bucket_name, lock_enabled, mode=None, days=None, years=None):
+        bucket = self.get_bucket(bucket_name)
+        if bucket.object_lock_enabled and lock_enabled:
+            bucket.default_lock_mode, bucket.default_lock_days, bucket.default_lock_years = mode, days, years
+            return None
+        return put_original(self, bucket_name, lock_enabled, mode, days, years)
+
+    S3Backend.get_object_lock_configuration = get_lock
+    S3Backend.put_object_lock_configuration = put_lock
 
 
 def seed_identities(identities):
