@@ -173,6 +173,9 @@ def ensure(p, check_mode=False):
     with timer.phase("retention"):
         plan, result["pruned"] = repositories.prune_each(p["dest"], repos, entries, lambda held: _retention(p, held),
                                                          ledger.remove_local)
+    for item in result["pruned"]:
+        for where, lock in sorted(item.get("locked", {}).items()):
+            result.setdefault("warnings", []).append("retention left backup %s in %s: %s" % (item["id"], where, lock["why"]))
     result["diff"] = {"before": {"backups": before_ids},
                       "after": {"backups": sorted(set(entries) - set(plan))}}
     result.update(duration_s=timer.elapsed(), phases=timer.phases)

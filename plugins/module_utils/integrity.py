@@ -225,6 +225,22 @@ def bucket_verdict(encryption_rules, public_block, acl_grants):
     return problems
 
 
+def immutability_verdict(versioning, lock):
+    """Problems of a backup bucket's immutability (empty: fine). ``versioning``: GetBucketVersioning's Status
+    (None: never enabled); ``lock``: the ObjectLockConfiguration (None: Object Lock not enabled). A copy must
+    survive whoever holds a key: versioning on, Object Lock on with a default retention."""
+    problems = []
+    if versioning != "Enabled":
+        problems.append("versioning %s" % (versioning or "never enabled").lower())
+    if not lock or lock.get("ObjectLockEnabled") != "Enabled":
+        problems.append("no Object Lock")
+    else:
+        retention = (lock.get("Rule") or {}).get("DefaultRetention") or {}
+        if not (retention.get("Days") or retention.get("Years")):
+            problems.append("Object Lock without a default retention")
+    return problems
+
+
 def find_secrets(text, secrets):
     """Names of the ``secrets`` (name -> value) whose value occurs in ``text``."""
     return sorted(name for name, value in secrets.items()
@@ -411,9 +427,18 @@ def _buckets(p):
                 raise FediflowError("bucket %s: GetPublicAccessBlock failed: %s" % (bucket, _client_code(exc)))
             block = None
         grants = s3.get_bucket_acl(Bucket=bucket).get("Grants") or []
-        verdicts.append({"bucket": bucket, "problems": bucket_verdict(rules, block, grants)})
+        versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status")
+        try:
+            lock = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration")
+        except Exception as exc:  # pylint: disable=broad-except
+            if _client_code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise FediflowError("bucket %s: GetObjectLockConfiguration failed: %s" % (bucket, _client_code(exc)))
+            lock = None
+        verdicts.append({"bucket": bucket, "problems": bucket_verdict(rules, block, grants) + immutability_verdict(versioning, lock),
+                         "versioning": versioning, "object_lock": lock})
     bad = [v for v in verdicts if v["problems"]]
-    return not bad, {"expected": "default encryption, all 4 public access blocks on, no public ACL grant",
+    return not bad, {"expected": "default encryption, all 4 public access blocks on, no public ACL grant, versioning and "
+                                 "Object Lock (a default retention) on",
                      "actual": "; ".join("%s: %s" % (v["bucket"], ", ".join(v["problems"])) for v in bad) or "as expected"}, {
         "buckets": verdicts}
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.fediflow.dr.plugins.module_utils import ledger, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
-from ansible_collections.fediflow.dr.plugins.module_utils.s3store import MissingBucket, S3Backups
+from ansible_collections.fediflow.dr.plugins.module_utils.s3store import Locked, MissingBucket, S3Backups
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 LOCAL = "local"
@@ -296,16 +296,22 @@ def prune_each(dest, repos, entries, plan_for, remove_local):
     (the local ledger, every repository that answers) holds; removals from there only. Returns
     ``(plan, pruned)``: the ids leaving every location, and ``[{id, reason, where}]``."""
     locations = [LOCAL] + (list(repos.stores) if repos is not None else [])
-    removed = {}
+    removed, locked = {}, {}
     for location in locations:
         held = [m for m, where in entries.values() if location in where]
         for backup_id, reason in plan_for(held):
             if location == LOCAL:
                 remove_local(dest, backup_id)
             else:
-                repos.stores[location].delete_backup(backup_id)
+                try:
+                    repos.stores[location].delete_backup(backup_id)
+                except Locked as exc:  # immutable copy: left, reported, tried again next run
+                    removed.setdefault(backup_id, (reason, set()))
+                    locked.setdefault(backup_id, {})[location] = {"until": exc.until, "why": str(exc)}
+                    continue
             removed.setdefault(backup_id, (reason, set()))[1].add(location)
-    pruned = [{"id": i, "reason": r, "where": sorted(w)} for i, (r, w) in sorted(removed.items())]
+    pruned = [dict({"id": i, "reason": r, "where": sorted(w)}, **({"locked": locked[i]} if i in locked else {}))
+              for i, (r, w) in sorted(removed.items())]
     gone = {i for i, (_r, w) in removed.items() if w >= entries.get(i, (None, set()))[1]}
     return sorted(gone), pruned
 

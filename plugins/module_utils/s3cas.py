@@ -80,7 +80,7 @@ class CasObject:
         extra = {"ServerSideEncryption": self.sse} if self.sse else {}
         try:
             put = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json",
-                                         **dict(extra, **cond))
+                                         ChecksumAlgorithm="SHA256", **dict(extra, **cond))
         except Exception as exc:  # pylint: disable=broad-except
             code, message = _error_text(exc)
             if status_of(exc) in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):

@@ -6,6 +6,7 @@ upload, list the ledger's manifests, delete a backup (manifest first)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 
@@ -18,6 +19,18 @@ MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
 class MissingBucket(FediflowError):
     """The bucket does not exist (or these credentials cannot see it): bad input, never an outage."""
+
+
+class Locked(FediflowError):
+    """A copy under Object Lock (retention not over, or a legal hold): left as it is, never an error - retention
+    tries again at its next run. ``until``: when the retention ends (ISO 8601), None for a legal hold."""
+
+    def __init__(self, message, until=None):
+        super().__init__(message)
+        self.until = until
+
+
+DELETE_BATCH = 1000  # S3's DeleteObjects limit
 
 
 def _error_text(exc):
@@ -68,7 +81,9 @@ class S3Backups:
 
     @staticmethod
     def _extra(sse, kms_key_id, storage_class=None):
-        extra = {}
+        # A checksum with every upload: S3 refuses an upload without one (or Content-MD5) into a bucket whose
+        # Object Lock has a default retention, and checks the bytes it stores against it.
+        extra = {"ChecksumAlgorithm": "SHA256"}
         if sse:
             extra["ServerSideEncryption"] = sse
         if sse == "aws:kms" and kms_key_id:
@@ -172,14 +187,62 @@ class S3Backups:
                 code, message = _error_text(exc)
                 raise FediflowError("download of %s failed: %s: %s" % (entry["path"], code, message))
 
+    def lock_of(self, key, now=None):
+        """Why ``key`` cannot be removed yet (its current version under Object Lock retention until a later time,
+        or a legal hold), as ``(reason, until ISO 8601 or None)``; None when nothing holds it (or it is gone)."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:  # pylint: disable=broad-except
+            code, message = _error_text(exc)
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise FediflowError("S3 HEAD failed for s3://%s/%s: %s: %s" % (self.bucket, key, code, message))
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return "under an Object Lock legal hold", None
+        until = head.get("ObjectLockRetainUntilDate")
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        if isinstance(until, datetime.datetime) and until > now:
+            return ("under Object Lock (%s) until %s" % (head.get("ObjectLockMode") or "?", until.isoformat()),
+                    until.isoformat())
+        return None
+
+    def versions(self, prefix):
+        """``[(key, version id)]`` of every version and delete marker under ``prefix`` (an unversioned bucket
+        answers one version ``null`` a key)."""
+        out = []
+        paginator = self.client.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    out.append((item["Key"], item["VersionId"]))
+        except Exception as exc:  # pylint: disable=broad-except
+            code, message = _error_text(exc)
+            raise FediflowError("listing the versions of s3://%s/%s failed: %s: %s" % (self.bucket, prefix, code, message))
+        return out
+
+    def _delete_versions(self, pairs):
+        """Every ``(key, version id)`` removed for good; the keys S3 refused (a lock), with its message."""
+        refused = []
+        for start in range(0, len(pairs), DELETE_BATCH):
+            objs = [{"Key": k, "VersionId": v} for k, v in pairs[start:start + DELETE_BATCH]]
+            answer = self._call("DELETE", self.client.delete_objects, Bucket=self.bucket,
+                                Delete={"Objects": objs, "Quiet": True})
+            refused.extend("%s: %s" % (e.get("Key"), e.get("Code")) for e in answer.get("Errors", []))
+        return refused
+
     def delete_backup(self, backup_id):
-        """Manifest first (the backup stops existing), then the rest. An id that is no id (empty, ``..``, a
-        path: it came from a manifest) is refused before anything is deleted - an empty one would delete every
-        object under the prefix."""
+        """Every version of the backup's objects, the manifest's first (the backup stops existing), so nothing is
+        left behind a delete marker. A backup under Object Lock is left whole: ``Locked``. An id that is no id
+        (empty, ``..``, a path: it came from a manifest) is refused before anything is deleted - an empty one would
+        delete every object under the prefix."""
         untrusted.check_id(backup_id, "deletion in s3://%s/%s" % (self.bucket, self.prefix))
-        self._call("DELETE", self.client.delete_object, Bucket=self.bucket, Key=self.key(backup_id, MANIFEST))
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(backup_id) + "/"):
-            objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if objs:
-                self._call("DELETE", self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": objs})
+        mkey = self.key(backup_id, MANIFEST)
+        lock = self.lock_of(mkey)
+        if lock:
+            raise Locked("s3://%s/%s is %s: left as it is" % (self.bucket, self.key(backup_id), lock[0]), lock[1])
+        pairs = self.versions(self.key(backup_id) + "/")
+        refused = self._delete_versions([p for p in pairs if p[0] == mkey])
+        refused += self._delete_versions([p for p in pairs if p[0] != mkey])
+        if refused:
+            raise Locked("s3://%s/%s: %d object version(s) S3 refused to remove (Object Lock), e.g. %s: left as they are"
+                         % (self.bucket, self.key(backup_id), len(refused), refused[0]))

@@ -532,7 +532,7 @@ class SnapshotRepo(S3Backups):
     def put_json(self, key, data):
         body = json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
         self._call("PUT", self.client.put_object, Bucket=self.bucket, Key=key, Body=body,
-                   ContentType="application/json", **self.sse)
+                   ContentType="application/json", ChecksumAlgorithm="SHA256", **self.sse)
 
     def head_key(self, key):
         try:
@@ -549,7 +549,7 @@ class SnapshotRepo(S3Backups):
     def put_small(self, digest, data):
         checksum = base64.b64encode(bytes.fromhex(digest)).decode("ascii")
         resp = self._call("PUT", self.client.put_object, Bucket=self.bucket, Key=self.object_key(digest),
-                          Body=data, ChecksumSHA256=checksum, Metadata={"sha256": digest}, **self.extra)
+                          Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum, Metadata={"sha256": digest}, **self.extra)
         if resp.get("ChecksumSHA256") not in (None, checksum):
             raise FediflowError("S3 stored %s with another SHA-256 than was sent" % self.url(self.object_key(digest)))
 

@@ -947,27 +947,55 @@ class S3Archive:
             raise ArchiveError("%s is larger than %d bytes: not a manifest" % (self.url(key), limit))
         return data
 
+    def list_versions(self):
+        """``{name under the prefix: [version ids]}``: every version and delete marker (ListObjectVersions, paged);
+        an unversioned bucket answers one version ``null`` a key."""
+        prefix = self.prefix + "/" if self.prefix else ""
+        params = {"versions": "", "prefix": prefix}
+        out = {}
+        while True:
+            status, _hdrs, data = self.request("GET", None, params=params)
+            if status != 200:
+                raise ArchiveError(self._describe("GET (versions)", None, status, data))
+            page, markers = parse_versions_page(data, prefix)
+            for name, version in page:
+                out.setdefault(name, []).append(version)
+            if not markers:
+                return out
+            params["key-marker"], params["version-id-marker"] = markers
+
+    def lock_until(self, name):
+        """When the Object Lock retention of ``name`` ends (its retain-until date, text), or None: not locked."""
+        hdrs = self.head(self.key(name)) or {}
+        return hdrs.get("x-amz-object-lock-retain-until-date") or (
+            "legal hold" if hdrs.get("x-amz-object-lock-legal-hold") == "ON" else None)
+
     def delete(self, names, batch=DELETE_BATCH):
-        """Remove WAL files: DeleteObjects (up to ``batch`` keys a request, quiet mode: S3 answers only
-        the keys it could not delete); an absent key counts as deleted (S3 says so too), so a rerun
-        finishes an interrupted expiry. ``{"deleted": [names], "errors": [(name, message)]}``."""
+        """Remove WAL files for good: every version (and delete marker) of each, by DeleteObjects (up to ``batch``
+        a request, quiet mode: S3 answers only what it could not delete), so a versioned bucket keeps nothing
+        behind a delete marker; an absent key counts as deleted, so a rerun finishes an interrupted expiry. A file
+        S3 refuses because Object Lock still holds it is left and reported, not an error.
+        ``{"deleted": [names], "errors": [(name, message)], "locked": [(name, until)]}``."""
         for name in names:
             _check_name(name)
-        deleted, errors = [], []
-        for start in range(0, len(names), batch):
-            chunk = list(names[start:start + batch])
-            body = delete_request_body([self.key(name) for name in chunk])
+        versions = self.list_versions()
+        pairs = [(self.key(name), v) for name in names for v in versions.get(name, [])]
+        failed = {}
+        for start in range(0, len(pairs), batch):
+            body = delete_request_body(pairs[start:start + batch])
             headers = {"Content-Type": "application/xml", "Content-Length": str(len(body)),
                        "Content-MD5": base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")}
             status, _hdrs, data = self.request("POST", None, params={"delete": ""}, headers=headers, body=body,
                                                payload_hash=hashlib.sha256(body).hexdigest())
             if status != 200:
                 raise ArchiveError(self._describe("POST (DeleteObjects)", None, status, data))
-            failed = parse_delete_errors(data, self.prefix + "/" if self.prefix else "")
-            errors.extend(failed)
-            bad = {name for name, _msg in failed}
-            deleted.extend(name for name in chunk if name not in bad)
-        return {"deleted": deleted, "errors": errors}
+            failed.update(parse_delete_errors(data, self.prefix + "/" if self.prefix else ""))
+        errors, locked = [], []
+        for name, message in sorted(failed.items()):
+            until = self.lock_until(name) if message.startswith("AccessDenied") else None
+            (locked if until else errors).append((name, until or message))
+        deleted = [name for name in names if name not in failed]
+        return {"deleted": deleted, "errors": errors, "locked": locked}
 
     def status(self, now=None):
         entries = self.list_objects()
@@ -1002,11 +1030,31 @@ def parse_list_page(data, prefix, sizes=False):
 
 
 def delete_request_body(keys):
-    """The XML of a quiet DeleteObjects request."""
+    """The XML of a quiet DeleteObjects request: each a key, or ``(key, version id)`` (version ``null``: the
+    unversioned object, sent without a version id)."""
     from xml.sax.saxutils import escape  # pylint: disable=import-outside-toplevel
-    objects = "".join("<Object><Key>%s</Key></Object>" % escape(key) for key in keys)
+    objects = ""
+    for item in keys:
+        key, version = item if isinstance(item, tuple) else (item, None)
+        objects += "<Object><Key>%s</Key>%s</Object>" % (
+            escape(key), "<VersionId>%s</VersionId>" % escape(version) if version and version != "null" else "")
     return ('<?xml version="1.0" encoding="UTF-8"?><Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
             "<Quiet>true</Quiet>%s</Delete>" % objects).encode("utf-8")
+
+
+def parse_versions_page(data, prefix):
+    """One ListObjectVersions response: ``([(name under prefix, version id)], (next key marker, next version
+    marker) or None)``; delete markers count as versions (they too must go)."""
+    root, ns = _xml(data, "ListObjectVersions")
+    entries = []
+    for tag in ("Version", "DeleteMarker"):
+        for item in root.iter(ns + tag):
+            key = item.findtext(ns + "Key") or ""
+            if key.startswith(prefix):
+                entries.append((key[len(prefix):], item.findtext(ns + "VersionId") or "null"))
+    truncated = (root.findtext(ns + "IsTruncated") or "").lower() == "true"
+    markers = (root.findtext(ns + "NextKeyMarker") or "", root.findtext(ns + "NextVersionIdMarker") or "")
+    return entries, (markers if truncated and markers[0] else None)
 
 
 def parse_delete_errors(data, prefix):

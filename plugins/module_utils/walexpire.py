@@ -184,10 +184,23 @@ def validate(p):
             raise FediflowError(str(exc))
     if "repositories" not in cfg:  # one repository: named after its region (S3) or "dir"
         cfg = {"repositories": [cfg], "names": [cfg.get("region") or cfg["backend"]], "required_copies": 1}
+    cfg = with_identity(cfg, p.get("access_key"), p.get("secret_key"))
     if any(item.get("s3_prefix") for item in ledgers) and not any(r["backend"] == "s3" for r in cfg["repositories"]):
         raise FediflowError("ledgers: an s3_prefix ledger is read in the archive's S3 repositories, and this archive "
                             "has none (give the ledger's path instead)")
     return cfg
+
+
+def with_identity(cfg, access_key, secret_key):
+    """The configuration with the expiry's own S3 identity in every S3 repository (the WAL archive's identity
+    may not delete: docs/storage-security.md); unchanged when none is given."""
+    if bool(access_key) != bool(secret_key):
+        raise FediflowError("access_key and secret_key (the WAL expiry's S3 identity) go together: give both or neither")
+    if not access_key:
+        return cfg
+    repos = [dict({k: v for k, v in repo.items() if k != "session_token"}, access_key=access_key, secret_key=secret_key)
+             if repo["backend"] == "s3" else repo for repo in cfg["repositories"]]
+    return dict(cfg, repositories=repos)
 
 
 # --------------------------------------------------------------------------- reading
@@ -266,7 +279,7 @@ def _open(cfg):
 
 
 def _repo_result(name, plan, error=None):
-    out = {"name": name, "answered": error is None, "error": error}
+    out = {"name": name, "answered": error is None, "error": error, "locked": 0, "locked_until": None}
     if plan is not None:
         out.update(before=plan["before"], after=plan["after"], removed=len(plan["remove"]),
                    removed_bytes=plan["removed_bytes"], oldest_kept_segment=plan["oldest_kept_segment"],
@@ -314,12 +327,15 @@ def expire(p, check_mode=False, now=None, warn=None):
             repo = _repo_result(name, plan)
             if err is not None:  # the listing answered, the deletion did not: nothing known removed
                 repo.update(error=_one_line(err), removed=0, removed_bytes=0, after=repo["before"])
-            elif res is not None and res["errors"]:
+            elif res is not None and (res["errors"] or res.get("locked")):
                 gone = set(res["deleted"])
                 sizes = {n: s for n, _a, s in dict((l[0], l) for l in listings)[name][1]}
-                repo.update(error="%d of %d files not deleted, e.g. %s: %s" % (
-                    len(res["errors"]), len(plan["remove"]), res["errors"][0][0], res["errors"][0][1]),
-                    removed=len(gone), removed_bytes=sum(int(sizes.get(n) or 0) for n in gone))
+                repo.update(removed=len(gone), removed_bytes=sum(int(sizes.get(n) or 0) for n in gone))
+                if res.get("locked"):  # immutable copies: left, reported, expired by a later run
+                    repo.update(locked=len(res["locked"]), locked_until=max(u for _n, u in res["locked"]))
+                if res["errors"]:
+                    repo.update(error="%d of %d files not deleted, e.g. %s: %s" % (
+                        len(res["errors"]), len(plan["remove"]), res["errors"][0][0], res["errors"][0][1]))
             repos.append(repo)
         order = {n: i for i, n in enumerate(cfg["names"])}
         repos.sort(key=lambda r: order[r["name"]])
@@ -335,6 +351,9 @@ def expire(p, check_mode=False, now=None, warn=None):
         for repo in repos:
             if repo["error"]:
                 warn("WAL expiry: repository %s: %s (left as it is)" % (repo["name"], repo["error"]))
+            if repo["locked"]:
+                warn("WAL expiry: repository %s: %d file(s) under Object Lock until %s left (a later run expires them)"
+                     % (repo["name"], repo["locked"], repo["locked_until"]))
         if window is not None and keep_days and window["days"] < keep_days:
             warn("PITR reaches back %.2f days (the oldest verified base backup, %s, ended then), less than keep_days "
                  "%s: older targets cannot be restored whatever WAL is kept"

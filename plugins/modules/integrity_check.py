@@ -30,8 +30,10 @@ description:
     C(details.notes); a line PostgreSQL cannot parse fails. C(backup_file_modes) - every regular file under
     O(backup_paths) has no group or other permission (C(0600) or stricter); a path that does not exist is listed,
     not failed. C(bucket_security) - every bucket of O(buckets) has default encryption, all four public access
-    block settings on (a bucket without a public access block fails) and no ACL grant to everyone or to any
-    authenticated AWS user. C(report_secrets) - no value of O(secrets) occurs in any file under O(report_dir);
+    block settings on (a bucket without a public access block fails), no ACL grant to everyone or to any
+    authenticated AWS user, versioning enabled and Object Lock on with a default retention (the backup buckets'
+    copies must survive whoever holds a key; C(details.buckets) has each bucket's C(versioning) and
+    C(object_lock)). C(report_secrets) - no value of O(secrets) occurs in any file under O(report_dir);
     the file and the variable's name are reported, never the value."
   - By default every check whose inputs are given runs; O(checks) picks some (their inputs are then required).
   - "Every check runs, even when an earlier one failed or could not run (a server down is a failed check with the

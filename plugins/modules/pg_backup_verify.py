@@ -273,7 +273,11 @@ source:
   returned: when O(backup_id) was verified
   type: str
 pruned:
-  description: Backups removed by retention, with the reason and where (V(local), repository names).
+  description:
+    - Backups removed by retention, with the reason and where (V(local), repository names).
+    - "C(locked) - the repositories where a copy is under S3 Object Lock (retention not over, or a legal hold), each
+      with C(until) and C(why). That copy is left as it is (a warning, never a failure) and retention tries again at
+      its next run."
   returned: always
   type: list
   elements: dict

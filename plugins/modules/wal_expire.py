@@ -64,6 +64,18 @@ options:
       s3_prefix:
         description: A ledger prefix in the archive's S3 repositories.
         type: str
+  access_key:
+    description:
+      - The WAL expiry's own S3 identity (access key id), used for B(every) S3 repository instead of the credentials in
+        O(wal_config) or O(repositories). The WAL archive's identity may put and get WAL but not delete it; the
+        expiry's may list and delete under the WAL prefix and read the ledgers' manifests, nothing else
+        (C(docs/storage-security.md)). Give it with O(secret_key); empty - the repositories' own credentials.
+    type: str
+    aliases: [aws_access_key_id]
+  secret_key:
+    description: The secret access key of O(access_key).
+    type: str
+    aliases: [aws_secret_access_key]
   backup_clusters:
     description: Weigh only backups of these clusters (the manifest's C(cluster)); empty - every backup of the ledgers.
     type: list
@@ -128,7 +140,9 @@ repositories:
     - Per repository, in the configuration's order - C(name), C(answered), C(error) (null when all went well),
       C(before) and C(after) (C(segments) = whole WAL segments, C(files) = every WAL file incl. history,
       C(bytes)), C(removed) (files; in check mode, would be removed), C(removed_bytes), C(oldest_kept_segment),
-      C(kept_in_window) (older than the bound but kept by O(keep_days)), C(first_removed), C(last_removed).
+      C(kept_in_window) (older than the bound but kept by O(keep_days)), C(first_removed), C(last_removed),
+      C(locked) (files S3 Object Lock still holds - left, a warning, never an error; a later run expires them) and
+      C(locked_until) (the latest end of their retention).
   returned: always
   type: list
   elements: dict
@@ -196,6 +210,8 @@ def main():
         repositories={"type": "list", "elements": "dict", "no_log": True},
         ledgers={"type": "list", "elements": "dict", "required": True,
                  "options": {"path": {"type": "path"}, "s3_prefix": {"type": "str"}}},
+        access_key={"type": "str", "no_log": True, "aliases": ["aws_access_key_id"]},
+        secret_key={"type": "str", "no_log": True, "aliases": ["aws_secret_access_key"]},
         backup_clusters={"type": "list", "elements": "str", "default": []},
         keep_days={"type": "float", "default": 1},
         margin_segments={"type": "int", "default": 0},
@@ -204,6 +220,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            mutually_exclusive=[("wal_config", "repositories")],
+                           required_together=[("access_key", "secret_key")],
                            required_one_of=[("wal_config", "repositories")])
     run_module(module, walexpire.expire, dict(module.params), check_mode=module.check_mode, warn=module.warn)
 
