@@ -31,8 +31,9 @@ HBA = ["local all all trust"]
 
 
 def port_is_free(port):
-    """Nothing listens on ``port`` (loopback v4 and v6, and the wildcard addresses a bind there would hit)."""
-    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    """Nothing uses ``port``: a bind on the wildcard address (IPv4, and IPv6 where the host has it) fails when any
+    socket of any address holds it. Needs no interface up (a bare network namespace has none)."""
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError:
@@ -40,9 +41,7 @@ def port_is_free(port):
         with sock:
             try:
                 sock.bind((addr, port))
-            except OSError as exc:
-                if family == socket.AF_INET6 and exc.errno == 99:  # EADDRNOTAVAIL: no ::1 here
-                    continue
+            except OSError:
                 return False
     return True
 
@@ -58,7 +57,7 @@ def pick_port(explicit=None, attempts=20):
         return int(explicit)
     for _attempt in range(attempts):
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
+            sock.bind(("0.0.0.0", 0))
             port = sock.getsockname()[1]
         if port_is_free(port):
             return port
@@ -84,7 +83,7 @@ class ScratchCluster:
         self.wanted_port = p.get("scratch_port")
         self.port = None
         self.work = self.data_dir = self.log = None
-        self.where = {"host": host_name or socket.getfqdn(), "port": None, "data_dir": None,
+        self.where = {"host": host_name or socket.gethostname(), "port": None, "data_dir": None,
                       "socket_dir": None, "removed": None}
 
     # ------------------------------------------------------------------ lifecycle

@@ -172,7 +172,7 @@ options:
   verify_host_name:
     description:
       - The name recorded as where a restore verification ran (C(verification.where.host)), for example the
-        inventory name of the verify host. Defaults to this host's FQDN.
+        inventory name of the verify host. Defaults to this host's name (C(hostname)).
     type: str
   command_timeout:
     description: Seconds any single backup or restore command may run.
