@@ -1,12 +1,17 @@
-"""Restore verification off the production primary (issue 19), against the real lab.
+"""Restore verification off the production primary (issue 19), against real PostgreSQL and S3.
 
-A logical backup verified by restore must leave no trace on the primary: no scratch database appears in its
-pg_database at any moment of the run (polled while it runs), and the primary writes no WAL for the restore
-(pg_stat_wal.wal_bytes grows by less than half the data a restore there would write). The result names where
-the scratch cluster ran; the cluster is gone afterwards, also when the restore fails."""
-import json
+A logical backup verified by restore must leave no trace on its source (the primary): no scratch database
+appears in its pg_database at any moment of the run (polled while it runs), and the source writes no WAL for the
+restore (pg_stat_wal.wal_bytes grows by less than half the data a restore there would write). The result names
+where the scratch cluster ran; the cluster is gone afterwards, also when the restore fails.
+
+The module-level tests use a throwaway source cluster and a private moto (pitr_fixtures), as the verify host
+flow of the backup role runs it: the source's host takes the backup (checked to checksum level, row counts
+recorded, written to the repository), the verify host restores it from there. The last test runs the backup
+playbook on the lab: the primary's host backs up, pg-eu-west-1 restores."""
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +24,7 @@ import boto3
 import pytest
 
 from lab_fixtures import module, pg_connect, playbook, s3_endpoint
+from pitr_fixtures import make_cluster, start_moto
 
 BULK_ROWS = 60000   # ~8 MB of table data: a restore of it on the primary writes at least that much WAL
 VERIFY_HOST_NAME = "verify-host-under-test"
@@ -29,8 +35,8 @@ class PrimaryWatch:
     """While it runs: every database name the primary's pg_database shows that was not there at the start (polled
     every 20 ms on one connection), and the WAL the primary generated (pg_stat_wal.wal_bytes, cluster-wide)."""
 
-    def __init__(self, hvars):
-        self.conn = pg_connect(hvars)
+    def __init__(self, conn):
+        self.conn = conn
         self.baseline = set(self._names())
         self.seen, self.polls = set(), 0
         self.stop = threading.Event()
@@ -74,20 +80,47 @@ class PrimaryWatch:
         return False
 
 
-@pytest.fixture
-def bulk(lab):
-    """A table big enough that restoring the dump on the primary would show in its WAL; dropped afterwards."""
-    p = lab["primary"]
+def _make_bulk(conn):
+    """A table big enough that restoring the dump on its source would show in the source's WAL."""
     table = "verify_host_bulk_%s" % uuid.uuid4().hex[:6]
-    conn = pg_connect(p, p["fediflow_app_db"])
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE %s (id int PRIMARY KEY, payload text NOT NULL)" % table)
         cur.execute("INSERT INTO %s SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, %d) g" % (table, BULK_ROWS))
         cur.execute("SELECT pg_total_relation_size(%s)", (table,))
         size = cur.fetchone()[0]
-    yield {"table": "public." + table, "bytes": size}
+    return {"table": "public." + table, "bytes": size}
+
+
+@pytest.fixture
+def source():
+    """A throwaway primary (WAL archived) and a private S3 repository (moto) with a bucket."""
+    proc, endpoint = start_moto()
+    s3cfg = {"endpoint_url": endpoint, "bucket": "verify-host-%s" % uuid.uuid4().hex[:8],
+             "access_key": "verify-test", "secret_key": "verify-test-secret"}
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=s3cfg["access_key"],
+                      aws_secret_access_key=s3cfg["secret_key"])
+    s3.create_bucket(Bucket=s3cfg["bucket"])
+    cluster = make_cluster(s3cfg)
+    try:
+        conn = cluster.node.connect("app")
+        bulk = _make_bulk(conn)
+        conn.close()
+        yield {"cluster": cluster, "s3": s3, "s3cfg": s3cfg, "bulk": bulk}
+    finally:
+        cluster.destroy()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def bulk(lab):
+    """_make_bulk on the lab's primary, dropped afterwards."""
+    p = lab["primary"]
+    conn = pg_connect(p, p["fediflow_app_db"])
+    made = _make_bulk(conn)
+    yield made
     with conn.cursor() as cur:
-        cur.execute("DROP TABLE %s" % table)
+        cur.execute("DROP TABLE %s" % made["table"])
     conn.close()
 
 
@@ -102,11 +135,13 @@ def scratch_parent():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _args(lab, tmp_path, **extra):
-    p = lab["primary"]
-    args = {"login_host": p["fediflow_pg_host"], "login_port": p["fediflow_pg_port"],
-            "login_password": p["fediflow_pg_superuser_password"], "db": p["fediflow_app_db"],
-            "dest": str(tmp_path / "repo"), "verify_host_name": VERIFY_HOST_NAME}
+def _args(source, tmp_path, where, **extra):
+    """pg_backup_verify options for the source's backups; ``where`` names the host's own work directory."""
+    cluster, s3cfg = source["cluster"], source["s3cfg"]
+    args = {"login_host": "127.0.0.1", "login_port": cluster.node.port, "login_password": cluster.password, "db": "app",
+            "dest": str(tmp_path / where), "s3_bucket": s3cfg["bucket"], "s3_prefix": "postgres/test/logical",
+            "endpoint_url": s3cfg["endpoint_url"], "access_key": s3cfg["access_key"], "secret_key": s3cfg["secret_key"],
+            "region": "us-east-1", "cluster_name": "verify-test"}
     args.update(extra)
     return args
 
@@ -128,9 +163,18 @@ def _restore_step(res):
     return [s for s in res["verification"]["steps"] if s["method"] == "restore"][0]
 
 
-def test_logical_restore_verification_leaves_no_trace_on_the_primary(lab, tmp_path, bulk, scratch_parent):
-    with PrimaryWatch(lab["primary"]) as watch:
-        res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, verify="restore", scratch_dir=scratch_parent))
+def test_logical_restore_verification_leaves_no_trace_on_the_primary(source, tmp_path, scratch_parent):
+    """The role's flow, module by module: the primary's host backs up (checksums, row counts recorded, written to
+    the repository), the verify host restores it from the repository. The primary is watched all along."""
+    bulk = source["bulk"]
+    with PrimaryWatch(source["cluster"].node.connect()) as watch:
+        taken = module("fediflow.dr.pg_backup_verify", _args(source, tmp_path, "primary-host", verify="checksum",
+                                                             record_row_counts=True))
+        assert taken.get("verified") is True, taken.get("msg")
+        assert taken["manifest"]["source"]["row_counts"][bulk["table"]] == BULK_ROWS
+        res = module("fediflow.dr.pg_backup_verify", _args(source, tmp_path, "verify-host", backup_id=taken["backup_id"],
+                                                           verify="restore", scratch_dir=scratch_parent,
+                                                           verify_host_name=VERIFY_HOST_NAME))
     assert res.get("verified") is True, res.get("msg")
     assert watch.polls > 10, "the primary was not watched while the verification ran"
     assert watch.seen == set(), "databases appeared on the primary during the verification: %s" % watch.seen
@@ -145,13 +189,21 @@ def test_logical_restore_verification_leaves_no_trace_on_the_primary(lab, tmp_pa
     assert VERIFY_HOST_NAME in step["target"] and str(where["port"]) in step["target"]
     assert os.listdir(scratch_parent) == [] and not os.path.exists(where["data_dir"])
     assert _postmasters_in(scratch_parent) == []
+    # the repository's ledger entry holds the restore and where it ran (read back with boto3)
+    key = "postgres/test/logical/%s/manifest.json" % taken["backup_id"]
+    manifest = json.loads(source["s3"].get_object(Bucket=source["s3cfg"]["bucket"], Key=key)["Body"].read())
+    assert manifest["verification"]["level"] == "restore" and manifest["verification"]["ok"] is True
+    assert manifest["verification"]["where"]["host"] == VERIFY_HOST_NAME
+    assert res["ledger_written"] == ["s3"]
+    assert os.listdir(str(tmp_path / "verify-host")) == []  # the downloaded copy is gone too
 
 
-def test_a_restore_that_fails_still_removes_its_scratch_cluster(lab, tmp_path, scratch_parent):
+def test_a_restore_that_fails_still_removes_its_scratch_cluster(source, tmp_path, scratch_parent):
     """A dump whose table of contents reads (pg_restore --list passes) but whose data does not restore, with a
     ledger that agrees with its bytes (so the checksums pass too): the restore fails, and its scratch cluster - by
     then initdb'd and running - is stopped and removed all the same."""
-    args = _args(lab, tmp_path, verify="list", compression_level=1)
+    args = _args(source, tmp_path, "host", verify="list", compression_level=1, verify_host_name=VERIFY_HOST_NAME)
+    args.pop("s3_bucket")
     taken = module("fediflow.dr.pg_backup_verify", args)
     assert taken.get("verified") is True, taken.get("msg")
     bdir = os.path.join(args["dest"], taken["backup_id"])
@@ -184,7 +236,7 @@ def test_backup_role_runs_the_restore_verification_on_the_verify_host(lab, bulk,
     off = ["-e", "backup_physical=false", "-e", "backup_media=false", "-e", "backup_cache=false", "-e", "backup_config=false",
            "-e", "backup_wal_check=false", "-e", "backup_logical_verify=restore",
            "-e", "backup_verify_scratch_dir=%s" % scratch_parent]
-    with PrimaryWatch(p) as watch:
+    with PrimaryWatch(pg_connect(p)) as watch:
         proc, _took = playbook("backup.yml", *off)
     assert "[pg-us-east-1 -> pg-eu-west-1]" in proc.stdout, proc.stdout[-3000:]
     assert watch.polls > 10 and watch.seen == set(), watch.seen
