@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -159,6 +160,16 @@ def _postmasters_in(path):
     return found
 
 
+def _tcp_in_use(port):
+    """Something holds ``port`` on some IPv4 address (a bind on the wildcard address fails)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
 def _restore_step(res):
     return [s for s in res["verification"]["steps"] if s["method"] == "restore"][0]
 
@@ -225,6 +236,45 @@ def test_a_restore_that_fails_still_removes_its_scratch_cluster(source, tmp_path
     assert "pg_restore into the scratch cluster failed" in bad["msg"], bad["msg"]
     where = bad["verification"]["where"]
     assert where["host"] == VERIFY_HOST_NAME and where["port"] and where["removed"] is True
+    assert os.listdir(scratch_parent) == [] and _postmasters_in(scratch_parent) == []
+
+
+def test_physical_restore_verification_shares_the_scratch_cluster(source, tmp_path, scratch_parent):
+    """A base backup restored through the same scratch cluster: its own pg_hba (the socket only), no TCP listener,
+    recovered to consistency, counted, removed."""
+    args = _args(source, tmp_path, "host", mode="physical", compression="gzip", verify="restore",
+                 scratch_dir=scratch_parent, verify_host_name=VERIFY_HOST_NAME)
+    args.pop("s3_bucket")
+    seen_listening, observed = [], set()
+
+    def watch_tcp(stop):
+        while not stop.is_set():  # a scratch postmaster must never listen on TCP: its port is free all along
+            for name in os.listdir(scratch_parent):
+                try:
+                    with open(os.path.join(scratch_parent, name, "data", "postmaster.pid"), encoding="utf-8") as pid:
+                        lines = pid.read().splitlines()
+                except OSError:
+                    continue  # not started (or gone) yet
+                if len(lines) > 3 and lines[3].isdigit():
+                    observed.add(int(lines[3]))
+                    if _tcp_in_use(int(lines[3])):
+                        seen_listening.append(int(lines[3]))
+            stop.wait(0.05)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_tcp, args=(stop,), daemon=True)
+    watcher.start()
+    try:
+        res = module("fediflow.dr.pg_backup_verify", args)
+    finally:
+        stop.set()
+        watcher.join(10)
+    assert res.get("verified") is True, res.get("msg")
+    where = res["verification"]["where"]
+    assert where["host"] == VERIFY_HOST_NAME and where["removed"] is True and where["data_dir"].startswith(scratch_parent)
+    restored = {r["table"]: r["restored"] for r in _restore_step(res)["tables"]}
+    assert restored[source["bulk"]["table"]] == BULK_ROWS
+    assert observed == {where["port"]}, "the running scratch cluster was not watched"
+    assert seen_listening == []
     assert os.listdir(scratch_parent) == [] and _postmasters_in(scratch_parent) == []
 
 
