@@ -287,14 +287,14 @@ def _counts_verdict(manifest, restored):
 SCRATCH_DB = "fediflow_verify"
 
 
-def restore_logical(p, backup_dir, manifest, commands, scratch):
+def restore_logical(p, backup_dir, manifest, commands, cluster):
     """pg_restore into a database of a fresh scratch cluster (initdb) on this host - never the source server
     (a scratch database there would load production: its disk, its WAL to every standby and the archive).
     Roles, grants and tablespaces are globals the scratch cluster does not have: not restored."""
     bindir = _bindir(p)
-    scratch.init_empty(p.get("login_user") or "postgres")
-    scratch.start()
-    conn = postgres.connect(scratch.conn_params(p, "postgres"))
+    cluster.init_empty(p.get("login_user") or "postgres")
+    cluster.start()
+    conn = postgres.connect(cluster.conn_params(p, "postgres"))
     try:
         with conn.cursor() as cur:
             cur.execute('CREATE DATABASE "%s"' % SCRATCH_DB)
@@ -303,11 +303,11 @@ def restore_logical(p, backup_dir, manifest, commands, scratch):
     target = os.path.join(backup_dir, "dump" if manifest["source"]["format"] == "directory" else "db.dump")
     argv = [os.path.join(bindir, "pg_restore"), "--no-password", "--exit-on-error", "--no-owner", "--no-privileges",
             "--no-tablespaces", "--jobs=%d" % int(p.get("jobs") or 2), "--dbname=%s" % SCRATCH_DB, target]
-    res = run(argv, env=scratch.libpq_env(p, SCRATCH_DB), timeout=p.get("command_timeout"))
+    res = run(argv, env=cluster.libpq_env(p, SCRATCH_DB), timeout=p.get("command_timeout"))
     commands.append(res.as_dict())
     if res.rc != 0:
         raise FediflowError("pg_restore into the scratch cluster failed: %s" % last_lines(res.stderr))
-    sconn = postgres.connect(scratch.conn_params(p, SCRATCH_DB))
+    sconn = postgres.connect(cluster.conn_params(p, SCRATCH_DB))
     try:
         restored = row_counts(sconn)
     finally:
@@ -334,7 +334,7 @@ def _extract(backup_dir, data_dir):
             raise FediflowError("%s could not be decompressed (exit %s)" % (name, proc.returncode))
 
 
-def restore_physical(p, backup_dir, manifest, commands, scratch):
+def restore_physical(p, backup_dir, manifest, cluster):
     """The base backup becomes the scratch cluster's data directory; it recovers to consistency (archiving
     off), then rows are counted."""
     def fill(data_dir):
@@ -346,10 +346,10 @@ def restore_physical(p, backup_dir, manifest, commands, scratch):
         if os.path.exists(os.path.join(data_dir, ledger.MANIFEST)):
             os.unlink(os.path.join(data_dir, ledger.MANIFEST))
 
-    scratch.adopt(fill)
-    scratch.start()
-    waited = scratch.wait_writable(p, 120)
-    sconn = postgres.connect(scratch.conn_params(p))
+    cluster.adopt(fill)
+    cluster.start()
+    waited = cluster.wait_writable(p, 120)
+    sconn = postgres.connect(cluster.conn_params(p))
     try:
         restored = row_counts(sconn)
     finally:
@@ -361,11 +361,13 @@ def restore(p, backup_dir, manifest, commands, where):
     """Restore ``manifest``'s backup into a scratch cluster on this host (``scratch.ScratchCluster``), compare
     row counts with the source's, stop and remove the cluster (also on failure). ``where`` gets where it ran
     (host, port, data_dir, removed)."""
-    fn = restore_logical if manifest["kind"] == "logical" else restore_physical
     cluster = scratch.ScratchCluster(p, commands, p.get("verify_host_name"))
     try:
         with cluster:
-            result, restored = fn(p, backup_dir, manifest, commands, cluster)
+            if manifest["kind"] == "logical":
+                result, restored = restore_logical(p, backup_dir, manifest, commands, cluster)
+            else:
+                result, restored = restore_physical(p, backup_dir, manifest, cluster)
     finally:
         where.update(cluster.where)
     result.update(target="scratch cluster on %s port %s, %s (%s)" % (
