@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import tarfile
-import tempfile
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgconf, pgctl, pitr, postgres, untrusted
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger, pgctl, pitr, postgres, scratch, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import CHUNK
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
-    FediflowError, Timer, last_lines, run, wait_until)
+    FediflowError, Timer, last_lines, run)
 
 MODES = ("logical", "physical")
 VERIFY = ("none", "list", "checksum", "restore")
@@ -63,6 +61,8 @@ def validate(p):
         raise FediflowError("dest must be an absolute directory path, got '%s'" % p.get("dest"))
     if p.get("s3_sse") not in (None, "AES256", "aws:kms"):
         raise FediflowError("s3_sse must be AES256 or aws:kms, got '%s'" % p["s3_sse"])
+    if p.get("scratch_port") is not None and not 1024 <= int(p["scratch_port"]) < 65536:
+        raise FediflowError("scratch_port must be between 1024 and 65535, got %s" % p["scratch_port"])
     if p.get("backup_id") and ("/" in p["backup_id"] or p["backup_id"].startswith(".")):
         raise FediflowError("backup_id '%s' is not a backup id" % p["backup_id"])
     postgres.validate_conn(p)
@@ -372,47 +372,35 @@ def _counts_verdict(manifest, restored):
     return {"ok": ok, "tables": rows, "tables_compared": len(rows)}
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SCRATCH_DB = "fediflow_verify"
 
 
-def _scratch_db_name(backup_id):
-    return "fediflow_verify_" + "".join(c if c.isalnum() else "_" for c in backup_id.lower())[:40]
-
-
-def restore_logical(p, backup_dir, manifest, commands):
+def restore_logical(p, backup_dir, manifest, commands, cluster):
+    """pg_restore into a database of a fresh scratch cluster (initdb) on this host - never the source server
+    (a scratch database there would load production: its disk, its WAL to every standby and the archive).
+    Roles, grants and tablespaces are globals the scratch cluster does not have: not restored."""
     bindir = _bindir(p)
-    scratch = _scratch_db_name(manifest["id"])
-    conn = postgres.connect(p)
+    cluster.init_empty(p.get("login_user") or "postgres")
+    cluster.start()
+    conn = postgres.connect(cluster.conn_params(p, "postgres"))
     try:
         with conn.cursor() as cur:
-            cur.execute('DROP DATABASE IF EXISTS "%s"' % scratch)
-            cur.execute('CREATE DATABASE "%s"' % scratch)
-        target = os.path.join(backup_dir, "dump" if manifest["source"]["format"] == "directory" else "db.dump")
-        try:
-            argv = [os.path.join(bindir, "pg_restore"), "--no-password", "--exit-on-error",
-                    "--no-owner", "--jobs=%d" % int(p.get("jobs") or 2), "--dbname=%s" % scratch, target]
-            with postgres.passfile(p) as env:
-                env.pop("PGDATABASE", None)
-                res = run(argv, env=env, timeout=p.get("command_timeout"))
-            commands.append(res.as_dict())
-            if res.rc != 0:
-                raise FediflowError("pg_restore into scratch database %s failed: %s" % (scratch, last_lines(res.stderr)))
-            sconn = postgres.connect(dict(p, db=scratch))
-            try:
-                restored = row_counts(sconn)
-            finally:
-                sconn.close()
-        finally:
-            with conn.cursor() as cur:
-                cur.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % scratch)
+            cur.execute('CREATE DATABASE "%s"' % SCRATCH_DB)
     finally:
         conn.close()
-    result = {"method": "restore", "target": "scratch database %s (dropped)" % scratch}
-    result.update(_counts_verdict(manifest, restored))
-    return result
+    target = os.path.join(backup_dir, "dump" if manifest["source"]["format"] == "directory" else "db.dump")
+    argv = [os.path.join(bindir, "pg_restore"), "--no-password", "--exit-on-error", "--no-owner", "--no-privileges",
+            "--no-tablespaces", "--jobs=%d" % int(p.get("jobs") or 2), "--dbname=%s" % SCRATCH_DB, target]
+    res = run(argv, env=cluster.libpq_env(p, SCRATCH_DB), timeout=p.get("command_timeout"))
+    commands.append(res.as_dict())
+    if res.rc != 0:
+        raise FediflowError("pg_restore into the scratch cluster failed: %s" % last_lines(res.stderr))
+    sconn = postgres.connect(cluster.conn_params(p, SCRATCH_DB))
+    try:
+        restored = row_counts(sconn)
+    finally:
+        sconn.close()
+    return {"method": "restore"}, restored
 
 
 def _backup_tars(backup_dir):
@@ -472,100 +460,48 @@ def _extract(backup_dir, data_dir):
             raise FediflowError("%s could not be decompressed (exit %s)" % (name, proc.returncode))
 
 
-def restore_physical(p, backup_dir, manifest, commands):
-    """Restore into a scratch cluster on a free loopback port, let it reach consistency,
-    count rows, stop it and remove it. Archiving is switched off in the scratch cluster."""
-    os_user = p.get("os_user") or "postgres"
-    parent = p.get("scratch_dir") or "/var/tmp"
-    probe = run(["test", "-x", parent], user=os_user, timeout=10)
-    if probe.rc != 0:
-        raise FediflowError("scratch_dir '%s' is not reachable by OS user %s (PostgreSQL runs the scratch "
-                            "cluster as that user): choose a directory it can enter" % (parent, os_user))
-    work = tempfile.mkdtemp(prefix="fediflow-verify-", dir=parent)
-    data_dir = os.path.join(work, "data")
-    port = free_port()
-    bindir = _bindir(p)
-    try:
+def restore_physical(p, backup_dir, manifest, cluster):
+    """The base backup becomes the scratch cluster's data directory; it recovers to consistency (archiving
+    off), then rows are counted."""
+    def fill(data_dir):
         if manifest["source"]["format"] == "plain":
             check_plain(backup_dir)
             shutil.copytree(backup_dir, data_dir, ignore=shutil.ignore_patterns(ledger.MANIFEST))
         else:
             os.makedirs(data_dir)
             _extract(backup_dir, data_dir)
-        for leftover in ("standby.signal", "recovery.signal", "postmaster.pid", ledger.MANIFEST):
-            path = os.path.join(data_dir, leftover)
-            if os.path.exists(path):
-                os.unlink(path)
-        # a backup of a Debian cluster holds no configuration (it lived in /etc/postgresql): enough to start
-        pgconf.ensure_minimal(data_dir, pgconf.minimal_hba())
-        # the scratch cluster is ours, on loopback: its pg_hba is the minimal one, whatever the backup carries
-        # (a Debian data directory rewound from a plain one holds that host's pg_hba, without loopback lines)
-        with open(os.path.join(data_dir, "pg_hba.conf"), "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in pgconf.minimal_hba()))
-        with open(os.path.join(data_dir, "postgresql.auto.conf"), "a", encoding="utf-8") as handle:
-            handle.write("\n# fediflow.dr scratch verification cluster\n"
-                         "port = %d\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n"
-                         "archive_mode = off\nprimary_conninfo = ''\nprimary_slot_name = ''\n"
-                         "restore_command = ''\nhot_standby = on\nshared_buffers = '32MB'\n"
-                         "max_wal_senders = 0\nmax_replication_slots = 0\n"
-                         % (port, work))
-        run(["chown", "-R", "%s:" % os_user, work])
-        os.chmod(work, 0o700)
-        os.chmod(data_dir, 0o700)
-        log = os.path.join(work, "server.log")
-        res = run([os.path.join(bindir, "pg_ctl"), "start", "-D", data_dir, "-l", log, "-w", "-t", "120"],
-                  user=os_user, timeout=180)
-        commands.append(res.as_dict())
-        if res.rc != 0:
-            tail = ""
-            if os.path.exists(log):
-                with open(log, "r", encoding="utf-8", errors="replace") as handle:
-                    tail = last_lines(handle.read())
-            raise FediflowError("scratch cluster from backup %s did not start: %s" % (manifest["id"], tail))
-        # the scratch cluster is ours, on loopback: TLS when its configuration came with it, not required (a
-        # Debian cluster's certificate settings stay in /etc; a loopback name is in no server certificate)
-        sparams = dict(p, login_host="127.0.0.1", login_port=port,
-                       ssl_mode="prefer" if p.get("ssl_mode") in ("require", "verify-ca", "verify-full") else p.get("ssl_mode"))
+        if os.path.exists(os.path.join(data_dir, ledger.MANIFEST)):
+            os.unlink(os.path.join(data_dir, ledger.MANIFEST))
 
-        last = {"error": None}
-
-        def writable():
-            try:
-                sconn = postgres.connect(sparams)
-            except FediflowError as exc:
-                last["error"] = exc.message   # not yet accepting connections, or refusing ours: said on timeout
-                return None
-            last["error"] = None
-            try:
-                with sconn.cursor() as cur:
-                    cur.execute("SELECT NOT pg_is_in_recovery()")
-                    return cur.fetchone()[0]
-            finally:
-                sconn.close()
-
-        ready, waited = wait_until(writable, 120)
-        if not ready:
-            tail = ""
-            if os.path.exists(log):
-                with open(log, "r", encoding="utf-8", errors="replace") as handle:
-                    tail = last_lines(handle.read())
-            raise FediflowError("scratch cluster did not finish recovery within 120s (%s); its log: %s" % (
-                ("last connection attempt: " + last["error"]) if last["error"] else "it answered, still in recovery",
-                tail))
-        sconn = postgres.connect(sparams)
-        try:
-            restored = row_counts(sconn)
-        finally:
-            sconn.close()
-        result = {"method": "restore", "target": "scratch cluster on 127.0.0.1:%d (removed)" % port,
-                  "recovery_s": waited}
-        result.update(_counts_verdict(manifest, restored))
-        return result
+    cluster.adopt(fill)
+    cluster.start()
+    waited = cluster.wait_writable(p, 120)
+    sconn = postgres.connect(cluster.conn_params(p))
+    try:
+        restored = row_counts(sconn)
     finally:
-        if os.path.exists(os.path.join(data_dir, "postmaster.pid")):
-            run([os.path.join(bindir, "pg_ctl"), "stop", "-D", data_dir, "-m", "immediate", "-w"],
-                user=os_user, timeout=60)
-        shutil.rmtree(work, ignore_errors=True)
+        sconn.close()
+    return {"method": "restore", "recovery_s": waited}, restored
+
+
+def restore(p, backup_dir, manifest, commands, where):
+    """Restore ``manifest``'s backup into a scratch cluster on this host (``scratch.ScratchCluster``), compare
+    row counts with the source's, stop and remove the cluster (also on failure). ``where`` gets where it ran
+    (host, port, data_dir, removed)."""
+    cluster = scratch.ScratchCluster(p, commands, p.get("verify_host_name"))
+    try:
+        with cluster:
+            if manifest["kind"] == "logical":
+                result, restored = restore_logical(p, backup_dir, manifest, commands, cluster)
+            else:
+                result, restored = restore_physical(p, backup_dir, manifest, cluster)
+    finally:
+        where.update(cluster.where)
+    result.update(target="scratch cluster on %s port %s, %s (%s)" % (
+        where["host"], where["port"], where["data_dir"], "removed" if where["removed"] else "NOT removed"),
+        where=dict(where))
+    result.update(_counts_verdict(manifest, restored))
+    return result
 
 
 def verify(p, backup_dir, manifest, level, commands):
@@ -589,9 +525,9 @@ def verify(p, backup_dir, manifest, level, commands):
                 steps.append(verify_list(p, backup_dir, manifest, commands))
         if level == "restore":
             record["integrity"] = False  # a restore that cannot run may be the host's fault
+            record["where"] = {}
             with timer.phase("restore"):
-                fn = restore_logical if manifest["kind"] == "logical" else restore_physical
-                result = fn(p, backup_dir, manifest, commands)
+                result = restore(p, backup_dir, manifest, commands, record["where"])
             steps.append(result)
             if not result["ok"]:
                 bad = [r["table"] for r in result["tables"] if not r["ok"]]

@@ -42,6 +42,19 @@ def _chmod_tree(path):
     os.chmod(path, 0o700)
 
 
+def _write_back(p, repos, manifest, where):
+    """The updated manifest into every repository of ``where`` that answers; returns their names. A repository
+    that refuses is named in the failure (the verification result would be lost there)."""
+    names = [name for name, _store in repositories.first_holding(repos, where)]
+    written = repositories.parallel(repositories.guard(
+        lambda name: repos.stores[name].put_manifest(manifest, p.get("s3_sse"), p.get("s3_kms_key_id"))), names)
+    failed = ["%s: %s" % (name, error) for name, (_key, error) in zip(names, written) if error]
+    if failed:
+        raise FediflowError("the verification result of %s could not be written to its ledger in %s"
+                            % (manifest["id"], "; ".join(failed)))
+    return names
+
+
 def verify_existing(p, repos, result, timer):
     """Verify a backup of the ledger again: the local copy, else the first repository holding it
     (downloaded into a held work directory and checked against its manifest)."""
@@ -85,6 +98,10 @@ def verify_existing(p, repos, result, timer):
     if source == "local":
         ledger.write_manifest(local_dir, manifest)
         result["changed"] = True  # the ledger entry was rewritten
+    else:
+        # verified away from the backup's own host (a verify host): the entry in every repository holding it
+        result["ledger_written"] = _write_back(p, repos, manifest, where)
+        result["changed"] = bool(result["ledger_written"])
     result.update(backup_id=backup_id, verified=bool(record["ok"]), verification=record, source=source,
                   files=manifest["files"], manifest=manifest)
     return record
@@ -135,7 +152,7 @@ def ensure(p, check_mode=False):
     backup_id = ledger.new_backup_id(p["mode"])
     final = os.path.join(p["dest"], backup_id)
     start = ledger.utcnow()
-    want_counts = p["verify"] == "restore"
+    want_counts = p["verify"] == "restore" if p.get("record_row_counts") is None else bool(p["record_row_counts"])
     with ledger.WorkDir(p["dest"], ".partial-" + backup_id) as held:  # removed if anything below fails
         work = held.path
         with timer.phase("backup"):

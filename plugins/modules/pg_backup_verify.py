@@ -24,9 +24,18 @@ description:
     end LSN (C(backup_manifest) C(WAL-Ranges)), whole, and C(pg_waldump) must read every record
     in that range - a backup whose WAL is missing or damaged fails V(list) and does not count as
     verified for retention or PITR). V(checksum) also re-hashes every file against the ledger. V(restore) also
-    restores the backup - into a scratch database (logical) or a scratch cluster on a free
-    loopback port with archiving off (physical) - and compares per-table row counts with the
-    source, then drops the scratch.
+    restores the backup into a scratch cluster on the host this module runs on - a fresh C(initdb) cluster
+    and C(pg_restore) for a logical backup, the base backup itself for a physical one - and compares
+    per-table row counts with the source, then stops the cluster with C(pg_ctl) and removes it (also
+    when the restore fails). Never a database on the source server - nothing of the restore reaches
+    production's disk, WAL, standbys or archive.
+  - The scratch cluster lives in a new 0700 directory under O(scratch_dir), runs as O(os_user) on a port
+    checked free, listens on no TCP address (its only socket is inside that directory), with archiving
+    and replication off. The verification record says where it ran (C(where) with host, port, data directory,
+    whether it was removed).
+  - To keep restores off the production host, run the restore verification on another host (a verify
+    host) with O(backup_id) - the backup is read from its repositories and the updated ledger entry is
+    written back to them; the C(fediflow.dr.backup) role does this (C(backup_verify_host)).
   - Row counts for V(restore) are taken in the same snapshot C(pg_dump) uses (logical, exact).
     For physical backups they are taken when the backup ends, and each table may differ by the
     inserts and deletes that happened during the backup (from C(pg_stat_user_tables)); on an idle
@@ -151,6 +160,23 @@ options:
     description: Parent directory for the scratch cluster (must be reachable by O(os_user)).
     type: path
     default: /var/tmp
+  record_row_counts:
+    description:
+      - Record per-table row counts of the source in the manifest (what a restore verification compares against),
+        in the snapshot of the dump (logical) or when the backup ends (physical).
+      - Defaults to true when O(verify=restore); set it when the restore verification runs later on a verify host
+        (O(backup_id)).
+    type: bool
+  scratch_port:
+    description:
+      - Port of the scratch cluster (it names its socket; nothing listens on TCP). Refused when something uses it.
+      - Unset, a free port is picked (and checked free again just before the cluster starts).
+    type: int
+  verify_host_name:
+    description:
+      - The name recorded as where a restore verification ran (C(verification.where.host)), for example the
+        inventory name of the verify host. Defaults to this host's name (C(hostname)).
+    type: str
   command_timeout:
     description: Seconds any single backup or restore command may run.
     type: int
@@ -191,13 +217,16 @@ EXAMPLES = r"""
     dest: /var/backups/fediflow-base
     retention_count: 7
 
-- name: Re-verify last week's backup by restoring it
+- name: Re-verify last week's backup by restoring it, on a verify host (read from the repository)
   fediflow.dr.pg_backup_verify:
     backup_id: 20261118T020000Z-logical-3f9a1c
     verify: restore
-    dest: /var/backups/fediflow
-    login_host: db.internal
+    dest: /var/tmp/fediflow-verify-work
+    s3_bucket: fediflow-backups-us-east-1
+    s3_prefix: postgres/logical
     db: fediflow
+    verify_host_name: "{{ inventory_hostname }}"
+  delegate_to: db1.eu-west-1.fediflow.example
 """
 
 RETURN = r"""
@@ -211,9 +240,17 @@ verified:
   returned: always
   type: bool
 verification:
-  description: The verification record (level, ok, steps with what was compared, per-table counts for restores).
+  description:
+    - The verification record (level, ok, steps with what was compared, per-table counts for restores).
+    - For V(restore), C(where) - C(host) (O(verify_host_name)), C(port), C(data_dir), C(socket_dir) of the scratch
+      cluster and C(removed) (it was stopped and deleted) - also when the restore failed.
   returned: when a backup was taken or verified
   type: dict
+  sample:
+    level: restore
+    ok: true
+    where: {host: pg-eu-west-1, port: 41234, data_dir: /var/tmp/fediflow-verify-k2x9/data,
+            socket_dir: /var/tmp/fediflow-verify-k2x9, removed: true}
 files:
   description: Files of the backup with size and sha256.
   returned: when a backup was taken or verified
@@ -268,6 +305,13 @@ repositories_down:
   description: Repositories that did not answer, with why.
   returned: always
   type: dict
+ledger_written:
+  description:
+    - Repositories whose ledger entry got the verification result, when a backup verified with O(backup_id) was
+      read from the repositories (none is local here, as on a verify host).
+  returned: when O(backup_id) was verified from a repository
+  type: list
+  elements: str
 source:
   description: Where a backup verified with O(backup_id) was read from (V(local) or a repository's name).
   returned: when O(backup_id) was verified
@@ -341,6 +385,9 @@ def main():
         bin_dir={"type": "path"},
         os_user={"type": "str", "default": "postgres"},
         scratch_dir={"type": "path", "default": "/var/tmp"},
+        record_row_counts={"type": "bool"},
+        scratch_port={"type": "int"},
+        verify_host_name={"type": "str"},
         command_timeout={"type": "int", "default": 7200},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,

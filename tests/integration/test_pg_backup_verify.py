@@ -53,12 +53,8 @@ def test_logical_backup_proven_by_restore_and_uploaded(bk):
     restored = {r["table"]: r["restored"] for r in restore["tables"]}
     for table, count in _source_counts(bk["lab"]).items():  # quiescent source: exact
         assert restored[table] == count
-    assert "(dropped)" in restore["target"]
-    scratch_db = restore["target"].split()[2]  # "scratch database NAME (dropped)"
-    assert res["backup_id"].lower().replace("-", "_") in scratch_db
-    with pg_connect(bk["lab"]["primary"]) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (scratch_db,))
-        assert cur.fetchone()[0] == 0
+    where = res["verification"]["where"]  # a scratch cluster here (the controller), removed; never the primary
+    assert where["removed"] is True and not os.path.exists(where["data_dir"]) and "removed" in restore["target"]
     keys = _keys(bk)
     expected = ["%s/%s/%s" % (bk["prefix"], res["backup_id"], e["path"]) for e in manifest["files"]]
     assert keys == sorted(expected + ["%s/%s/manifest.json" % (bk["prefix"], res["backup_id"])])
@@ -83,6 +79,8 @@ def test_physical_zstd_backup_checked_against_its_manifest_and_restored(bk):
     assert {"backup_manifest", "base.tar.zst", "pg_wal.tar"} <= names
     assert res["start_lsn"] and res["stop_lsn"]
     assert os.listdir(scratch) == []  # the scratch cluster was stopped and removed
+    where = res["verification"]["where"]
+    assert where["removed"] is True and where["data_dir"].startswith(scratch + "/")
     os.rmdir(scratch)
 
 
