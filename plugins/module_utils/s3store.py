@@ -168,8 +168,8 @@ class S3Backups:
         """Every file of ``manifest`` into ``backup_dir``. The manifest is checked first (ids, paths inside
         ``backup_dir``, no file twice) and each object's size against it before its download: a hostile
         manifest is refused before anything is written."""
-        where = "manifest of backup %r in s3://%s/%s" % (manifest.get("id") if isinstance(manifest, dict) else None,
-                                                          self.bucket, self.prefix)
+        backup_id = manifest.get("id") if isinstance(manifest, dict) else None
+        where = "manifest of backup %r in s3://%s/%s" % (backup_id, self.bucket, self.prefix)
         untrusted.backup_manifest(manifest, where)
         os.makedirs(backup_dir, mode=0o700, exist_ok=True)
         for entry in manifest["files"]:

@@ -47,7 +47,7 @@ def test_writes_age_that_pyrage_opens(keys):
 
 
 def test_every_recipient_can_decrypt():
-    ids = [pyrage.x25519.Identity.generate() for _ in range(2)]
+    ids = [pyrage.x25519.Identity.generate(), pyrage.x25519.Identity.generate()]
     blob = ce.encrypt(SECRET, [str(i.to_public()) for i in ids])
     for identity in ids:
         assert pyrage.decrypt(blob, [identity]) == SECRET

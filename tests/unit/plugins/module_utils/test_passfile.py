@@ -137,7 +137,7 @@ class _PasswordCatcher:
         return data
 
     def _serve(self):
-        conn, _ = self.sock.accept()
+        conn = self.sock.accept()[0]
         with conn:
             conn.settimeout(20)
             while True:
