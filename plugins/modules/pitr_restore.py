@@ -290,6 +290,15 @@ repositories_down:
   description: Repositories of O(repositories) that did not answer (for example a lost region's), with why.
   returned: when one did not answer
   type: dict
+skipped_manifests:
+  description:
+    - Manifests read from a repository or the local ledger that failed their checks as untrusted input (an id that
+      is no backup id, a path leaving the backup, a size or shape that is not a manifest's), each with C(where) and
+      C(error). They were left out - never downloaded, restored, pruned or deleted - and each is also a warning;
+      the others were used as usual.
+  returned: when a malformed manifest was met
+  type: list
+  elements: dict
 archive:
   description: The WAL the restore reads - C(first_segment), C(last_segment), C(segments_available), C(end_lsn),
     C(newest_archived_at), C(gap_at), C(backend).

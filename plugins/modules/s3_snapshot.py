@@ -267,6 +267,15 @@ repositories_down:
   description: Repositories that did not answer, with why.
   returned: always
   type: dict
+skipped_manifests:
+  description:
+    - Manifests read from a repository or the local ledger that failed their checks as untrusted input (an id that
+      is no backup id, a path leaving the backup, a size or shape that is not a manifest's), each with C(where) and
+      C(error). They were left out - never downloaded, restored, pruned or deleted - and each is also a warning;
+      the others were used as usual.
+  returned: when a malformed manifest was met
+  type: list
+  elements: dict
 retention:
   description: Per repository, what retention removed (C(removed), C(objects_deleted), C(bytes_deleted), C(gc_skipped)).
   returned: when retention ran

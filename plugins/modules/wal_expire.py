@@ -168,6 +168,15 @@ not_answered:
   returned: always
   type: list
   elements: str
+skipped_manifests:
+  description:
+    - Manifests read from a repository or the local ledger that failed their checks as untrusted input (an id that
+      is no backup id, a path leaving the backup, a size or shape that is not a manifest's), each with C(where) and
+      C(error). They were left out - never downloaded, restored, pruned or deleted - and each is also a warning;
+      the others were used as usual.
+  returned: always
+  type: list
+  elements: dict
 bound:
   description:
     - What the expiry keeps from - C(segno), C(segment) (the first segment kept), C(start_segment), the oldest
