@@ -307,6 +307,11 @@ def expire(p, check_mode=False, now=None, warn=None):
         manifests, ledgers = read_ledgers(p["ledgers"], archive, skipped)
         bound, reason = expiry_bound(manifests, segment_size, int(p.get("margin_segments") or 0),
                                      int(p.get("min_verified_backups") or 1), p.get("backup_clusters") or None)
+        if skipped:
+            # a manifest that cannot be trusted may be a backup that still needs old WAL (its start is unknown):
+            # keep every file until it is repaired or removed - WAL lost for good is worse than WAL kept too long
+            bound, reason = None, ("%d manifest(s) in the ledgers could not be trusted (%s); nothing expires until "
+                                   "they are repaired or removed" % (len(skipped), skipped[0]["where"]))
         listings = archive.list_each()
         if all(err is not None for _n, _l, err in listings):
             raise FediflowError("no repository of the WAL archive answered: %s"

@@ -222,6 +222,22 @@ def test_bad_input_is_refused_naming_the_option_before_anything_is_touched(tmp_p
     assert len(os.listdir(repos[0]["repo"])) == 13
 
 
+def test_a_malformed_manifest_in_a_ledger_stops_expiry_and_is_reported(tmp_path):
+    """An untrusted manifest may be a backup that needs old WAL: nothing expires, the reason names it."""
+    params, repos = _setup(tmp_path)
+    bad = tmp_path / "ledger" / "20261130-physical-z"
+    bad.mkdir()
+    (bad / "manifest.json").write_text(json.dumps({"id": "../../etc", "kind": "physical"}))
+    warnings = []
+    res = walexpire.expire(dict(params), now=NOW, warn=warnings.append)
+    assert res["removed"] == 0 and res["changed"] is False and res["bound"] is None
+    assert len(res["skipped_manifests"]) == 1 and "20261130-physical-z" in res["skipped_manifests"][0]["where"]
+    assert "could not be trusted" in res["reason"] and "20261130-physical-z" in res["reason"]
+    assert any("malformed manifest skipped" in w for w in warnings)
+    for repo in repos:
+        assert len(os.listdir(repo["repo"])) == 13
+
+
 def test_a_ledger_that_cannot_be_read_removes_nothing(tmp_path):
     params, repos = _setup(tmp_path)
     params["ledgers"].append({"path": str(tmp_path / "missing")})
