@@ -10,7 +10,6 @@ VENV="${FEDIFLOW_VENV:-$ROOT/.venv}"
 BUILD="$ROOT/.build"
 COLL="$BUILD/collections/ansible_collections"
 PYTHON_BOOT="${FEDIFLOW_PYTHON:-python3}"
-DEP_COLLECTIONS="amazon.aws community.aws community.postgresql kubernetes.core community.general community.crypto"
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -104,7 +103,9 @@ else
   log "venv up to date ($VENV)"
 fi
 
-# 2. dependency collections, offline from the `ansible` package's site-packages
+# 2. dependency collections, offline from the `ansible` package's site-packages: galaxy.yml's dependencies
+# (their one home; the packaging test installs the tarball with these copies as its dependency sources)
+DEP_COLLECTIONS="$("$VENV/bin/python" -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["dependencies"]))' "$ROOT/galaxy.yml")"
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 col_stamp="$(printf '%s %s' "$req_stamp" "$DEP_COLLECTIONS" | sha256sum | cut -c1-16)"
 if [ "$(cat "$BUILD/.collections-stamp" 2>/dev/null)" != "$col_stamp" ]; then
