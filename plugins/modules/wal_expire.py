@@ -186,8 +186,8 @@ bound:
   type: dict
 reason:
   description:
-    - Why nothing may expire (too few verified base backups, or a manifest in the ledgers that could not be trusted
-      - see RV(skipped_manifests): its backup may still need old WAL, so everything is kept), or null.
+    - Why nothing may expire (too few verified base backups, or a manifest in the ledgers that could not be trusted,
+      see RV(skipped_manifests) - its backup may still need old WAL, so everything is kept), or null.
   returned: always
   type: str
 pitr_window:
