@@ -52,8 +52,8 @@ def foreign(role, value):
     for text in strings(value):
         if "{{" in text or "{%" in text:
             found |= globals_read(text)
-    return sorted(n for n in found if not (n.startswith(role + "_") or n.startswith(("fediflow_", "ansible_"))
-                                            or n in MAGIC or n in CONTROLLER))
+    allowed = (role + "_", "fediflow_", "ansible_")
+    return sorted(n for n in found if not (n.startswith(allowed) or n in MAGIC or n in CONTROLLER))
 
 
 def test_the_scan_finds_an_unprefixed_global():
