@@ -124,6 +124,8 @@ class WorkDir:
         self._fd = None
 
     def __enter__(self):
+        # dest itself may not exist yet: a verify host verifies a backup it never held (its verify dest is new)
+        os.makedirs(os.path.dirname(self.lock_path), mode=0o700, exist_ok=True)
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

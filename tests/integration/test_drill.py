@@ -101,14 +101,18 @@ def test_the_lab_inventory_lists_every_scenario_in_order():
 
 
 def test_the_production_detection_falls_back_to_region_failovers_defaults():
-    """dr_drill projects the failover RTO with the inventory's region_failover_detect_* settings, else with the
-    region_failover role's own defaults: the fallbacks written in dr_drill's defaults must be those."""
+    """dr_drill projects the failover RTO with the inventory's region_failover_detect_* settings (playbooks/dr_drill.yml
+    passes them), else with the region_failover role's own defaults: the playbook's fallbacks and dr_drill's
+    defaults must be those."""
     ours = yaml.safe_load((ROOT / "roles" / "dr_drill" / "defaults" / "main.yml").read_text())
     theirs = yaml.safe_load((ROOT / "roles" / "region_failover" / "defaults" / "main.yml").read_text())
+    play = yaml.safe_load((ROOT / "playbooks" / "dr_drill.yml").read_text())[0]
+    passed = next(t for t in play["tasks"][1]["block"] if t["ansible.builtin.include_role"]["name"] == "fediflow.dr.dr_drill")["vars"]
     for name in ("interval_s", "threshold", "timeout_s"):
         fallback = re.fullmatch(r"\{\{ region_failover_detect_%s \| default\((\d+)\) \}\}" % name,
-                                ours["dr_drill_production_detect_%s" % name])
+                                passed["dr_drill_production_detect_%s" % name])
         assert fallback and int(fallback.group(1)) == theirs["region_failover_detect_%s" % name], name
+        assert ours["dr_drill_production_detect_%s" % name] == theirs["region_failover_detect_%s" % name], name
 
 
 @pytest.mark.restarts_lab

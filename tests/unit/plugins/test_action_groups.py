@@ -46,3 +46,52 @@ def test_the_community_postgresql_members_take_the_tls_options():
         pytest.skip("community.postgresql is not installed beside this collection")
     for fqcn in others:
         assert "community.postgresql.postgres" in _fragments(installed / (fqcn.rsplit(".", 1)[1] + ".py")), fqcn
+
+
+# The options each group's module_defaults give, from the shared argument spec the group stands for.
+def _group_options(group):
+    from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
+    from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
+    from ansible_collections.fediflow.dr.plugins.module_utils.redisconn import redis_common_argument_spec
+    postgres = postgres_common_argument_spec()
+    return {"postgres": postgres, "aws": aws_common_argument_spec(), "redis": redis_common_argument_spec(),
+            "pg_clients": {name: postgres[name] for name in ("ssl_mode", "ca_cert")}}[group]
+
+
+class _Captured(Exception):
+    def __init__(self, spec):
+        super().__init__("argument_spec captured")
+        self.spec = spec
+
+
+def _module_spec(fqcn, monkeypatch):
+    """The argument_spec a module's main() gives AnsibleModule (captured there: nothing of the module runs)."""
+    import importlib
+    namespace, collection, name = fqcn.split(".")
+    module = importlib.import_module("ansible_collections.%s.%s.plugins.modules.%s" % (namespace, collection, name))
+
+    def capture(*args, **kwargs):
+        raise _Captured(kwargs.get("argument_spec", args[0] if args else None))
+    monkeypatch.setattr(module, "AnsibleModule", capture)
+    with pytest.raises(_Captured) as captured:
+        module.main()
+    return captured.value.spec
+
+
+@pytest.mark.parametrize("group,member", [(g, m) for g in sorted(GROUPS) for m in GROUPS[g]])
+def test_every_member_takes_every_option_of_its_group(group, member, monkeypatch):
+    fqcn = member if "." in member else "fediflow.dr." + member
+    try:
+        spec = _module_spec(fqcn, monkeypatch)
+    except ImportError as exc:  # community.postgresql not installed beside this collection
+        pytest.skip("%s: %s" % (fqcn, exc))
+    for option, wanted in _group_options(group).items():
+        assert option in spec, "%s takes no %s, an option of group %s" % (fqcn, option, group)
+        if not fqcn.startswith("fediflow.dr."):
+            continue  # another collection's spec: the name is the contract
+        assert spec[option] == wanted, "%s: %s differs from the group's shared spec" % (fqcn, option)
+
+
+def test_the_capture_tells_a_module_without_the_options(monkeypatch):
+    spec = _module_spec("fediflow.dr.pg_ctl", monkeypatch)
+    assert "login_host" not in spec and "data_dir" in spec

@@ -157,3 +157,12 @@ def test_publish_makes_the_backup_visible_with_its_files(tmp_path):
     ledger.publish(str(work), str(tmp_path / "b"), {"id": "b", "files": []})
     assert ledger.read_manifest(str(tmp_path / "b"))["id"] == "b"
     assert (tmp_path / "b" / "sub" / "data").read_bytes() == b"d" and not work.exists()
+
+
+def test_work_dir_makes_its_dest(tmp_path):
+    """A verify host verifies a backup it never held: its dest does not exist before the first verification."""
+    dest = tmp_path / "verify" / "dest"
+    with ledger.WorkDir(str(dest), ".verify-x") as held:
+        assert os.path.isdir(held.path) and os.path.isfile(held.lock_path)
+        assert oct(os.stat(str(dest)).st_mode & 0o777) == oct(0o700)
+    assert os.listdir(str(dest)) == []
