@@ -187,7 +187,7 @@ bound:
 reason:
   description:
     - Why nothing may expire (too few verified base backups, or a manifest in the ledgers that could not be trusted
-      - see RV(skipped_manifests): its backup may still need old WAL, so everything is kept), or null.
+      - see RV(skipped_manifests); its backup may still need old WAL, so everything is kept), or null.
   returned: always
   type: str
 pitr_window:
