@@ -76,3 +76,27 @@ def session_for(params):
         profile_name=params.get("profile") or None,
         region_name=region or None,
     )
+
+
+# ---------------------------------------------------------------- errors (the one place that reads them)
+
+def is_client_error(exc):
+    """botocore's ClientError and its modeled subclasses (NoSuchHostedZone ...): an answer from AWS, not a failure
+    to reach it. Without importing botocore here."""
+    return any(cls.__name__ == "ClientError" for cls in type(exc).__mro__) and isinstance(
+        getattr(exc, "response", None), dict)
+
+
+def error_text(exc):
+    """``(code, message)`` of an AWS error: a ClientError's ``Error.Code`` and ``Error.Message``; for anything else
+    (no answer, a BotoCoreError) its class name and the first line of its text."""
+    resp = getattr(exc, "response", None)
+    err = (resp.get("Error") or {}) if isinstance(resp, dict) else {}
+    lines = str(exc).splitlines()
+    return err.get("Code") or type(exc).__name__, err.get("Message") or (lines[0] if lines else "")
+
+
+def error_status(exc):
+    """The HTTP status of the answer an AWS error carries (None for a connection failure)."""
+    resp = getattr(exc, "response", None)
+    return (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(resp, dict) else None

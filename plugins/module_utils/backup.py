@@ -442,7 +442,7 @@ def check_plain(backup_dir):
                                           "plain-format backup; refused (nothing copied)" % full)
 
 
-def _extract(backup_dir, data_dir):
+def extract_with_tarfile(backup_dir, data_dir):
     """Python's tarfile (no GNU tar here): the members checked first, then extracted with the ``data`` filter
     (``untrusted.tar_filter``)."""
     check_tars(backup_dir)
@@ -469,7 +469,7 @@ def restore_physical(p, backup_dir, manifest, cluster):
             shutil.copytree(backup_dir, data_dir, ignore=shutil.ignore_patterns(ledger.MANIFEST))
         else:
             os.makedirs(data_dir)
-            _extract(backup_dir, data_dir)
+            extract_with_tarfile(backup_dir, data_dir)
         if os.path.exists(os.path.join(data_dir, ledger.MANIFEST)):
             os.unlink(os.path.join(data_dir, ledger.MANIFEST))
 

@@ -33,7 +33,8 @@ def _retention(p, manifests, extra=None):
                                  p.get("retention_days"), kind=p["mode"])
 
 
-def _chmod_tree(path):
+def chmod_tree(path):
+    """A tree made private to its owner: directories 0700, files 0600."""
     for root, dirs, files in os.walk(path):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o700)
@@ -160,7 +161,7 @@ def ensure(p, check_mode=False):
             source = take(p, work, result["commands"], want_counts)
         stop = ledger.utcnow()
         with timer.phase("manifest"):
-            _chmod_tree(work)
+            chmod_tree(work)
             files = ledger.file_entries(work)
         manifest = {
             "ledger_version": ledger.LEDGER_VERSION, "id": backup_id, "kind": p["mode"],

@@ -214,3 +214,67 @@ def wait_until(predicate, timeout, interval=0.1, max_interval=1.0):
         interval = min(interval * 1.5, max_interval)
         value = predicate()
     return value, round(time.monotonic() - t0, 3)
+
+
+def backoff_delay(attempt, base=0.5, cap=8.0):
+    """Exponential back-off: the wait after attempt number ``attempt`` (1, 2, ...): base, 2*base, 4*base ... at
+    most ``cap`` seconds."""
+    return min(cap, base * 2 ** max(0, attempt - 1))
+
+
+class Retried:
+    """What ``retry`` did: ``ok``; ``value`` (the call's answer) or ``error`` (the last exception); ``attempts``;
+    ``stopped``: None (it worked), "final" (an error that is not retried), "attempts" or "deadline" (gave up)."""
+
+    def __init__(self):
+        self.ok, self.value, self.error, self.attempts, self.stopped = False, None, None, 0, None
+
+    def get(self):
+        """The call's answer, or the last error raised again."""
+        if not self.ok:
+            raise self.error
+        return self.value
+
+
+def _instance_of(classes):
+    return lambda exc: isinstance(exc, classes)
+
+
+def retry(call, attempts=None, deadline=None, retryable=Exception, backoff=None, sleep=time.sleep,
+          clock=time.monotonic):
+    """Call ``call()`` until it returns, raises an error that is not retryable, or the attempts or the deadline are
+    used up; a ``Retried`` back (never raises what ``call`` raised: ``.get()`` does, ``.error`` holds it).
+
+    ``attempts``: at most that many calls (None: no limit). ``deadline``: a ``clock()`` time (monotonic) after which
+    no call starts, and no wait is begun that would end past it (None: no limit; give at least one of the two).
+    The first call is always made. ``retryable``: an exception class (or tuple) that is retried, or a predicate
+    ``retryable(exc)``; other exceptions stop at once (``stopped == "final"``). ``backoff(attempt, exc)``: seconds to
+    wait after the attempt-th failed call (default: ``backoff_delay(attempt)``; an answer that says when
+    to try again, like HTTP Retry-After, is honoured by a backoff that reads it).
+
+    Waiting for a condition to become true is ``wait_until``; this is for an operation that fails and may work
+    when tried again."""
+    if attempts is None and deadline is None:
+        raise ValueError("retry needs attempts or a deadline")
+    if isinstance(retryable, (type, tuple)):
+        retryable = _instance_of(retryable)
+    out = Retried()
+    while True:
+        out.attempts += 1
+        try:
+            out.value, out.ok = call(), True
+            return out
+        except Exception as exc:  # pylint: disable=broad-except
+            out.error = exc
+            if not retryable(exc):
+                out.stopped = "final"
+                return out
+        if attempts is not None and out.attempts >= attempts:
+            out.stopped = "attempts"
+            return out
+        delay = backoff(out.attempts, out.error) if backoff else backoff_delay(out.attempts)
+        if deadline is not None and clock() + delay >= deadline:
+            out.stopped = "deadline"
+            return out
+        if delay > 0:
+            sleep(delay)

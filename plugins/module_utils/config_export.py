@@ -52,12 +52,11 @@ import hmac
 import json
 import os
 import re
-import secrets
 import stat as st
 
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 from ansible_collections.fediflow.dr.plugins.module_utils.snapshot import diff_text  # same +/~/- listing
-from ansible_collections.fediflow.dr.plugins.module_utils import k8s_failover
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic, k8s_failover
 
 try:
     import pyrage
@@ -489,21 +488,10 @@ def _makedirs(path):
     os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def write_atomic(path, data, mode):
-    """Temp file beside the target (named as s3_snapshot ignores it), fsync, rename."""
+def _write(path, data, mode):
+    """``atomic.write_atomic`` (its temp file is named as s3_snapshot ignores it), its directory made first."""
     _makedirs(os.path.dirname(path))
-    tmp = os.path.join(os.path.dirname(path), ".fediflow-%s.tmp" % secrets.token_hex(8))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic.write_atomic(path, data, mode)
 
 
 def _prune_empty_dirs(dest):
@@ -520,12 +508,12 @@ def apply(dest, wanted, changes, recipients, fp_key):
         target = os.path.join(dest, rel)
         if item["secret"]:
             blob = encrypt(item["data"], recipients)
-            write_atomic(target, blob, item["mode"])
-            write_atomic(sidecar_path(dest, rel), (json.dumps({
+            _write(target, blob, item["mode"])
+            _write(sidecar_path(dest, rel), (json.dumps({
                 "version": VERSION, "hmac": fingerprint(fp_key, rel, item["data"]),
                 "ciphertext_sha256": _sha256(blob)}, sort_keys=True) + "\n").encode(), 0o600)
         else:
-            write_atomic(target, item["data"], item["mode"])
+            _write(target, item["data"], item["mode"])
     for rel in changes["removed"]:
         os.unlink(os.path.join(dest, rel))
         side = sidecar_path(dest, rel)
@@ -685,7 +673,7 @@ def decrypt_tree(src, dest, identities, legacy_key=None, check_mode=False, timer
         _makedirs(dest)
         os.chmod(dest, 0o700)
         for rel in changes["added"] + changes["changed"]:
-            write_atomic(os.path.join(dest, rel), plain[rel], 0o600)
+            _write(os.path.join(dest, rel), plain[rel], 0o600)
     return {"changed": changed, "dest": dest, "decrypted": len(pairs), "paths": sorted(plain),
             "formats": {kind: sorted(r for r, f in formats.items() if f == kind) for kind in set(formats.values())},
             "changes": {k: len(v) for k, v in changes.items()}, "changed_paths": changes,

@@ -33,11 +33,10 @@ import hashlib
 import html
 import json
 import os
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 
-from ansible_collections.fediflow.dr.plugins.module_utils import aws, notify, s3cas
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic, aws, notify, s3cas
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, redact
 from ansible_collections.fediflow.dr.plugins.module_utils.s3cas import Conflict  # noqa: F401  (incident.Conflict)
 
@@ -407,23 +406,10 @@ class FileStore:
             if self._version(self._read()) != expected:
                 raise Conflict(self.where)
             data = _dump(record)
-            fd, tmp = tempfile.mkstemp(prefix=".incident.", dir=folder)
             try:
-                os.fchmod(fd, FILE_MODE)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
+                atomic.write_atomic(self.path, data, FILE_MODE)
             except OSError as exc:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
                 raise FediflowError("cannot write the incident record %s: %s" % (self.path, exc.strerror))
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
             return self._version(data)
         finally:
             os.close(lock)

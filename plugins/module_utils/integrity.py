@@ -406,10 +406,6 @@ def s3_params(p, bucket):
     return dict(p, endpoint_url=endpoint) if endpoint else p
 
 
-def _client_code(exc):
-    return (((getattr(exc, "response", None) or {}).get("Error") or {}).get("Code")) or type(exc).__name__
-
-
 def _buckets(p):
     verdicts = []
     for bucket in p["buckets"]:
@@ -417,22 +413,22 @@ def _buckets(p):
         try:
             rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
         except Exception as exc:  # pylint: disable=broad-except
-            if _client_code(exc) != "ServerSideEncryptionConfigurationNotFoundError":
-                raise FediflowError("bucket %s: GetBucketEncryption failed: %s" % (bucket, _client_code(exc)))
+            if aws.error_text(exc)[0] != "ServerSideEncryptionConfigurationNotFoundError":
+                raise FediflowError("bucket %s: GetBucketEncryption failed: %s" % (bucket, aws.error_text(exc)[0]))
             rules = None
         try:
             block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         except Exception as exc:  # pylint: disable=broad-except
-            if _client_code(exc) != "NoSuchPublicAccessBlockConfiguration":
-                raise FediflowError("bucket %s: GetPublicAccessBlock failed: %s" % (bucket, _client_code(exc)))
+            if aws.error_text(exc)[0] != "NoSuchPublicAccessBlockConfiguration":
+                raise FediflowError("bucket %s: GetPublicAccessBlock failed: %s" % (bucket, aws.error_text(exc)[0]))
             block = None
         grants = s3.get_bucket_acl(Bucket=bucket).get("Grants") or []
         versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status")
         try:
             lock = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration")
         except Exception as exc:  # pylint: disable=broad-except
-            if _client_code(exc) != "ObjectLockConfigurationNotFoundError":
-                raise FediflowError("bucket %s: GetObjectLockConfiguration failed: %s" % (bucket, _client_code(exc)))
+            if aws.error_text(exc)[0] != "ObjectLockConfigurationNotFoundError":
+                raise FediflowError("bucket %s: GetObjectLockConfiguration failed: %s" % (bucket, aws.error_text(exc)[0]))
             lock = None
         verdicts.append({"bucket": bucket, "problems": bucket_verdict(rules, block, grants) + immutability_verdict(versioning, lock),
                          "versioning": versioning, "object_lock": lock})

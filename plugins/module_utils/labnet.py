@@ -33,6 +33,7 @@ import shutil
 import signal
 import time
 
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, run, wait_until
 from ansible_collections.fediflow.dr.plugins.module_utils.process import (
     ip_program, process_argv, process_state, read_pid, start_ticks, terminate)
@@ -620,11 +621,7 @@ def read_states(state_file):
 
 def write_states(state_file, lab_index, records):
     os.makedirs(os.path.dirname(os.path.abspath(state_file)), exist_ok=True)
-    tmp = "%s.tmp.%d" % (state_file, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"lab_index": lab_index, "regions": records}, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, state_file)
+    atomic.write_json_atomic(state_file, {"lab_index": lab_index, "regions": records})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import json
 import os
 import secrets
 import shutil
 import stat as st
 
-from ansible_collections.fediflow.dr.plugins.module_utils import untrusted
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic, untrusted
+from ansible_collections.fediflow.dr.plugins.module_utils.atomic import fsync_dir
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
-# one streaming sha256 and one directory fsync for the whole collection (walarchive stays standard-library only)
-from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import fsync_dir, sha256_file
+# one streaming sha256 for the whole collection (walarchive stays standard-library only)
+from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
 
 MANIFEST = "manifest.json"
 LEDGER_VERSION = 1
@@ -57,34 +57,15 @@ def file_entries(backup_dir):
         for name in files:
             full = os.path.join(root, name)
             rel = os.path.relpath(full, backup_dir)
-            if rel == MANIFEST or name.startswith(".tmp-"):
+            # a temporary file of atomic.replacing (".tmp-*": the name this module used before) is no backup file
+            if rel == MANIFEST or atomic.TEMP_RE.match(name) or name.startswith(".tmp-"):
                 continue
             entries.append({"path": rel, "size": os.path.getsize(full), "sha256": sha256_file(full)})
     return sorted(entries, key=lambda e: e["path"])
 
 
-def write_json_atomic(path, data, mode=0o600):
-    tmp = os.path.join(os.path.dirname(path), ".tmp-%s-%d" % (os.path.basename(path), os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def write_manifest(backup_dir, manifest):
-    write_json_atomic(os.path.join(backup_dir, MANIFEST), manifest)
+    atomic.write_json_atomic(os.path.join(backup_dir, MANIFEST), manifest)
 
 
 def fsync_tree(path):

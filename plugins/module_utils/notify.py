@@ -28,7 +28,7 @@ from email.utils import parseaddr
 from urllib.parse import urlsplit
 
 from ansible_collections.fediflow.dr.plugins.module_utils import aws
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, redact
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, backoff_delay, redact, retry
 
 SEVERITIES = ("critical", "major", "minor", "info")
 FAIL_WHEN = ("any_failed", "all_failed")
@@ -239,7 +239,7 @@ def retry_delay(status, retry_after, attempt):
     off exponentially (0.5 s, 1 s, 2 s ... at most MAX_BACKOFF_S)."""
     if status is not None and status != 429 and status < 500:
         return None
-    backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** max(0, attempt - 1))
+    backoff = backoff_delay(attempt, cap=MAX_BACKOFF_S)
     if status == 429 and retry_after is not None:
         try:
             return max(0.0, float(str(retry_after).strip()))
@@ -328,61 +328,63 @@ def _read_body(resp_or_err):
         return ""
 
 
+class SlackAnswer(Exception):
+    """One Slack attempt that did not deliver: ``status`` (None: no answer), ``retry_after`` (its header),
+    ``last`` (what it said, for the message)."""
+
+    def __init__(self, status, last, retry_after=None):
+        super().__init__(last)
+        self.status, self.last, self.retry_after = status, last, retry_after
+
+
 def post_slack(url, text, timeout, secrets, sleep=time.sleep):
     """POST {"text": ...} to the webhook until Slack takes it, a final answer comes, or ``timeout``
     seconds (retries included) pass. {ok, status, attempts, error}; ``error`` never holds the URL."""
     deadline = time.monotonic() + timeout
     data = json.dumps({"text": slack_escape(text)}).encode("utf-8")
-    res = {"ok": False, "status": None, "attempts": 0, "error": None}
     opener = urllib.request.build_opener()  # honours *_proxy from the environment
-    last = "no answer"
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        res["attempts"] += 1
+    answered = {"status": None}
+
+    def attempt():
         status, body, retry_after = None, "", None
+        answered["status"] = None
         req = urllib.request.Request(url, data=data, method="POST",
                                      headers={"Content-Type": "application/json; charset=utf-8",
                                               "User-Agent": "fediflow.dr.notify"})
         try:
             # stdlib only, so this stays usable without Ansible (hence not ansible's open_url)
-            with opener.open(req, timeout=max(0.1, remaining)) as resp:
+            with opener.open(req, timeout=max(0.1, deadline - time.monotonic())) as resp:
                 status, body = resp.status, _read_body(resp)
         except urllib.error.HTTPError as exc:
             status, body, retry_after = exc.code, _read_body(exc), exc.headers.get("Retry-After")
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            last = "no answer (%s)" % reason
-        res["status"] = status
-        if status is not None:
-            last = "HTTP %d %s" % (status, body[:200])
-        if status is not None and 200 <= status < 300:
-            res["ok"] = True
-            return res
-        delay = retry_delay(status, retry_after, res["attempts"])
-        if delay is None:
-            res["error"] = redact(["Slack refused the message (%s), not retried: check slack_webhook_url "
-                                   "(revoked or mistyped webhook) and the payload" % last.strip()], secrets)[0]
-            return res
-        if time.monotonic() + delay >= deadline:
-            if status == 429:
-                last += " (Retry-After %ss is past the deadline)" % retry_after
-            break
-        sleep(delay)
+            raise SlackAnswer(None, "no answer (%s)" % (getattr(exc, "reason", None) or exc))
+        answered["status"] = status
+        if not 200 <= status < 300:
+            raise SlackAnswer(status, "HTTP %d %s" % (status, body[:200]), retry_after)
+        return status
+
+    done = retry(attempt, deadline=deadline, sleep=sleep,
+                 retryable=lambda exc: isinstance(exc, SlackAnswer) and retry_delay(exc.status, None, 1) is not None,
+                 backoff=lambda n, exc: retry_delay(exc.status, exc.retry_after, n))
+    res = {"ok": done.ok, "status": answered["status"], "attempts": done.attempts, "error": None}
+    if done.ok:
+        return res
+    if not isinstance(done.error, SlackAnswer):
+        raise done.error
+    last = done.error.last
+    if done.stopped == "final":
+        res["error"] = redact(["Slack refused the message (%s), not retried: check slack_webhook_url "
+                               "(revoked or mistyped webhook) and the payload" % last.strip()], secrets)[0]
+        return res
+    if done.error.status == 429 and done.error.retry_after is not None:
+        last += " (Retry-After %ss is past the deadline)" % done.error.retry_after
     res["error"] = redact(["Slack did not take the message within timeout=%ss (%d attempts); last: %s"
-                           % (timeout, res["attempts"], last.strip())], secrets)[0]
+                           % (timeout, done.attempts, last.strip())], secrets)[0]
     return res
 
 
 # ---------------------------------------------------------------- SES
-
-def _error_code(exc):
-    err = getattr(exc, "response", {}) or {}
-    info = err.get("Error", {}) if isinstance(err, dict) else {}
-    status = (err.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(err, dict) else None
-    return info.get("Code") or type(exc).__name__, info.get("Message") or str(exc), status
-
 
 def _class_names(exc):
     return {cls.__name__ for cls in type(exc).__mro__}
@@ -409,43 +411,44 @@ def ses_client(p):
     return channel_client("ses", p, "SES email (ses_sender)")
 
 
+def _aws_retryable(exc):
+    """Throttling, a 5xx or no answer is tried again (a quota is not: it does not pass in seconds)."""
+    names = _class_names(exc)
+    if "ClientError" in names:
+        code, message = aws.error_text(exc)
+        return (code in SES_RETRY_CODES or (aws.error_status(exc) or 0) >= 500) and "quota" not in message.lower()
+    return bool(names & SES_RETRY_BOTOCORE)
+
+
 def aws_retrying(call, timeout, refusal, service, sleep=time.sleep):
     """``call()`` (one AWS request) with our own retries (throttling, 5xx, no answer) until ``timeout``
     seconds pass; ``refusal(code, message)`` words a final refusal. {ok, answer, attempts, error}."""
-    deadline = time.monotonic() + timeout
-    res = {"ok": False, "answer": None, "attempts": 0, "error": None}
-    last = "no answer"
-    while time.monotonic() < deadline:
-        res["attempts"] += 1
-        try:
-            res.update(ok=True, answer=call())
+    done = retry(call, deadline=time.monotonic() + timeout, retryable=_aws_retryable, sleep=sleep,
+                 backoff=lambda n, _exc: backoff_delay(n, cap=MAX_BACKOFF_S))
+    res = {"ok": done.ok, "answer": done.value, "attempts": done.attempts, "error": None}
+    if done.ok:
+        return res
+    exc = done.error
+    names = _class_names(exc)
+    if "ClientError" in names:
+        code, message = aws.error_text(exc)
+        if done.stopped == "final":
+            res["error"] = refusal(code, message)
             return res
-        except Exception as exc:  # pylint: disable=broad-except
-            names = _class_names(exc)
-            if "ClientError" in names:
-                code, message, status = _error_code(exc)
-                last = "%s: %s" % (code, message)
-                retry = (code in SES_RETRY_CODES or (status or 0) >= 500) and "quota" not in message.lower()
-                if not retry:
-                    res["error"] = refusal(code, message)
-                    return res
-            elif names & SES_RETRY_BOTOCORE:
-                last = "no answer (%s)" % exc
-            elif "NoCredentialsError" in names or "PartialCredentialsError" in names:
-                res["error"] = ("no AWS credentials for %s: set access_key and secret_key, profile, or "
-                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY" % service)
-                return res
-            elif "BotoCoreError" in names:
-                res["error"] = "%s call failed: %s" % (service, exc)
-                return res
-            else:
-                raise
-        delay = min(MAX_BACKOFF_S, 0.5 * 2 ** (res["attempts"] - 1))
-        if time.monotonic() + delay >= deadline:
-            break
-        sleep(delay)
+        last = "%s: %s" % (code, message)
+    elif names & SES_RETRY_BOTOCORE:
+        last = "no answer (%s)" % exc
+    elif "NoCredentialsError" in names or "PartialCredentialsError" in names:
+        res["error"] = ("no AWS credentials for %s: set access_key and secret_key, profile, or "
+                        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY" % service)
+        return res
+    elif "BotoCoreError" in names:
+        res["error"] = "%s call failed: %s" % (service, exc)
+        return res
+    else:
+        raise exc
     res["error"] = "%s did not take the message within timeout=%ss (%d attempts); last: %s" % (
-        service, timeout, res["attempts"], last)
+        service, timeout, done.attempts, last)
     return res
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import pwd
 import shutil
 import socket
 import tempfile
 
 from ansible_collections.fediflow.dr.plugins.module_utils import (
-    backup, ledger, pgconf, pgctl, pitr, postgres, repos as repositories, walarchive)
+    atomic, backup, ledger, pgconf, pgctl, pitr, postgres, repos as repositories, walarchive)
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, current_user, last_lines, run, wait_until)
 
@@ -350,7 +351,7 @@ def extract_tars(backup_dir, data_dir):
     member is checked first (``backup.check_tars``: the archives are untrusted input), before any extraction."""
     import subprocess  # pylint: disable=import-outside-toplevel
     if not shutil.which("tar"):
-        backup._extract(backup_dir, data_dir)  # pylint: disable=protected-access
+        backup.extract_with_tarfile(backup_dir, data_dir)
         return
     backup.check_tars(backup_dir)
     procs = []
@@ -736,22 +737,13 @@ def carry_unarchived_wal(plan, old_dir, new_dir, user):
     archive_end = plan["last_segment_lsn"] + seg
     names = pitr.unarchived_wal(files, tli, archive_end, seg)
     dest_dir = os.path.join(new_dir, "pg_wal")
+    owner = pwd.getpwnam(user) if names and user and user != current_user() else None
     for name in names:
-        tmp = os.path.join(dest_dir, ".%s.fediflow-tmp" % name)
-        try:
-            shutil.copyfile(os.path.join(src_dir, name), tmp)
-            os.chmod(tmp, 0o600)
-            _chown(tmp, user)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, os.path.join(dest_dir, name))  # over a recycled file of that name the restore may hold
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    walarchive.fsync_dir(dest_dir)
+        # replacing: over a recycled file of that name the restore may hold
+        with open(os.path.join(src_dir, name), "rb") as src, atomic.replacing(os.path.join(dest_dir, name)) as out:
+            shutil.copyfileobj(src, out, walarchive.CHUNK)
+            if owner:
+                os.fchown(out.fileno(), owner.pw_uid, owner.pw_gid)
     info["segments"] = names
     return info
 

@@ -17,6 +17,7 @@ import subprocess
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, last_lines, wait_until)
 
@@ -145,10 +146,7 @@ def plan(current, wanted_state):
 
 
 def _write_pid(pid_file, pid):
-    tmp = "%s.tmp.%d" % (pid_file, os.getpid())
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write("%d %s\n" % (pid, start_ticks(pid)))
-    os.replace(tmp, pid_file)
+    atomic.write_atomic(pid_file, "%d %s\n" % (pid, start_ticks(pid)))
 
 
 def start(argv, pid_file, log_file, health_url=None, timeout=30.0, env=None, chdir=None, netns=None):

@@ -30,7 +30,7 @@ import shutil
 import time
 
 from ansible_collections.fediflow.dr.plugins.module_utils import ledger, redisconn, repos as repositories
-from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import _chmod_tree
+from ansible_collections.fediflow.dr.plugins.module_utils.backup_run import chmod_tree
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 from ansible_collections.fediflow.dr.plugins.module_utils.walarchive import sha256_file
 
@@ -316,7 +316,7 @@ def backup(p, check_mode=False):
                     raw.flush()
             stop = ledger.utcnow()
             with timer.phase("verify"):
-                _chmod_tree(work)
+                chmod_tree(work)
                 files = ledger.file_entries(work)
                 reread = read_records(os.path.join(work, DATA_FILE))
                 ok = len(reread) == written

@@ -31,10 +31,10 @@ import json
 import math
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
 
 REPORT_SCHEMA = "fediflow.dr/drill-report/v1"
@@ -913,22 +913,6 @@ def plan(wanted):
     return changes
 
 
-def write_atomic(path, content, mode=FILE_MODE):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def ensure(p, check_mode=False, warn=None, now=None):
     """Validate, render, compare with ``dest_dir``, write what differs (history last)."""
     timer = Timer()
@@ -987,7 +971,7 @@ def ensure(p, check_mode=False, warn=None, now=None):
                         os.makedirs(directory, mode=DIR_MODE)
                 by_path = dict(wanted)
                 for target in changed_paths:  # in the order of ``wanted``: the history comes last
-                    write_atomic(target, by_path[target])
+                    atomic.write_atomic(target, by_path[target], FILE_MODE)
                     written.append(target)
             except OSError as exc:
                 result["changed"] = bool(written)

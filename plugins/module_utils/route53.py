@@ -222,17 +222,6 @@ def served(rrsets):
 
 # ---------------------------------------------------------------- Route53 calls
 
-def _client_error(exc):
-    err = getattr(exc, "response", {}).get("Error", {})
-    return err.get("Code") or type(exc).__name__, err.get("Message") or str(exc)
-
-
-def _is_client_error(exc):
-    """botocore's ClientError and its modeled subclasses (NoSuchHostedZone ...), without importing botocore here."""
-    return any(cls.__name__ == "ClientError" for cls in type(exc).__mro__) and isinstance(
-        getattr(exc, "response", None), dict)
-
-
 def find_zone(client, p):
     """{'id', 'name', 'private'} of the hosted zone named by ``zone`` / ``hosted_zone_id``."""
     if p.get("hosted_zone_id"):
@@ -240,9 +229,9 @@ def find_zone(client, p):
         try:
             zone = client.get_hosted_zone(Id=zone_id)["HostedZone"]
         except Exception as exc:  # pylint: disable=broad-except
-            if not _is_client_error(exc):
+            if not aws.is_client_error(exc):
                 raise
-            code, message = _client_error(exc)
+            code, message = aws.error_text(exc)
             if code in ("NoSuchHostedZone", "InvalidInput"):
                 raise FediflowError("hosted_zone_id '%s' does not exist (%s)" % (p["hosted_zone_id"], message))
             raise FediflowError("Route53 GetHostedZone failed: %s: %s" % (code, message))
@@ -253,9 +242,9 @@ def find_zone(client, p):
     try:
         zones = client.list_hosted_zones_by_name(DNSName=name, MaxItems="100")["HostedZones"]
     except Exception as exc:  # pylint: disable=broad-except
-        if not _is_client_error(exc):
+        if not aws.is_client_error(exc):
             raise
-        raise FediflowError("Route53 ListHostedZonesByName failed: %s: %s" % _client_error(exc))
+        raise FediflowError("Route53 ListHostedZonesByName failed: %s: %s" % aws.error_text(exc))
     found = [z for z in zones if normalize_name(z["Name"]) == name
              and bool(z.get("Config", {}).get("PrivateZone")) == private]
     kind = "private" if private else "public"
@@ -276,9 +265,9 @@ def current_record_sets(client, zone_id, name, rtype):
         try:
             page = client.list_resource_record_sets(**kwargs)
         except Exception as exc:  # pylint: disable=broad-except
-            if not _is_client_error(exc):
+            if not aws.is_client_error(exc):
                 raise
-            raise FediflowError("Route53 ListResourceRecordSets failed: %s: %s" % _client_error(exc))
+            raise FediflowError("Route53 ListResourceRecordSets failed: %s: %s" % aws.error_text(exc))
         for rr in page["ResourceRecordSets"]:
             if normalize_name(rr["Name"]) != name or rr["Type"] != rtype:
                 return out  # the listing is ordered and starts at our name and type: we are past them
@@ -324,9 +313,9 @@ def apply_change(client, zone_id, changes, comment=COMMENT):
                 HostedZoneId=zone_id, ChangeBatch={"Comment": comment, "Changes": batch})["ChangeInfo"]
             break
         except Exception as exc:  # pylint: disable=broad-except
-            if not _is_client_error(exc):
+            if not aws.is_client_error(exc):
                 raise
-            code, message = _client_error(exc)
+            code, message = aws.error_text(exc)
             variant = upsert_variant(batch) if not retried else None
             if code == "InvalidChangeBatch" and "already exists" in message and variant:
                 batch, retried = variant, True
@@ -354,9 +343,9 @@ def wait_insync(client, change_id, timeout, interval=2.0, max_interval=10.0):
         try:
             state["status"] = client.get_change(Id=change_id)["ChangeInfo"]["Status"]
         except Exception as exc:  # pylint: disable=broad-except
-            if not _is_client_error(exc):
+            if not aws.is_client_error(exc):
                 raise
-            raise FediflowError("Route53 GetChange %s failed: %s: %s" % ((change_id,) + _client_error(exc)))
+            raise FediflowError("Route53 GetChange %s failed: %s: %s" % ((change_id,) + aws.error_text(exc)))
         state["polls"] += 1
         return state["status"] == "INSYNC"
 

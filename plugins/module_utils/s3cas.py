@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections import namedtuple
 from email.utils import parsedate_to_datetime
 
+from ansible_collections.fediflow.dr.plugins.module_utils import aws
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
-from ansible_collections.fediflow.dr.plugins.module_utils.s3store import MissingBucket, _error_text
+from ansible_collections.fediflow.dr.plugins.module_utils.s3store import MissingBucket
 
 # body: bytes (None when the object does not exist); etag: its ETag (None likewise); server_time: an
 # aware datetime from the answer's Date header (None when the server sent none)
@@ -28,12 +29,6 @@ Version = namedtuple("Version", "body etag server_time")
 
 class Conflict(Exception):
     """The object changed since it was read (another writer wrote it first)."""
-
-
-def status_of(exc):
-    """The HTTP status of a botocore error (None for a connection failure)."""
-    resp = getattr(exc, "response", None) or {}
-    return (resp.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(resp, dict) else None
 
 
 def server_time(answer):
@@ -66,7 +61,7 @@ class CasObject:
         try:
             got = self.client.get_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code in ("NoSuchKey", "404"):
                 return Version(None, None, server_time(exc))
             if code == "NoSuchBucket":
@@ -82,8 +77,8 @@ class CasObject:
             put = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json",
                                          ChecksumAlgorithm="SHA256", **dict(extra, **cond))
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
-            if status_of(exc) in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            code, message = aws.error_text(exc)
+            if aws.error_status(exc) in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise Conflict(self.where)
             if code == "NoSuchBucket":
                 raise self._missing_bucket()

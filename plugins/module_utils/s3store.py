@@ -33,12 +33,6 @@ class Locked(FediflowError):
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
 
 
-def _error_text(exc):
-    resp = getattr(exc, "response", None) or {}
-    err = resp.get("Error") or {}
-    return err.get("Code") or type(exc).__name__, err.get("Message") or str(exc).splitlines()[0]
-
-
 class S3Backups:
     def __init__(self, params, bucket, prefix):
         self.bucket = bucket
@@ -60,7 +54,7 @@ class S3Backups:
         try:
             return func(**kwargs)
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code in ("NoSuchBucket", "404") and "Bucket" in kwargs and "Key" not in kwargs:
                 raise FediflowError("s3_bucket '%s' does not exist" % self.bucket)
             raise FediflowError("S3 %s failed for s3://%s/%s: %s: %s" % (
@@ -73,7 +67,7 @@ class S3Backups:
         try:
             client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code in ("404", "NoSuchBucket", "NotFound"):
                 raise MissingBucket("s3_bucket '%s' does not exist (or is not visible with these credentials)"
                                     % self.bucket)
@@ -109,7 +103,7 @@ class S3Backups:
                 self.client.upload_file(os.path.join(backup_dir, entry["path"]), self.bucket, key,
                                         ExtraArgs=args, Config=self.transfer)
             except Exception as exc:  # pylint: disable=broad-except
-                code, message = _error_text(exc)
+                code, message = aws.error_text(exc)
                 raise FediflowError("upload of %s to s3://%s/%s failed: %s: %s" % (
                     entry["path"], self.bucket, key, code, message))
             head = self._call("HEAD", self.client.head_object, Bucket=self.bucket, Key=key)
@@ -149,7 +143,7 @@ class S3Backups:
         except FediflowError:
             raise
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code == "NoSuchBucket":
                 raise FediflowError("s3_bucket '%s' does not exist" % self.bucket)
             raise FediflowError("listing s3://%s/%s failed: %s: %s" % (self.bucket, prefix, code, message))
@@ -184,7 +178,7 @@ class S3Backups:
             try:
                 self.client.download_file(self.bucket, key, target, Config=self.transfer)
             except Exception as exc:  # pylint: disable=broad-except
-                code, message = _error_text(exc)
+                code, message = aws.error_text(exc)
                 raise FediflowError("download of %s failed: %s: %s" % (entry["path"], code, message))
 
     def lock_of(self, key, now=None):
@@ -193,7 +187,7 @@ class S3Backups:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise FediflowError("S3 HEAD failed for s3://%s/%s: %s: %s" % (self.bucket, key, code, message))
@@ -216,7 +210,7 @@ class S3Backups:
                 for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
                     out.append((item["Key"], item["VersionId"]))
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             raise FediflowError("listing the versions of s3://%s/%s failed: %s: %s" % (self.bucket, prefix, code, message))
         return out
 

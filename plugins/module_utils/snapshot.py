@@ -34,9 +34,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.fediflow.dr.plugins.module_utils import ledger, repos as repositories, untrusted
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic, aws, ledger, repos as repositories, untrusted
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
-from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups, _error_text
+from ansible_collections.fediflow.dr.plugins.module_utils.s3store import S3Backups
 
 FORMAT = "fediflow.dr/snapshot"
 FORMAT_VERSION = 1
@@ -48,7 +48,6 @@ RACY_NS = 100 * 1000 * 1000            # timestamps from the kernel's coarse clo
 COARSE_RACY_NS = 2 * 1000 * 1000 * 1000  # filesystems with whole-second timestamps
 LOCK_STALE_S = 24 * 3600
 DIFF_LINES = 1000
-TMP_RE = re.compile(r"^\.fediflow-[0-9a-f]{16}\.tmp$")
 ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 ID_TIME_RE = re.compile(r"^(\d{8}T\d{6}Z)-")
 DURATION_RE = re.compile(r"(\d+)([wdhms])")
@@ -481,7 +480,7 @@ class SnapshotRepo(S3Backups):
                 for obj in page.get("Contents", []):
                     yield obj["Key"][len(prefix):], obj["Size"], obj.get("LastModified")
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code == "NoSuchBucket":
                 raise FediflowError("s3_bucket '%s' does not exist" % self.bucket)
             raise FediflowError("listing %s failed: %s: %s" % (self.url(prefix), code, message))
@@ -538,7 +537,7 @@ class SnapshotRepo(S3Backups):
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             if code in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise FediflowError("S3 HEAD failed for %s: %s: %s" % (self.url(key), code, message))
@@ -558,7 +557,7 @@ class SnapshotRepo(S3Backups):
         try:
             self.client.upload_file(full, self.bucket, self.object_key(digest), ExtraArgs=args, Config=self.transfer)
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             raise FediflowError("upload of %s to %s failed: %s: %s"
                                 % (full, self.url(self.object_key(digest)), code, message))
 
@@ -570,7 +569,7 @@ class SnapshotRepo(S3Backups):
         except FediflowError:
             raise
         except Exception as exc:  # pylint: disable=broad-except
-            code, message = _error_text(exc)
+            code, message = aws.error_text(exc)
             raise FediflowError("download of %s from %s failed: %s: %s" % (label, self.url(key), code, message))
 
     def delete_keys(self, keys):
@@ -892,7 +891,7 @@ def _existing(dest):
     for root, dirnames, filenames in os.walk(dest):
         for name in dirnames + filenames:
             full = os.path.join(root, name)
-            if TMP_RE.match(name):
+            if atomic.TEMP_RE.match(name):
                 continue
             found[os.path.relpath(full, dest)] = os.lstat(full)
     return found
@@ -921,8 +920,11 @@ def _write_file(repo, dest, entry, as_root):
 
 
 def _write_in(repo, dfd, target, name, entry, as_root):
-    tmp = ".fediflow-%s.tmp" % secrets.token_hex(8)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600, dir_fd=dfd)
+    """atomic.replacing's steps (its temp file, fsync of the file and of the directory, removal on failure), not
+    atomic.replacing itself: the directory is a descriptor (entered without following symlinks: the path comes from
+    an untrusted manifest), the bytes are checked against the manifest before the rename, the file takes the
+    snapshot's owner, mode and mtime, and it may replace a directory of that name."""
+    fd, tmp = atomic.create_temp(dir_fd=dfd)
     done = False
     try:
         digest, size = hashlib.sha256(), 0
@@ -937,6 +939,7 @@ def _write_in(repo, dfd, target, name, entry, as_root):
                                     % (entry["path"], repo.url(repo.object_key(entry["sha256"])),
                                        digest.hexdigest()[:12], size, entry["sha256"][:12], entry["size"]))
             out.flush()
+            os.fsync(out.fileno())
             _set_meta(out.fileno(), entry, as_root)
         if os.path.isdir(target) and not os.path.islink(target):
             _remove(target)   # only reached with delete_extra (checked before writing)
@@ -944,10 +947,8 @@ def _write_in(repo, dfd, target, name, entry, as_root):
         done = True
     finally:
         if not done:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except FileNotFoundError:
-                pass
+            atomic.discard(tmp, dir_fd=dfd)
+    os.fsync(dfd)
 
 
 def _set_meta(fd_or_path, entry, as_root):
@@ -1033,7 +1034,7 @@ def restore(repo, p, check_mode, timer, result):
             _set_meta(untrusted.contained(dest, entry["path"], _where(dest)), entry, as_root)
         for entry in links:
             full = untrusted.contained(dest, entry["path"], _where(dest), "symlink")
-            tmp = os.path.join(os.path.dirname(full), ".fediflow-%s.tmp" % secrets.token_hex(8))
+            tmp = os.path.join(os.path.dirname(full), atomic.temp_name())
             os.symlink(entry["target"], tmp)
             if as_root and entry.get("uid") is not None:
                 os.lchown(tmp, entry["uid"], entry["gid"])

@@ -205,7 +205,7 @@ def test_a_hostile_archive_is_refused_before_anything_is_extracted(tmp_path, wha
     """On main: the python path extracted with the fully_trusted filter (wrote outside, made devices); GNU tar
     extracted every other member before (or instead of) failing."""
     outside, backup_dir, data_dir = _hostile_backup(tmp_path, what)
-    run = backup._extract if extract == "python" else pitr_run.extract_tars  # pylint: disable=protected-access
+    run = backup.extract_with_tarfile if extract == "python" else pitr_run.extract_tars
     with pytest.raises(FediflowError, match="refused"):
         run(str(backup_dir), str(data_dir))
     assert _tree(outside) == ["outside.txt"] and (outside / "outside.txt").read_text() == "keep me"
@@ -229,7 +229,7 @@ def test_a_good_archive_still_extracts(tmp_path):
                                    ("base/1", "dir", None), ("base/1/1259", "file", b"rel"),
                                    ("pg_wal", "dir", None), ("pg_tblspc", "dir", None)])
     _tar(backup_dir / "pg_wal.tar", [("000000010000000000000002", "file", b"wal")])
-    for run in (backup._extract, pitr_run.extract_tars):  # pylint: disable=protected-access
+    for run in (backup.extract_with_tarfile, pitr_run.extract_tars):
         data_dir = tmp_path / run.__name__
         data_dir.mkdir()
         run(str(backup_dir), str(data_dir))
