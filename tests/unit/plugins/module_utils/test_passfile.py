@@ -19,7 +19,9 @@ from ansible_collections.fediflow.dr.plugins.module_utils import common, postgre
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 
 # ':' and '\' must be escaped in the file; a password that needs it shows the escaping is libpq's
-PASSWORD = "s3cr:et\\pw-%d" % os.getpid()
+# (a token of its own, not the pid: ansible-test runs each test in a forked process whose pid differs)
+TOKEN = os.urandom(4).hex()
+PASSWORD = "s3cr:et\\pw-" + TOKEN
 # prints the child's own environment and what it finds at PGPASSFILE (path, modes, content)
 SHOW = ("import json, os, stat; p = os.environ.get('PGPASSFILE', ''); "
         "st = os.stat(p) if p else None; dst = os.stat(os.path.dirname(p)) if p else None; "
@@ -62,7 +64,7 @@ def test_the_child_environment_holds_no_password_even_one_inherited(monkeypatch)
     assert "PGPASSFILE=%s" % seen["path"] in seen["environ"].split("\0")
     assert seen["mode"] == 0o600 and seen["dir_mode"] == 0o700
     assert seen["uid"] == os.geteuid() and seen["dir_uid"] == os.geteuid()
-    assert seen["content"] == "*:*:*:*:s3cr\\:et\\\\pw-%d\n" % os.getpid()
+    assert seen["content"] == "*:*:*:*:s3cr\\:et\\\\pw-" + TOKEN + "\n"
     assert not os.path.exists(seen["path"]) and not os.path.exists(os.path.dirname(seen["path"]))
     assert _leftovers() == before
 
