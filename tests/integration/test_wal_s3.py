@@ -206,7 +206,9 @@ def test_fetch_round_trip_missing_and_corrupt(tools, conn, s3, prefix):
     s3.put_object(Bucket=conn["bucket"], Key="%s/00000002.history" % prefix, Body=b"1\t0/3000000\tno recovery target\n",
                   Metadata={"sha256": "0" * 64})
     proc = wal(tools, cfg, "fetch", "00000002.history", dest)
-    assert proc.returncode == 1 and "is corrupt" in proc.stderr
+    # a hard error, not "not in the archive": restore_command exits > 125 so that an archive recovery stops
+    # instead of taking it for the end of the archive (walarchive.EXIT_ABORT)
+    assert proc.returncode == 255 and "is corrupt" in proc.stderr
     assert not os.path.exists(dest) and not [n for n in os.listdir(tools["work"]) if "fediflow-tmp" in n]
 
 
@@ -319,7 +321,8 @@ def test_signatures_are_verified_and_a_wrong_secret_fails_clearly(tools, auth_mo
     bad = config(tools, auth_moto, prefix, secret_key=wrong)
     for args in (("push", segment(tools, b"x"), "000000010000000000000002"), ("fetch", SEG, dest + ".2")):
         proc = wal(tools, bad, *args)
-        assert proc.returncode == 1, args
+        # push: 1 (PostgreSQL retries archiving); fetch: a hard error stops an archive recovery (> 125)
+        assert proc.returncode == (1 if args[0] == "push" else 255), args
         assert "HTTP 403" in proc.stderr and ("secret_key" in proc.stderr or "credentials rejected" in proc.stderr)
         assert proc.stderr.count("\n") == 1
         assert wrong not in proc.stderr and auth_moto["secret_key"] not in proc.stderr
