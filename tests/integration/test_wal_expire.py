@@ -122,9 +122,16 @@ def _marker(hv):
         return marker, cur.fetchone()[0]
 
 
+def _expiry_identity(hv):
+    """The WAL expiry's own S3 identity, as the backup role gives it: the archive's (fediflow-wal.json) may put and
+    get WAL but neither list the backups' ledgers nor delete (the lab's S3 enforces its IAM policies)."""
+    return {"access_key": hv["fediflow_s3_wal_expire_access_key"], "secret_key": hv["fediflow_s3_wal_expire_secret_key"]}
+
+
 def _expire(hv, ledger_dir, **extra):
     args = {"wal_config": os.path.join(os.path.dirname(hv["fediflow_pg_data_dir"]), "fediflow-wal.json"),
             "ledgers": [{"path": ledger_dir}] + [{"s3_prefix": p} for p in LEDGER_PREFIXES], "keep_days": 0}
+    args.update(_expiry_identity(hv))
     args.update(extra)
     return module("fediflow.dr.wal_expire", args, netns=lab_netns(hv))  # on the region's host
 
@@ -174,7 +181,8 @@ def test_expiry_removes_only_what_the_oldest_retained_backup_does_not_need_and_p
 
     check = module("fediflow.dr.wal_expire", dict(
         wal_config=os.path.join(os.path.dirname(primary["fediflow_pg_data_dir"]), "fediflow-wal.json"),
-        ledgers=[{"path": ledger_dir}] + [{"s3_prefix": p} for p in LEDGER_PREFIXES], keep_days=0),
+        ledgers=[{"path": ledger_dir}] + [{"s3_prefix": p} for p in LEDGER_PREFIXES], keep_days=0,
+        **_expiry_identity(primary)),
         check_mode=True, diff=True, netns=lab_netns(primary))
     assert check.get("failed") is not True, check.get("msg")
     assert check["changed"] is True and check["diff"]["before"] != check["diff"]["after"]
@@ -186,6 +194,7 @@ def test_expiry_removes_only_what_the_oldest_retained_backup_does_not_need_and_p
     # the oldest retained backup of every ledger (this test's, or an older one other tests left in the region ledgers)
     assert res["bound"]["segno"] == bound_segno and res["bound"]["backup_id"] in bound_ids
     assert "lab-secret-key" not in json.dumps(res)  # the credentials of the configuration file stay in it
+    assert _expiry_identity(primary)["secret_key"] not in json.dumps(res)  # and the expiry's own, given as an option
     for repo in res["repositories"]:
         region = repo["name"]
         after = _wal_files(primary if region == primary["fediflow_region"] else standby)
