@@ -175,7 +175,8 @@ def test_backup_role_exports_and_snapshots_the_configuration(lab, k8s, tmp_path)
     p = lab["primary"]
     private = os.path.join(p["fediflow_lab_dir"], "age", "config-backup.txt")
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
-    prefix = "test-config/%s/%s" % (uuid.uuid4().hex[:8], p["fediflow_region"])
+    # under config/: the backup identity may write there only (the lab S3 enforces the IAM policies)
+    prefix = "config/test-%s/%s" % (uuid.uuid4().hex[:8], p["fediflow_region"])
     extra = {"fediflow_kubeconfig": k8s["kubeconfig"],
              "backup_dest": str(tmp_path / "backups"), "backup_config_s3_prefix": prefix,
              "backup_logical": False, "backup_physical": False, "backup_wal_check": False, "backup_media": False}

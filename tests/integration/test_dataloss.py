@@ -254,7 +254,8 @@ def test_cache_backup_is_on_disk_before_its_manifest(private_redis, tmp_path):
     assert work_sync is not None, "the work directory is never fsynced"
     assert renamed is not None and data_sync < renamed and work_sync < renamed
     parent_sync = _index(lines, lambda l: "fsync(" in l and "<%s>)" % real in l, renamed)
-    manifest = _index(lines, lambda l: "openat(" in l and "/%s/.tmp-manifest.json" % backup_id in l)
+    # the manifest's temporary file (module_utils/atomic: .fediflow-<hex>.tmp beside it, renamed over manifest.json)
+    manifest = _index(lines, lambda l: "openat(" in l and "/%s/.fediflow-" % backup_id in l and ".tmp" in l)
     assert parent_sync is not None, "the rename is never fsynced (the parent directory)"
     assert manifest is not None and parent_sync < manifest
 
