@@ -241,4 +241,7 @@ def test_a_repository_down_during_a_backup_degrades_it_and_nothing_is_half_visib
     assert not third.get("failed"), third.get("msg")
     assert sorted(_copies(_newest(dest)).values()) == [True, True]
     assert {p["id"] for p in third["pruned"]} == {first}
-    assert all(p["where"] == ["local", primary["fediflow_region"]] for p in third["pruned"])
+    # the local copy goes; region 1's copy is under the lab bucket's Object Lock (governance, a day): left, reported
+    for pruned in third["pruned"]:
+        assert pruned["where"] == ["local"] and list(pruned["locked"]) == [primary["fediflow_region"]], pruned
+        assert pruned["locked"][primary["fediflow_region"]]["until"], pruned
