@@ -100,7 +100,18 @@ def test_flipped_byte_is_caught_and_named(bk):
     assert manifest["verification_history"][-1]["ok"] is False  # the ledger records the failure
 
 
+def _unlocked_bucket(bk):
+    """``bk`` on a bucket of its own without Object Lock: the lab's backup buckets keep every copy for a day
+    (governance), so retention could not remove anything there within a test."""
+    bucket = "fediflow-test-retention-%s" % uuid.uuid4().hex[:8]
+    region = bk["args"]["region"]
+    bk["s3"].create_bucket(Bucket=bucket, **({} if region == "us-east-1" else
+                                             {"CreateBucketConfiguration": {"LocationConstraint": region}}))
+    return dict(bk, bucket=bucket, args=dict(bk["args"], s3_bucket=bucket))
+
+
 def test_retention_by_ledger_check_mode_predicts_exactly(bk):
+    bk = _unlocked_bucket(bk)
     args = dict(bk["args"], verify="list", retention_count=2)
     ids = [module("fediflow.dr.pg_backup_verify", args)["backup_id"] for _attempt in range(3)]
     assert [k for k in _keys(bk) if k.endswith(ids[0] + "/manifest.json")] == []  # oldest pruned in S3
