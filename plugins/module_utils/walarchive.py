@@ -1090,7 +1090,7 @@ def open_archive(cfg, environ=None, imds=imds_credentials):
 # command line
 
 
-def fetch_exit_code(exc, cwd="."):
+def fetch_exit_code(exc, cwd=".", name=None):
     """The exit status of a ``fetch`` that failed with ``exc``. Not in any repository: 1. A hard error: EXIT_ABORT,
     so that an archive recovery stops (FATAL) instead of taking the error for the end of the archive and promoting
     without the WAL after it (silent data loss). In standby mode (PostgreSQL runs restore_command in the data
@@ -1098,6 +1098,12 @@ def fetch_exit_code(exc, cwd="."):
     1 makes it try pg_wal and streaming and ask the archive again 5 s later, which is the retry a repository outage
     needs, whereas EXIT_ABORT would shut every standby down while a region's S3 is unreachable."""
     if isinstance(exc, NotInArchive) or os.path.exists(os.path.join(cwd, STANDBY_SIGNAL)):
+        return EXIT_NOT_FOUND
+    if name is not None and name.endswith(".history"):
+        # PostgreSQL probes for timeline history files that do not exist at every promotion (the next free
+        # timeline), after the standby.signal is gone: an abort there shuts down the server being promoted - a
+        # failover while a region's repository is down would kill its own new primary. A history file no answering
+        # repository holds is "not there"; the lease and the fence keep a second timeline from being made meanwhile.
         return EXIT_NOT_FOUND
     return EXIT_ABORT
 
@@ -1136,7 +1142,7 @@ def main(argv=None, environ=None):
             return 0, "", ""
         return 0, json.dumps(archive.status()) + "\n", ""
     except (ArchiveError, OSError) as exc:
-        code = fetch_exit_code(exc) if args.cmd == "fetch" else 1
+        code = fetch_exit_code(exc, name=args.name) if args.cmd == "fetch" else 1
         return code, "", "fediflow-wal %s: %s\n" % (args.cmd, " ".join(str(exc).split()))
     finally:
         if hasattr(archive, "close"):

@@ -411,6 +411,16 @@ def test_fetch_exit_status_not_found_is_1_hard_error_aborts(tmp_path, repo):
     assert walarchive.fetch_exit_code(ArchiveError("S3 unreachable"), str(tmp_path)) == 1
 
 
+def test_a_history_file_no_answering_repository_holds_is_not_found_even_during_a_promotion(tmp_path):
+    """At a promotion PostgreSQL asks for the next timeline's history file (which does not exist) after
+    standby.signal is gone: with a repository down, a hard exit there would shut the new primary down."""
+    down = ArchiveError("00000003.history: not found where asked, and us-east-1: cannot talk to S3")
+    assert not (tmp_path / "standby.signal").exists()
+    assert walarchive.fetch_exit_code(down, str(tmp_path), name="00000003.history") == 1
+    # a WAL segment in the same situation still stops an archive recovery
+    assert walarchive.fetch_exit_code(down, str(tmp_path), name="000000020000000000000003") == walarchive.EXIT_ABORT
+
+
 def _fetch_through_sh(tool_dir, repo, name, dest, cwd):
     """As PostgreSQL runs restore_command: a string through /bin/sh, in the data directory."""
     import shlex
