@@ -42,6 +42,16 @@ def _leftovers():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "fediflow-pgpass-*")))
 
 
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """The passfiles of this test go to a temporary directory of its own: other tests running at the same time
+    (pytest-xdist workers) write theirs to the shared /tmp, and a count of leftovers there would see them."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path
+
+
 def _show(params, user=None, parent_env=None, monkeypatch=None):
     import json  # pylint: disable=import-outside-toplevel
     if parent_env:
@@ -55,6 +65,7 @@ def _show(params, user=None, parent_env=None, monkeypatch=None):
     return json.loads(res.stdout)
 
 
+@pytest.mark.usefixtures("private_tmp")
 def test_the_child_environment_holds_no_password_even_one_inherited(monkeypatch):
     before = _leftovers()
     # a PGPASSWORD in the module's own environment would win over the file in libpq, and leak: unset
@@ -82,6 +93,7 @@ def test_the_file_belongs_to_the_os_user_that_runs_the_program():
     assert not os.path.exists(os.path.dirname(seen["path"]))
 
 
+@pytest.mark.usefixtures("private_tmp")
 def test_the_file_is_gone_after_a_failure_an_exception_and_a_kill():
     before = _leftovers()
     with postgres.passfile(_params()) as env:
@@ -102,6 +114,7 @@ def test_the_file_is_gone_after_a_failure_an_exception_and_a_kill():
     assert _leftovers() == before
 
 
+@pytest.mark.usefixtures("private_tmp")
 def test_no_password_writes_nothing_and_a_line_break_is_refused():
     before = _leftovers()
     with postgres.passfile(_params(login_password="")) as env:
@@ -168,6 +181,7 @@ class _PasswordCatcher:
             conn.sendall(b"E" + struct.pack("!i", len(message) + 4) + message)
 
 
+@pytest.mark.usefixtures("private_tmp")
 def test_a_real_libpq_program_reads_the_password_from_the_file_not_its_environment():
     psql = os.path.join(postgres_bindir(), "psql")
     catcher = _PasswordCatcher()
