@@ -243,12 +243,34 @@ def divergences(index):
     return sorted(found)
 
 
-def choose_timeline(index, target, requested="auto", hint_lsn=None):
+# Clock skew allowed between the archive's clock (when a segment was archived) and the database's (commit times):
+# a branch counts as stopped before a target time only when its last segment was archived this much earlier.
+ARCHIVE_CLOCK_MARGIN_S = 60
+
+
+def _settled(index, fork, lsn, when, latest):
+    """Whether ``fork`` (parent, child, switchpoint) cannot hold the target on the parent's side: the target LSN
+    lies before the switchpoint (the same on both branches), or the target time comes after the parent's branch
+    had stopped - every one of its segments past the fork archived (ARCHIVE_CLOCK_MARGIN_S) before it - while the
+    child is on the latest timeline's line (an abandoned tail of a restore in place, an old primary fenced at a
+    failover: at that time only the child's branch was taking writes)."""
+    parent, child, switch = fork
+    if lsn is not None and lsn < switch:
+        return True
+    if when is None or child not in {t for t, _end in index["lineage"][latest]}:
+        return False
+    switch_segno = switch // index["segment_size"]
+    tail = [at for segno, at in index["segments"].get(parent, {}).items() if segno > switch_segno]
+    return bool(tail) and all(at is not None for at in tail) and max(tail) + ARCHIVE_CLOCK_MARGIN_S < when
+
+
+def choose_timeline(index, target, requested="auto", hint_lsn=None, hint_time=None):
     """The timeline recovery follows (its number), or refuse an ambiguous target.
 
     ``auto``: the highest timeline, unless the archive forks with WAL on both sides of a
-    switchpoint and the target may be on either; an LSN (or ``hint_lsn``) before every such
-    switchpoint is the same on every branch."""
+    switchpoint and the target may be on either; an LSN (or ``hint_lsn``) before a switchpoint is
+    the same on every branch, and a target time (or ``hint_time``, a datetime) after the parent's branch
+    stopped is on the child's (``_settled``)."""
     if not index["timelines"]:
         raise FediflowError("the WAL archive holds no segments: nothing to recover from")
     latest = max(index["timelines"])
@@ -263,7 +285,10 @@ def choose_timeline(index, target, requested="auto", hint_lsn=None):
     if not forks:
         return latest
     lsn = target["value"] if target["kind"] == "lsn" else hint_lsn
-    if lsn is not None and all(lsn < switch for _p, _c, switch in forks):
+    moment = target["value"] if target["kind"] == "time" else hint_time  # a datetime (an xid's commit time)
+    when = moment.timestamp() if moment is not None else None
+    forks = [fork for fork in forks if not _settled(index, fork, lsn, when, latest)]
+    if not forks:
         return latest
     desc = "; ".join("timeline %d continues after %s where timeline %d branched off" % (p, format_lsn(s), c)
                      for p, c, s in forks)

@@ -234,7 +234,7 @@ def preflight(p, target, timeline_req, result):
     repositories.report_skipped(result, skipped)
     index, cfg = read_archive(p)
     hint_time, xid_info = xid_hint(p, target)
-    tli = pitr.choose_timeline(index, target, timeline_req)
+    tli = pitr.choose_timeline(index, target, timeline_req, hint_time=hint_time)
     lineage = index["lineage"][tli]
     base, why = pitr.choose_base([m for m, _w in manifests], target, lineage, p.get("backup_id"), hint_time=hint_time)
     bounds = pitr.check_archive(index, base, target, lineage)

@@ -113,6 +113,10 @@ class TransientError(ArchiveError):
     """A failure worth retrying (5xx, throttling, connection reset, timeout)."""
 
 
+class CorruptObject(ArchiveError):
+    """A repository answered with a file whose bytes do not match its recorded sha256: it exists, damaged."""
+
+
 # ---------------------------------------------------------------------------------------------
 # shared by both backends
 
@@ -351,7 +355,8 @@ class MultiArchive:
             except (ArchiveError, OSError) as exc:
                 errors.append((repo_name, exc))
         if errors:
-            raise ArchiveError("%s: not found where asked, and %s" % (name, _errors(errors)))
+            kind = CorruptObject if any(isinstance(exc, CorruptObject) for _n, exc in errors) else ArchiveError
+            raise kind("%s: not found where asked, and %s" % (name, _errors(errors)))
         raise NotInArchive("%s is in none of the %d repositories" % (name, len(self.archives)))
 
     def status(self, now=None):
@@ -905,7 +910,7 @@ class S3Archive:
                 raise ArchiveError(self._describe("GET", key, status, result))
             expected = hdrs.get("x-amz-meta-sha256")
             if expected and expected != result:
-                raise ArchiveError("%s (%s) is corrupt: sha256 %s..., expected %s..."
+                raise CorruptObject("%s (%s) is corrupt: sha256 %s..., expected %s..."
                                    % (name, self.url(key), result[:12], expected[:12]))
             os.replace(tmp, dest)
         finally:
@@ -1099,11 +1104,12 @@ def fetch_exit_code(exc, cwd=".", name=None):
     needs, whereas EXIT_ABORT would shut every standby down while a region's S3 is unreachable."""
     if isinstance(exc, NotInArchive) or os.path.exists(os.path.join(cwd, STANDBY_SIGNAL)):
         return EXIT_NOT_FOUND
-    if name is not None and name.endswith(".history"):
+    if name is not None and name.endswith(".history") and not isinstance(exc, CorruptObject):
         # PostgreSQL probes for timeline history files that do not exist at every promotion (the next free
         # timeline), after the standby.signal is gone: an abort there shuts down the server being promoted - a
         # failover while a region's repository is down would kill its own new primary. A history file no answering
         # repository holds is "not there"; the lease and the fence keep a second timeline from being made meanwhile.
+        # One a repository holds damaged exists: taking it for absent could reuse its timeline number - a hard error.
         return EXIT_NOT_FOUND
     return EXIT_ABORT
 

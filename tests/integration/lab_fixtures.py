@@ -152,12 +152,13 @@ def _module_via_ansible(name, args, check_mode, diff):
 
 
 def inventory():
-    """Host variables of the lab inventory, with `{{ fediflow_lab_dir }}` resolved."""
+    """Host variables of the lab inventory, with `{{ fediflow_lab_dir }}` resolved and the host's name."""
     proc = subprocess.run([str(BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"],
                           cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=True)
     data = json.loads(proc.stdout)
     hostvars = data["_meta"]["hostvars"]
-    for hvars in hostvars.values():
+    for name, hvars in hostvars.items():
+        hvars.setdefault("inventory_hostname", name)  # as ansible names the host (not in --list's host variables)
         lab_dir = hvars["fediflow_lab_dir"]
         for key, value in list(hvars.items()):
             if isinstance(value, str):

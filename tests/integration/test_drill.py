@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -174,6 +175,15 @@ def test_full_drill_measures_every_scenario_and_comes_home(full_drill):
     junit = ET.parse(os.path.join(report_dir, "latest.junit.xml")).getroot()
     assert junit.get("failures") == "0" and int(junit.get("tests")) >= 15
     assert os.path.getsize(os.path.join(report_dir, "latest.html")) > 1000
+    # everything the drill writes holds results or data: private to its owner (issue 19)
+    assert stat.S_IMODE(os.stat(report_dir).st_mode) == 0o700
+    loose = [(os.path.join(base, name), oct(stat.S_IMODE(os.lstat(os.path.join(base, name)).st_mode)))
+             for base, _dirs, names in os.walk(report_dir) for name in names
+             if stat.S_IMODE(os.lstat(os.path.join(base, name)).st_mode) & 0o077]
+    assert loose == [], loose[:5]
+    # the restore-verification ran on the verify host (the standby region's host), never on the primary
+    verified_on = steps["backup-restore"]["details"]["verified_on"]
+    assert verified_on["host"] == lab["standby"]["inventory_hostname"] and verified_on["removed"] is True, verified_on
 
 
 @pytest.mark.restarts_lab

@@ -140,8 +140,6 @@ def test_rewound_node_streams_when_the_serving_primary_idles_right_after_a_wal_s
     # what failback.yml's first play does on the serving primary: the returning node's slot
     new.query("SELECT pg_create_physical_replication_slot('standby_pair_old')")
 
-    passdirs = os.path.join(tempfile.gettempdir(), "fediflow-pgpass-*")
-    before = set(glob.glob(passdirs))
     proc = _rejoin(pair, tmp_path, "-e", "replication_pg_bin_dir=%s" % _bin_with_pg_rewind_at_a_switch(pair))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     # pg_rewind logged in with a password file: 0600 in a fresh 0700 directory, both the postgres user's,
@@ -152,8 +150,7 @@ def test_rewound_node_streams_when_the_serving_primary_idles_right_after_a_wal_s
     passfile = login[1].split("=", 1)[1]
     assert os.path.basename(os.path.dirname(passfile)).startswith("fediflow-pgpass-"), login
     assert login[2:] == ["600 postgres", "700 postgres"], login
-    assert not os.path.exists(os.path.dirname(passfile))
-    assert set(glob.glob(passdirs)) == before
+    assert not os.path.exists(os.path.dirname(passfile))  # (not a count of /tmp: other tests run beside this one)
     assert not os.path.exists(os.path.join(os.path.dirname(old.data_dir), "rewind.pgpass"))
     assert pair.password not in proc.stdout + proc.stderr
     assert "rewound with pg_rewind" in proc.stdout and "cloned afresh" not in proc.stdout

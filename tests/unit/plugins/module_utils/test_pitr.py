@@ -27,6 +27,10 @@ def epoch(minutes):
     return (T0 + datetime.timedelta(minutes=minutes)).timestamp()
 
 
+def iso(minutes):
+    return (T0 + datetime.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def manifest(bid, stop_min, start_lsn, stop_lsn, tli=1, ok=True, kind="physical"):
     return {"id": bid, "kind": kind, "stop_time": (T0 + datetime.timedelta(minutes=stop_min)).isoformat(),
             "start_lsn": start_lsn, "stop_lsn": stop_lsn, "source": {"timeline": tli},
@@ -137,8 +141,8 @@ def test_plain_failover_is_not_ambiguous():
 def test_a_fork_with_wal_on_both_sides_is_ambiguous_for_time_but_not_before_the_fork():
     idx = failover_archive(parent_tail=3)  # the old timeline went on after the branch (a PITR)
     assert pitr.divergences(idx) == [(1, 2, 0x5000198)]
-    with pytest.raises(FediflowError) as err:
-        pitr.choose_timeline(idx, target(target_time="2026-11-25T12:30:00Z"))
+    with pytest.raises(FediflowError) as err:  # tl1 still archived then (its last segment at T0+8 min)
+        pitr.choose_timeline(idx, target(target_time=iso(7)))
     assert "timeline ambiguity" in err.value.message and "0/5000198" in err.value.message
     assert pitr.choose_timeline(idx, target(target_lsn="0/4000000")) == 2  # same on both branches
     with pytest.raises(FediflowError, match="ambiguity"):
@@ -279,3 +283,29 @@ def test_unarchived_wal_carries_the_segments_the_archive_lacks_and_nothing_recyc
         "000000010000000000000005", "000000010000000000000006"]
     assert pitr.unarchived_wal(files, 2, end, seg) == ["000000020000000000000005"]
     assert pitr.unarchived_wal([], 1, end, seg) == []
+
+
+def test_a_time_after_the_abandoned_branch_stopped_is_on_the_latest_line():
+    """tl1 went on after tl2 branched (a restore in place left its tail), but its last segment was archived at
+    T0+8 min: a target well after that is on tl2's line; one while tl1 still archived is still ambiguous."""
+    idx = failover_archive(parent_tail=3)   # tl1 segments 6..8 archived at T0+6..8 min
+    assert pitr.choose_timeline(idx, target(target_time=iso(20))) == 2
+    with pytest.raises(FediflowError, match="ambiguity"):
+        pitr.choose_timeline(idx, target(target_time=iso(8.5)))  # within the clock margin of tl1's last segment
+    with pytest.raises(FediflowError, match="ambiguity"):
+        pitr.choose_timeline(idx, target(target_time=iso(7)))   # tl1 was still taking writes
+    # an xid whose commit time is known settles it the same way; unknown, it stays ambiguous
+    xid = target(target_xid="1000")
+    assert pitr.choose_timeline(idx, xid, hint_time=T0 + datetime.timedelta(minutes=20)) == 2
+    with pytest.raises(FediflowError, match="ambiguity"):
+        pitr.choose_timeline(idx, xid)
+
+
+def test_a_side_branch_off_the_latest_line_is_never_settled_by_time():
+    """tl3 branched off tl1 (a restore whose branch was left), tl2 is the line that goes on: a target on tl3's
+    side cannot be ruled out by tl1's archive times, so the choice stays the operator's."""
+    entries = [(seg(1, s), epoch(s)) for s in range(1, 9)]
+    entries += [(seg(2, s), epoch(10 + s)) for s in range(5, 9)] + [(seg(3, s), epoch(30 + s)) for s in range(7, 10)]
+    idx = pitr.archive_index(entries, {2: "1\t0/5000198\tx\n", 3: "1\t0/7000000\tx\n"})
+    with pytest.raises(FediflowError, match="ambiguity"):
+        pitr.choose_timeline(idx, target(target_time=iso(60)))

@@ -419,6 +419,9 @@ def test_a_history_file_no_answering_repository_holds_is_not_found_even_during_a
     assert walarchive.fetch_exit_code(down, str(tmp_path), name="00000003.history") == 1
     # a WAL segment in the same situation still stops an archive recovery
     assert walarchive.fetch_exit_code(down, str(tmp_path), name="000000020000000000000003") == walarchive.EXIT_ABORT
+    # a history file a repository holds damaged exists: never taken for absent (its timeline number is taken)
+    damaged = walarchive.CorruptObject("00000003.history (s3://b/wal/00000003.history) is corrupt")
+    assert walarchive.fetch_exit_code(damaged, str(tmp_path), name="00000003.history") == walarchive.EXIT_ABORT
 
 
 def _fetch_through_sh(tool_dir, repo, name, dest, cwd):
