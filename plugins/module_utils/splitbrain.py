@@ -184,7 +184,9 @@ def main(argv=None):
     args.sslmode = args.sslmode or os.environ.get("PGSSLMODE", "")
     args.sslrootcert = args.sslrootcert or os.environ.get("PGSSLROOTCERT", "")
     if args.action == "write" and args.out:
-        with open(args.out, "a", encoding="utf-8") as out:
+        # the writer's records are results of the drill: private (0600), whatever the caller's umask
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
             write(args, out)
         return 0
     {"write": write, "prepare": prepare, "summarize": verdict}[args.action](args)

@@ -911,7 +911,7 @@ class S3Archive:
             expected = hdrs.get("x-amz-meta-sha256")
             if expected and expected != result:
                 raise CorruptObject("%s (%s) is corrupt: sha256 %s..., expected %s..."
-                                   % (name, self.url(key), result[:12], expected[:12]))
+                                    % (name, self.url(key), result[:12], expected[:12]))
             os.replace(tmp, dest)
         finally:
             if os.path.exists(tmp):

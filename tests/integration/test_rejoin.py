@@ -3,10 +3,8 @@ as a standby and streams) on a throwaway primary + standby pair (pair_fixtures.p
 shared lab: the old primary dies, the standby is promoted, the old primary rejoins it. Run through
 ansible-playbook as failback.yml runs it; the outcome is checked with psycopg2 on both servers.
 """
-import glob
 import os
 import pwd
-import tempfile
 import time
 
 import pytest
