@@ -633,6 +633,10 @@ def acquire(p, stores, check_mode=False, sleep=time.sleep, rand=None, clock=time
             blocking, why = _blocking(run, views, view, request, clock() < wait_until, clock() < give_up)
             if blocking and mine and not check_mode:  # back off: an acquisition in flight settles, a holder may go
                 run.remove_own(views, token)
+                # withdrawing leaves a tombstone of this token (a copy stranded in a store that did not answer counts
+                # as released): the next attempt is a new entry with a token of its own, or it would read its own
+                # tombstone as a break_lease by another run (a race of eight acquisitions failed that way once)
+                token = secrets.token_hex(16)
             if blocking == "fail":
                 run.result["holders"] = run.holders(views)
                 run.fail(views, why)
