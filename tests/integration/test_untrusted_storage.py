@@ -13,14 +13,9 @@ import pytest
 
 from lab_fixtures import module
 from snapshot_fixtures import make_tree, repo  # noqa: F401 pylint: disable=unused-import
-from test_pg_backup_verify import _unlocked_bucket, bk  # noqa: F401 pylint: disable=unused-import
+from test_pg_backup_verify import _keys, _unlocked_bucket, bk  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.slow
-
-
-def _keys(bk_):
-    pages = bk_["s3"].get_paginator("list_objects_v2").paginate(Bucket=bk_["bucket"], Prefix=bk_["prefix"] + "/")
-    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
 def _put_json(bk_, key, data):

@@ -78,8 +78,7 @@ def _oldest_start_segno(ledger_dir, regions):
     starts = {}
     for m in manifests:
         if m.get("kind") == "physical" and (m.get("verification") or {}).get("ok"):
-            high, low = m["start_lsn"].split("/")
-            starts[m["id"]] = ((int(high, 16) << 32) | int(low, 16)) // SEG
+            starts[m["id"]] = _start_segno(m)
     return min(starts.values()), {i for i, segno in starts.items() if segno == min(starts.values())}
 
 
@@ -216,8 +215,8 @@ def _check_only_older_gone(before, after, bound_segno):
     return gone
 
 
-def oldest_segno(backup):
-    """The start segment of a backup pg_backup_verify took (its manifest's start_lsn)."""
+def _start_segno(backup):
+    """The start segment of a backup (its manifest's, or pg_backup_verify's result's, start_lsn)."""
     high, low = backup["start_lsn"].split("/")
     return ((int(high, 16) << 32) | int(low, 16)) // SEG
 
@@ -275,7 +274,7 @@ def test_expiry_removes_only_what_the_oldest_retained_backup_does_not_need_and_p
 
     # a copy without Object Lock (this test's ledger only): the files older than its oldest backup are deleted
     local_bound = _local_start_segno(ledger_dir)
-    assert local_bound == oldest_segno(oldest)
+    assert local_bound == _start_segno(oldest)
     copy = _unlocked_copy(primary, (primary, standby), path, local_bound - 2)
     copies.append(copy)
     before = {name: _wal_files(hv, copy["buckets"][name]) for name, hv in regions.items()}
