@@ -108,6 +108,8 @@ def repo_options(index, repo, identity, ca_file=None, retention_full=None, ciphe
         out.append((key + "s3-key-secret", _value(identity["secret_key"], "secret_key")))
     else:
         out.append((key + "s3-key-type", "auto"))   # the instance's role (IMDS)
+    # small files (most of a cluster's) bundled into larger objects: one S3 request each instead of one per file
+    out.append((key + "bundle", "y"))
     if ca_file:
         out.append((key + "storage-ca-file", absolute_path(ca_file, "ca_file")))
     if retention_full:
@@ -175,14 +177,14 @@ def redact(text):
 def archive_command(binary_path, config, stanza):
     """``archive_command``: the WAL identity's file by path, no secret in the command."""
     check_stanza(stanza)
-    return "%s --config=%s --stanza=%s archive-push %%p" % (absolute_path(binary_path, "binary"),
-                                                            absolute_path(config, "config"), stanza)
+    program, path = absolute_path(binary_path, "binary"), absolute_path(config, "config")
+    return "%s --config=%s --stanza=%s archive-push %%p" % (program, path, stanza)
 
 
 def restore_command(binary_path, config, stanza):
     check_stanza(stanza)
-    return "%s --config=%s --stanza=%s archive-get %%f \"%%p\"" % (absolute_path(binary_path, "binary"),
-                                                                  absolute_path(config, "config"), stanza)
+    program, path = absolute_path(binary_path, "binary"), absolute_path(config, "config")
+    return "%s --config=%s --stanza=%s archive-get %%f \"%%p\"" % (program, path, stanza)
 
 
 def command(binary_path, config, stanza, name, *options):
@@ -215,6 +217,7 @@ def _match(regex, value, where, what, optional=False):
 # other (a missing stanza, a cipher or database mismatch, 99 "other" = the repository could not be read: down,
 # denied, TLS) means the repository's backups are unknown, never "none"
 READABLE_REPO_CODES = (0, 2)
+MISSING_STANZA_CODES = (1, 3)   # missing stanza path, missing stanza data: stanza-create makes them
 
 
 def parse_info(text, stanza, repo_names):
@@ -301,8 +304,8 @@ def _backup(raw, where, repo_names):
     if not isinstance(references, list):
         _refuse(where, "reference is not a list")
     references = [_match(LABEL_RE, r, where, "reference") for r in references]
-    archive, lsn, stamp, info, database = (_object(raw, key, where) for key in ("archive", "lsn", "timestamp", "info",
-                                                                               "database"))
+    parts = ("archive", "lsn", "timestamp", "info", "database")
+    archive, lsn, stamp, info, database = (_object(raw, key, where) for key in parts)
     repository = _object(info, "repository", where)
     repo_key = _int(database.get("repo-key"), where, "database.repo-key")
     if repo_key not in repo_names:

@@ -9,7 +9,7 @@ import os
 import pwd
 
 from ansible_collections.fediflow.dr.plugins.module_utils import atomic, pgbackrest, repos
-from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, last_lines, run
 
 DIR_MODE = 0o750
 
@@ -102,3 +102,88 @@ def configure(p, check_mode):
                  "before_header": path, "after_header": path},
         "duration_s": timer.elapsed(),
     }
+
+
+BACKUP_SPEC = {
+    "config": {"type": "path", "required": True},
+    "stanza": {"type": "str", "required": True},
+    "type": {"type": "str", "default": "incr", "choices": list(pgbackrest.BACKUP_TYPES)},
+    "repositories": {"type": "list", "elements": "str", "required": True},
+    "required_copies": {"type": "int", "default": 0},
+    "os_user": {"type": "str", "default": "postgres"},
+    "binary": {"type": "path"},
+    "timeout": {"type": "int", "default": 86400},
+}
+
+
+def _info(p, binary, names):
+    res = run(pgbackrest.command(binary, p["config"], p["stanza"], "info", "--output=json"), user=p["os_user"],
+              timeout=600)
+    if res.rc != 0:
+        raise FediflowError("pgbackrest info failed (rc=%d): %s" % (res.rc, last_lines(res.stderr or res.stdout)))
+    return pgbackrest.parse_info(res.stdout, p["stanza"], dict(enumerate(names, start=1)))
+
+
+def _check_backup_params(p):
+    pgbackrest.check_stanza(p["stanza"])
+    config = pgbackrest.absolute_path(p["config"], "config")
+    if os.path.islink(config) or not os.path.isfile(config):
+        raise FediflowError("config %s is not a file (pgbackrest_config writes it)" % config)
+    names = p["repositories"]
+    if not names or len(set(names)) != len(names) or not all(repos.NAME_RE.match(n or "") for n in names):
+        raise FediflowError("repositories must name each repository of the configuration once, in its order")
+    if not 0 <= p["required_copies"] <= len(names):
+        raise FediflowError("required_copies must be 0 (every repository) to %d" % len(names))
+    if p["timeout"] < 1:
+        raise FediflowError("timeout must be 1 s or more")
+    return names
+
+
+def backup(p, check_mode):
+    """pgbackrest_backup: stanza-create (idempotent), a backup of the wanted type into every repository in turn
+    (a repository that fails is degraded, the others still get theirs), then what info says of the new ones."""
+    timer = Timer()
+    names = _check_backup_params(p)
+    binary = pgbackrest.binary(p.get("binary"))
+    required = p["required_copies"] or len(names)
+    before = _info(p, binary, names)
+    known = {b["id"] for b in before["backups"]}
+    result = {"changed": not check_mode, "stanza": p["stanza"], "type": p["type"], "required_copies": required,
+              "repositories": {}, "backups": [], "duration_s": 0.0}
+    if check_mode:
+        result["repositories"] = {n: {"would_back_up": True, "readable": before["repositories"][n]["ok"]} for n in names}
+        result["changed"] = True
+        result["duration_s"] = timer.elapsed()
+        return result
+    missing = [n for n in names if before["repositories"][n]["code"] in pgbackrest.MISSING_STANZA_CODES]
+    if missing:
+        # a repository that cannot get its stanza fails its backup below and is degraded like any other
+        with timer.phase("stanza_create"):
+            created = run(pgbackrest.command(binary, p["config"], p["stanza"], "stanza-create"), user=p["os_user"],
+                          timeout=600)
+        result["stanza_created"] = {"repositories": missing, "ok": created.rc == 0,
+                                    "detail": "" if created.rc == 0 else last_lines(created.stderr or created.stdout)}
+    for key, name in enumerate(names, start=1):
+        with timer.phase("backup_" + name):
+            res = run(pgbackrest.command(binary, p["config"], p["stanza"], "backup", "--type=" + p["type"],
+                                         "--repo=%d" % key), user=p["os_user"], timeout=p["timeout"])
+        result["repositories"][name] = {"ok": res.rc == 0, "rc": res.rc, "duration_s": res.duration_s,
+                                        "detail": "" if res.rc == 0 else last_lines(res.stderr or res.stdout)}
+    after = _info(p, binary, names)
+    new = [b for b in after["backups"] if b["id"] not in known]
+    for name, state in result["repositories"].items():
+        mine = [b for b in new if name in b["repositories"]]
+        if state["ok"] and not mine:
+            state.update(ok=False, detail="pgbackrest backup exited 0 but info shows no new backup in this repository")
+        state["backup"] = mine[-1]["id"] if mine else None
+    result["backups"] = new
+    result["copies"] = sum(1 for s in result["repositories"].values() if s["ok"])
+    result["degraded"] = sorted(n for n, s in result["repositories"].items() if not s["ok"])
+    result["phases"] = dict(timer.phases)
+    result["duration_s"] = timer.elapsed()
+    if result["copies"] < required:
+        raise FediflowError("pgBackRest %s backup of stanza %s is in %d of %d repositories, %d required: %s"
+                            % (p["type"], p["stanza"], result["copies"], len(names), required,
+                               "; ".join("%s: %s" % (n, result["repositories"][n]["detail"]) for n in result["degraded"])),
+                            result=result)
+    return result

@@ -45,7 +45,7 @@ options:
     description: The cluster of the stanza.
     type: dict
     required: true
-    options:
+    suboptions:
       data_dir:
         description: Its data directory (C(pg1-path)).
         type: path
@@ -67,7 +67,7 @@ options:
     type: list
     elements: dict
     required: true
-    options:
+    suboptions:
       name:
         description: The repository's name (the inventory's; reported with each backup).
         type: str
@@ -79,7 +79,7 @@ options:
       prefix:
         description: Key prefix inside the bucket.
         type: str
-        default: ""
+        default: ''
       region:
         description: The bucket's region.
         type: str
@@ -89,11 +89,9 @@ options:
   access_key:
     description: The identity's access key. Unset - the instance's role (C(s3-key-type=auto)).
     type: str
-    no_log: true
   secret_key:
     description: The identity's secret key.
     type: str
-    no_log: true
   ca_file:
     description: CA bundle the repositories' TLS certificates are verified against (C(repoN-storage-ca-file)).
     type: path
@@ -131,7 +129,6 @@ options:
   cipher_pass:
     description: Encrypt each repository with C(aes-256-cbc) and this passphrase (C(repoN-cipher-pass)).
     type: str
-    no_log: true
   archive_push_queue_max:
     description: Size (e.g. V(4GiB)) at which asynchronous C(archive-push) drops WAL rather than fill the disk. Unset - never.
     type: str

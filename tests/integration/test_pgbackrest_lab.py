@@ -104,36 +104,42 @@ def test_an_http_endpoint_is_refused_before_anything_is_written(engine, tmp_path
     assert not path.exists()
 
 
+def _backup(engine_, kind, check_mode=False, config=None, **extra):
+    return module("fediflow.dr.pgbackrest_backup", dict({
+        "config": config or engine_["backup"]["path"], "stanza": engine_["stanza"], "type": kind,
+        "repositories": [hv["fediflow_region"] for hv in inventory()]}, **extra), check_mode=check_mode)
+
+
 def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_with_least_privilege(engine):
     cluster = engine["cluster"]
-    created = _pgbackrest(engine, "stanza-create")
-    assert created.returncode == 0, created.stdout + created.stderr
-    # archive_command: the WAL identity's file; reloaded, the next segment is pushed asynchronously to both regions
+    regions = [hv["fediflow_region"] for hv in inventory()]
+    # archive_command: the WAL identity's file; reloaded, every segment is pushed asynchronously to both regions
     cluster.node.query("ALTER SYSTEM SET archive_command = %s", (engine["wal"]["archive_command"],))
     cluster.node.query("SELECT pg_reload_conf()")
     assert poll(lambda: cluster.node.one("SHOW archive_command") == engine["wal"]["archive_command"], 10)
+    predicted = _backup(engine, "full", check_mode=True)
+    assert predicted["changed"] and predicted["backups"] == [] and set(predicted["repositories"]) == set(regions)
+    assert _pgbackrest(engine, "info", "--output=json").returncode == 0
+    assert not any(b for b in pgbackrest.parse_info(_pgbackrest(engine, "info", "--output=json").stdout, engine["stanza"],
+                                                    dict(enumerate(regions, start=1)))["backups"])
+    full = _backup(engine, "full")   # stanza-create (none yet), then a full into each region's repository
+    assert not full.get("failed"), full.get("msg")
+    assert full["stanza_created"]["ok"] and full["copies"] == 2 and full["degraded"] == []
+    assert [(b["type"], b["repositories"]) for b in full["backups"]] == [("full", [regions[0]]), ("full", [regions[1]])]
     checked = _pgbackrest(engine, "check")   # a segment switched, archived and found in every repository
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    for repo_key in (1, 2):
-        full = _pgbackrest(engine, "backup", "--type=full", "--repo=%d" % repo_key)
-        assert full.returncode == 0, full.stdout + full.stderr
     cluster.exec("INSERT INTO t (batch) SELECT 'churn' FROM generate_series(1, 20000)")
-    incr = _pgbackrest(engine, "backup", "--type=incr", "--repo=1")
-    assert incr.returncode == 0, incr.stdout + incr.stderr
-    shown = _pgbackrest(engine, "info", "--output=json")
-    assert shown.returncode == 0, shown.stderr
-    regions = [hv["fediflow_region"] for hv in inventory()]
-    info = pgbackrest.parse_info(shown.stdout, engine["stanza"], dict(enumerate(regions, start=1)))
-    assert all(r["ok"] for r in info["repositories"].values()), info["repositories"]
-    entries = info["backups"]
-    assert [(e["type"], e["repositories"]) for e in entries] == [("full", [regions[0]]), ("full", [regions[1]]),
-                                                                ("incr", [regions[0]])]
-    full1, incr1 = entries[0], entries[2]
-    assert incr1["prior"] == full1["id"] and incr1["repo_delta"] < full1["repo_delta"] / 2
-    assert not any(e["error"] for e in entries)
-    # both regions' buckets hold the WAL archive and their own backups under the test's prefix
-    for hv, label in zip(inventory(), (full1["id"], entries[1]["id"])):
-        stanza = engine["stanza"]
+    incr = _backup(engine, "incr")
+    assert not incr.get("failed"), incr.get("msg")
+    assert "stanza_created" not in incr
+    fulls = {b["repositories"][0]: b for b in full["backups"]}
+    for b in incr["backups"]:
+        repo = b["repositories"][0]
+        assert b["type"] == "incr" and b["prior"] == fulls[repo]["id"] and incr["repositories"][repo]["backup"] == b["id"]
+        assert b["repo_delta"] < fulls[repo]["repo_delta"] / 2 and not b["error"]
+    # both regions' buckets hold the WAL archive and their own backups
+    stanza = engine["stanza"]
+    for hv, label in zip(inventory(), (fulls[regions[0]]["id"], fulls[regions[1]]["id"])):
         assert any(k.startswith("pgbackrest/archive/%s/15-1/" % stanza) for k in _objects(hv, "pgbackrest/archive/%s/" % stanza, engine))
         assert "pgbackrest/backup/%s/%s/backup.manifest" % (stanza, label) in _objects(hv, "pgbackrest/backup/%s/" % stanza, engine)
     # least privilege holds for pgBackRest too: the WAL identity cannot list the backups - the lab's IAM denies it,
@@ -143,3 +149,24 @@ def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_wit
     assert seen["backups"] == [], seen
     for name in regions:
         assert not seen["repositories"][name]["ok"] and "403" in seen["repositories"][name]["message"], seen
+
+
+def test_a_repository_that_fails_degrades_the_backup_and_the_others_still_get_theirs(engine):
+    """Region 2's repository points at a bucket that does not exist: its backup fails and is reported; region 1's
+    is taken; with every copy required the run fails naming the repository, with what it did in the result."""
+    primary = engine["primary"]
+    repos = _repos("")
+    repos[1]["bucket"] = "fediflow-lab-no-such-bucket"
+    broken = module("fediflow.dr.pgbackrest_config", dict(
+        engine["common"], repositories=repos, path=os.path.join(engine["cluster"].base, "etc", "broken.conf"),
+        access_key=primary["fediflow_s3_backup_access_key"], secret_key=primary["fediflow_s3_backup_secret_key"]))
+    assert not broken.get("failed"), broken.get("msg")
+    regions = [r["name"] for r in repos]
+    one = _backup(engine, "incr", config=broken["path"], required_copies=1)
+    assert not one.get("failed"), one.get("msg")
+    assert one["copies"] == 1 and one["degraded"] == [regions[1]] and one["repositories"][regions[0]]["ok"]
+    assert one["repositories"][regions[1]]["detail"] and one["repositories"][regions[1]]["backup"] is None
+    assert [b["repositories"] for b in one["backups"]] == [[regions[0]]]
+    every = _backup(engine, "incr", config=broken["path"])
+    assert every.get("failed") and regions[1] in every["msg"] and "1 of 2" in every["msg"], every.get("msg")
+    assert every["copies"] == 1 and every["repositories"][regions[0]]["ok"]

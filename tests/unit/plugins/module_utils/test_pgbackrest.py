@@ -206,3 +206,36 @@ def test_configure_refuses_before_writing_anything(tmp_path):
     assert not (tmp_path / "elsewhere").exists()
     with pytest.raises(FediflowError, match="owner"):
         pgbackrest_run.configure(_params(tmp_path, owner="no-such-user-x"), check_mode=False)
+
+
+def _backup_params(tmp_path, **over):
+    config = tmp_path / "backup.conf"
+    config.write_text("[global]\n")
+    p = {"config": str(config), "stanza": "fediflow", "type": "incr", "repositories": ["us-east-1", "eu-west-1"],
+         "required_copies": 0, "os_user": _me(), "binary": str(tmp_path / "no-pgbackrest-here"), "timeout": 60}
+    p.update(over)
+    return p
+
+
+@pytest.mark.parametrize("over, option", [
+    ({"stanza": "../x"}, "stanza"),
+    ({"config": "/nonexistent/backup.conf"}, "config"),
+    ({"config": "relative.conf"}, "config"),
+    ({"repositories": []}, "repositories"),
+    ({"repositories": ["a", "a"]}, "repositories"),
+    ({"repositories": ["a b"]}, "repositories"),
+    ({"required_copies": 3}, "required_copies"),
+    ({"required_copies": -1}, "required_copies"),
+    ({"timeout": 0}, "timeout"),
+])
+def test_backup_refuses_bad_input_before_running_anything(tmp_path, over, option):
+    """The binary does not exist: a refusal that got as far as running pgBackRest would say "program not found"."""
+    with pytest.raises(FediflowError, match=option):
+        pgbackrest_run.backup(_backup_params(tmp_path, **over), check_mode=False)
+
+
+def test_backup_config_through_a_symlink_is_refused(tmp_path):
+    link = tmp_path / "link.conf"
+    link.symlink_to(tmp_path / "backup.conf")
+    with pytest.raises(FediflowError, match="config"):
+        pgbackrest_run.backup(_backup_params(tmp_path, config=str(link)), check_mode=False)
