@@ -142,7 +142,10 @@ def render_config(stanza, pg, repos, identity, settings):
             ("lock-path", absolute_path(settings["lock_path"], "lock_path")),
             ("log-level-console", "warn"), ("log-level-file", "info"),
             ("compress-type", compress), ("process-max", str(process_max)),
-            ("start-fast", "y"), ("delta", "y")]
+            ("start-fast", "y"), ("delta", "y"),
+            # every backup self-contained: the WAL that makes it consistent is copied into it, so it restores (and
+            # its verification restores it) even without the archive
+            ("archive-copy", "y")]
     if settings.get("compress_level") is not None:
         glob.append(("compress-level", str(int(settings["compress_level"]))))
     if settings.get("archive_async", True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 
-from ansible_collections.fediflow.dr.plugins.module_utils import atomic, pgbackrest, repos
+from ansible_collections.fediflow.dr.plugins.module_utils import atomic, backup as native, pgbackrest, postgres, repos, scratch
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, last_lines, run
 
 DIR_MODE = 0o750
@@ -104,7 +104,12 @@ def configure(p, check_mode):
     }
 
 
-BACKUP_SPEC = {
+BACKUP_SPEC = dict(postgres.postgres_common_argument_spec(), **{
+    "verify": {"type": "str", "default": "list", "choices": ["none", "list", "restore"]},
+    "bin_dir": {"type": "path"},
+    "scratch_dir": {"type": "path", "default": "/var/tmp"},
+    "scratch_port": {"type": "int"},
+    "verify_host_name": {"type": "str"},
     "config": {"type": "path", "required": True},
     "stanza": {"type": "str", "required": True},
     "type": {"type": "str", "default": "incr", "choices": list(pgbackrest.BACKUP_TYPES)},
@@ -113,7 +118,12 @@ BACKUP_SPEC = {
     "os_user": {"type": "str", "default": "postgres"},
     "binary": {"type": "path"},
     "timeout": {"type": "int", "default": 86400},
-}
+})
+
+
+def _record(result, name, res):
+    result["repositories"][name] = {"ok": res.rc == 0, "rc": res.rc, "duration_s": res.duration_s,
+                                    "detail": "" if res.rc == 0 else last_lines(res.stderr or res.stdout)}
 
 
 def _info(p, binary, names):
@@ -136,6 +146,8 @@ def _check_backup_params(p):
         raise FediflowError("required_copies must be 0 (every repository) to %d" % len(names))
     if p["timeout"] < 1:
         raise FediflowError("timeout must be 1 s or more")
+    if p.get("verify") == "restore":
+        postgres.validate_conn(p)
     return names
 
 
@@ -163,12 +175,23 @@ def backup(p, check_mode):
                           timeout=600)
         result["stanza_created"] = {"repositories": missing, "ok": created.rc == 0,
                                     "detail": "" if created.rc == 0 else last_lines(created.stderr or created.stdout)}
-    for key, name in enumerate(names, start=1):
-        with timer.phase("backup_" + name):
-            res = run(pgbackrest.command(binary, p["config"], p["stanza"], "backup", "--type=" + p["type"],
-                                         "--repo=%d" % key), user=p["os_user"], timeout=p["timeout"])
-        result["repositories"][name] = {"ok": res.rc == 0, "rc": res.rc, "duration_s": res.duration_s,
-                                        "detail": "" if res.rc == 0 else last_lines(res.stderr or res.stdout)}
+    conn = postgres.connect(p) if p["verify"] == "restore" else None
+    counts = slack = None
+    try:
+        before_counters = native.change_counters(conn) if conn else None
+        for key, name in enumerate(names, start=1):
+            with timer.phase("backup_" + name):
+                res = run(pgbackrest.command(binary, p["config"], p["stanza"], "backup", "--type=" + p["type"],
+                                             "--repo=%d" % key), user=p["os_user"], timeout=p["timeout"])
+            if conn and key == 1:
+                # the source's rows once the first repository's backup ended; what changed while it ran is the
+                # slack the restored counts may differ by (as the native physical backup counts)
+                counts, after = native.row_counts(conn), native.change_counters(conn)
+                slack = {t: max(0, after.get(t, 0) - before_counters.get(t, 0)) for t in after}
+            _record(result, name, res)
+    finally:
+        if conn:
+            conn.close()
     after = _info(p, binary, names)
     new = [b for b in after["backups"] if b["id"] not in known]
     for name, state in result["repositories"].items():
@@ -177,6 +200,13 @@ def backup(p, check_mode):
             state.update(ok=False, detail="pgbackrest backup exited 0 but info shows no new backup in this repository")
         state["backup"] = mine[-1]["id"] if mine else None
     result["backups"] = new
+    if p["verify"] != "none":
+        with timer.phase("verify"):
+            result["verification"] = verify_new(p, binary, names, result, counts, slack)
+        for name, state in result["repositories"].items():
+            checked = result["verification"]["repositories"].get(name)
+            if state["ok"] and checked and not checked["ok"]:
+                state.update(ok=False, detail="its new backup failed verification: %s" % checked["detail"])
     result["copies"] = sum(1 for s in result["repositories"].values() if s["ok"])
     result["degraded"] = sorted(n for n, s in result["repositories"].items() if not s["ok"])
     result["phases"] = dict(timer.phases)
@@ -187,3 +217,72 @@ def backup(p, check_mode):
                                "; ".join("%s: %s" % (n, result["repositories"][n]["detail"]) for n in result["degraded"])),
                             result=result)
     return result
+
+
+def verify_new(p, binary, names, result, counts, slack):
+    """The run's new backups proven: V(list) - ``pgbackrest verify --set`` in each repository that holds one (every
+    file against the backup's own manifest and the WAL it needs); V(restore) - also the first repository's backup
+    restored (``pgbackrest restore --set``) into a scratch cluster on this host, recovered to consistency and its
+    rows counted against the source's."""
+    record = {"level": p["verify"], "ok": True, "repositories": {}}
+    for name, state in result["repositories"].items():
+        if not state.get("backup"):
+            continue
+        key = names.index(name) + 1
+        res = run(pgbackrest.command(binary, p["config"], p["stanza"], "verify", "--set=" + state["backup"],
+                                     "--repo=%d" % key), user=p["os_user"], timeout=p["timeout"])
+        record["repositories"][name] = {"ok": res.rc == 0, "method": "pgbackrest verify",
+                                        "detail": "" if res.rc == 0 else last_lines(res.stderr or res.stdout)}
+    if p["verify"] == "restore":
+        first = next((n for n in names if result["repositories"][n].get("backup") and record["repositories"][n]["ok"]),
+                     None)
+        if first is None:
+            record["restore"] = {"ok": False, "detail": "no repository holds a new backup that passed its list check"}
+        else:
+            record["restore"] = restore_into_scratch(p, binary, names.index(first) + 1,
+                                                     result["repositories"][first]["backup"], counts, slack)
+            record["restore"]["repository"] = first
+            if not record["restore"]["ok"]:
+                record["repositories"][first].update(ok=False, detail=record["restore"].get("detail")
+                                                     or "restored row counts differ from the source's")
+    record["ok"] = all(r["ok"] for r in record["repositories"].values()) and (record.get("restore") or {}).get("ok", True)
+    return record
+
+
+def restore_into_scratch(p, binary, repo_key, label, counts, slack):
+    """``pgbackrest restore --set=label`` into the data directory of a scratch cluster (scratch.ScratchCluster: this
+    host, a socket inside a 0700 directory, archiving off, removed afterwards), recovered to consistency from the
+    WAL the backup holds (archive-copy), then the per-table row counts compared with the source's."""
+    commands, where = [], {}
+    cluster = scratch.ScratchCluster(p, commands, p.get("verify_host_name"))
+
+    def fill(data_dir):
+        os.makedirs(data_dir, mode=0o700)
+        user = _owner(p["os_user"])
+        os.chown(data_dir, user.pw_uid, user.pw_gid)
+        res = run(pgbackrest.command(binary, p["config"], p["stanza"], "restore", "--set=" + label, "--repo=%d" % repo_key,
+                                     "--pg1-path=" + data_dir, "--type=immediate", "--target-action=promote"),
+                  user=p["os_user"], timeout=p["timeout"])
+        commands.append(res.as_dict())
+        if res.rc != 0:
+            raise FediflowError("pgbackrest restore --set=%s failed (rc=%d): %s"
+                                % (label, res.rc, last_lines(res.stderr or res.stdout)))
+
+    timer = Timer()
+    try:
+        with cluster:
+            cluster.adopt(fill)
+            cluster.start()
+            waited = cluster.wait_writable(p, 600)
+            sconn = postgres.connect(cluster.conn_params(p))
+            try:
+                restored = native.row_counts(sconn)
+            finally:
+                sconn.close()
+    except FediflowError as exc:
+        where.update(cluster.where)
+        return {"ok": False, "backup": label, "detail": exc.message, "where": where, "duration_s": timer.elapsed()}
+    where.update(cluster.where)
+    ok, tables = native.compare_counts(counts or {}, restored, slack)
+    return {"ok": ok, "backup": label, "method": "pgbackrest restore into a scratch cluster", "recovery_s": waited,
+            "tables": tables, "tables_compared": len(tables), "where": where, "duration_s": timer.elapsed()}

@@ -21,12 +21,19 @@ description:
     entries (label, type, prior backup, repositories, WAL and LSN range, sizes, times).
   - Runs pgBackRest as O(os_user) with the configuration file O(config) (written by M(fediflow.dr.pgbackrest_config)
     with the backup identity's keys); no secret is passed in argv or the environment.
-  - Proving a backup by restoring it is M(fediflow.dr.pg_backup_verify)'s job; see C(docs/pgbackrest.md) for
-    what the pgBackRest engine does today.
+  - Each new backup is then proven (O(verify)) - V(list) runs C(pgbackrest verify --set) in every repository that holds
+    one (each file against the backup's own manifest, the WAL it needs); V(restore) also restores the first
+    repository's backup (C(pgbackrest restore --set)) into a scratch cluster on this host (a 0700 directory, a socket
+    only, archiving off, removed afterwards), recovers it to consistency from the WAL the backup holds
+    (C(archive-copy)) and compares its per-table row counts with the source's, counted when that backup ended
+    (what changed during it is allowed, as for a native physical backup). A repository whose backup fails its
+    check counts as no copy.
+  - See C(docs/pgbackrest.md) for what the pgBackRest engine does today.
 author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
   - fediflow.dr.attributes
+  - fediflow.dr.postgres
 attributes:
   check_mode:
     support: full
@@ -69,9 +76,30 @@ options:
     description: The C(pgbackrest) program; unset - the one on C(PATH), else C(/usr/bin/pgbackrest).
     type: path
   timeout:
-    description: Seconds one repository's backup may take.
+    description: Seconds one repository's backup (or its verification, or the restore) may take.
     type: int
     default: 86400
+  verify:
+    description:
+      - How the new backups are proven. V(none) - not at all; V(list) - C(pgbackrest verify) in each repository;
+        V(restore) - also a restore into a scratch cluster and the row counts (needs the connection options, to
+        count the source's rows).
+    type: str
+    choices: [none, list, restore]
+    default: list
+  bin_dir:
+    description: Directory of the PostgreSQL programs (the scratch cluster's); discovered when omitted.
+    type: path
+  scratch_dir:
+    description: Parent directory of the scratch cluster (must be reachable by O(os_user)).
+    type: path
+    default: /var/tmp
+  scratch_port:
+    description: Port of the scratch cluster (it names its socket; nothing listens on TCP); unset - a free one.
+    type: int
+  verify_host_name:
+    description: The name recorded as where the restore ran; defaults to this host's name.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -123,8 +151,15 @@ stanza_created:
   description: The repositories that had no stanza, and whether C(stanza-create) made it (C(ok), C(detail)).
   returned: when a repository had no stanza
   type: dict
+verification:
+  description:
+    - C(level), C(ok), C(repositories) (per repository - C(ok), C(method), C(detail)) and, for V(restore),
+      C(restore) - C(ok), C(backup), C(repository), C(recovery_s), C(tables) (C(table), C(source), C(restored),
+      C(allowed_delta), C(ok)), C(tables_compared), C(where) (C(host), C(port), C(data_dir), C(removed)), C(detail).
+  returned: when O(verify) is not V(none) and a backup was taken
+  type: dict
 phases:
-  description: Seconds per phase (C(stanza_create), C(backup_<repository>)).
+  description: Seconds per phase (C(stanza_create), C(backup_<repository>), C(verify)).
   returned: when a backup was taken
   type: dict
 duration_s:

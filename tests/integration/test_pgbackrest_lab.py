@@ -20,7 +20,7 @@ import pytest
 
 from lab_fixtures import inventory, module, poll
 from pitr_fixtures import ArchivedCluster
-from pair_fixtures import OS_USER
+from pair_fixtures import OS_USER, SUPERUSER
 
 from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest
 
@@ -129,9 +129,20 @@ def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_wit
     checked = _pgbackrest(engine, "check")   # a segment switched, archived and found in every repository
     assert checked.returncode == 0, checked.stdout + checked.stderr
     cluster.exec("INSERT INTO t (batch) SELECT 'churn' FROM generate_series(1, 20000)")
-    incr = _backup(engine, "incr")
+    rows = cluster.exec("SELECT count(*) FROM t")[0][0]
+    incr = _backup(engine, "incr", verify="restore", login_host="127.0.0.1", login_port=cluster.node.port,
+                   login_user=SUPERUSER, login_password=cluster.password, db="app", ssl_mode="disable")
     assert not incr.get("failed"), incr.get("msg")
     assert "stanza_created" not in incr
+    # proven: verified in both repositories, region 1's restored into a scratch cluster whose rows match the source's
+    proof = incr["verification"]
+    assert proof["ok"] and proof["level"] == "restore", proof
+    assert all(proof["repositories"][r]["ok"] and proof["repositories"][r]["method"] == "pgbackrest verify" for r in regions)
+    restore = proof["restore"]
+    assert restore["repository"] == regions[0] and restore["backup"] == incr["repositories"][regions[0]]["backup"]
+    table = {t["table"]: t for t in restore["tables"]}["public.t"]
+    assert table["source"] == table["restored"] == rows and table["ok"], restore["tables"]
+    assert restore["where"]["removed"] is True and not os.path.exists(restore["where"]["data_dir"])
     fulls = {b["repositories"][0]: b for b in full["backups"]}
     for b in incr["backups"]:
         repo = b["repositories"][0]

@@ -212,7 +212,8 @@ def _backup_params(tmp_path, **over):
     config = tmp_path / "backup.conf"
     config.write_text("[global]\n")
     p = {"config": str(config), "stanza": "fediflow", "type": "incr", "repositories": ["us-east-1", "eu-west-1"],
-         "required_copies": 0, "os_user": _me(), "binary": str(tmp_path / "no-pgbackrest-here"), "timeout": 60}
+         "required_copies": 0, "os_user": _me(), "binary": str(tmp_path / "no-pgbackrest-here"), "timeout": 60,
+         "verify": "list"}
     p.update(over)
     return p
 
@@ -227,6 +228,7 @@ def _backup_params(tmp_path, **over):
     ({"required_copies": 3}, "required_copies"),
     ({"required_copies": -1}, "required_copies"),
     ({"timeout": 0}, "timeout"),
+    ({"verify": "restore", "login_port": 70000}, "login_port"),
 ])
 def test_backup_refuses_bad_input_before_running_anything(tmp_path, over, option):
     """The binary does not exist: a refusal that got as far as running pgBackRest would say "program not found"."""
