@@ -162,8 +162,8 @@ def measure(scale, hvs):
         out["db_bytes"] = size
         stanza = "bench%d-%d" % (scale, int(time.time()))
         etc = cluster.base / "etc"
-        common = {"stanza": stanza, "owner": "postgres", "pg": {"data_dir": str(cluster.data), "port": cluster.port,
-                                                               "socket_dir": str(cluster.sock)},
+        pg = {"data_dir": str(cluster.data), "port": cluster.port, "socket_dir": str(cluster.sock)}
+        common = {"stanza": stanza, "owner": "postgres", "pg": pg,
                   "ca_file": hvs[0]["fediflow_pg_ca_cert"], "access_key": hvs[0]["fediflow_aws_access_key"],
                   "secret_key": hvs[0]["fediflow_aws_secret_key"], "spool_path": str(cluster.base / "spool"),
                   "log_path": str(cluster.base / "log"), "lock_path": str(cluster.base / "lock")}
