@@ -84,7 +84,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def lab():
-    """The real lab, brought up with playbooks/lab_up.yml (idempotent) once per session.
+    """The real lab, brought up with lab/playbooks/lab_up.yml (idempotent) once per session.
 
     ``was_up``: the lab was already in its home roles before this run (e.g. the Molecule tier left it
     so), which makes this run a second lab_up whose recap test_lab checks. A worker's own lab
