@@ -44,7 +44,7 @@ both() {
     printf -- '--- %s\n' "${dir##*/ansible_collections/}"
     (cd "$dir" && "$@") || rc=1
   done
-  return $rc
+  return "$rc"
 }
 # shellcheck disable=SC2317
 unit() { both ansible-test units --local --python "$PY_VER" --color no; }

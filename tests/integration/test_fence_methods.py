@@ -341,7 +341,8 @@ def test_bad_fence_settings_are_refused_naming_host_and_key(tmp_path):
               "secret-env": "key environment must be a mapping of variable names",
               "role-none": "method role needs key role, the fully qualified name of the role that fences (namespace.collection.role, got nothing)",
               "role-short": "method role needs key role",
-              "role-path": "a task file name of that role (got ../../x.yml)"}
+              "role-path": "method role needs key role, the fully qualified name of the role that fences (namespace.collection.role, "
+                           "got fediflow.dr_lab.lab), and key tasks_from, when given, a task file name of that role (got ../../x.yml)"}
     flat = " ".join(proc.stdout.split())
     for host, text in expect.items():
         assert "fediflow_fence of host o-%s: %s" % (host, text) in flat, (host, proc.stdout[-4000:])
