@@ -262,7 +262,7 @@ def _check_partition(lab, report, step):
     region1, region2 = lab["primary"]["fediflow_region"], lab["standby"]["fediflow_region"]
     details = step["details"]
     assert step["status"] == "ok" and details["writers_at_once"] == 0, details
-    assert details["fence"]["method"] == "lab" and details["fence"]["ok"] and details["fence"]["proved"]
+    assert details["fence"]["method"] == "role" and details["fence"]["ok"] and details["fence"]["proved"]
     assert details["healed_region_refused_writes"] is True and details["lost_is_tail"] is True
     assert details["acked"][region1] >= 10 and details["acked"][region2] >= 10
     assert [s["step"] for s in details["steps"]][:5] == ["inspect", "detect", "fence", "dns", "promote"]
