@@ -27,6 +27,8 @@ done
 # age: Debian's age CLI, the tool an operator decrypts configuration backups with in a disaster (age -d -i key);
 # the lab makes its test key pair with age-keygen and the tests prove the CLI opens what config_export wrote.
 command -v age >/dev/null 2>&1 && command -v age-keygen >/dev/null 2>&1 || need_apt+=(age)
+# pgbackrest: the pgBackRest engine (fediflow.dr.pgbackrest_config; issue 21) and its tests.
+command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
 # redis-server: the lab runs a Redis per region (Debian's package; its default instance is not used).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # chromium: the dr_report integration test opens the HTML report in headless Chromium (screenshot, DOM);

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """LAB ONLY. A region's S3: moto's server with IAM enforcement on, and the identities of the lab.
 
-    lab_s3.py --host ADDR --port PORT --identities FILE
+    lab_s3.py --host ADDR --port PORT --identities FILE [--tls-port PORT --tls-cert FILE --tls-key FILE]
 
 FILE (JSON, 0600): ``{"identities": [{"name", "access_key", "secret_key", "policy": <IAM policy document>}]}``.
 Each identity becomes an IAM user of moto's account with that access key and its policy inline, before the
@@ -25,13 +25,21 @@ as S3 denies it). What the lab carries on top of moto 5 (each said where it is d
 * Object Lock configuration (``_lock_configuration``): moto answers a default retention of N days with
   ``Years: 0`` too (AWS names only the one set, so amazon.aws.s3_bucket saw a change at every lab_up) and refuses
   to change the default retention of a bucket that holds objects (AWS allows it once Object Lock is on).
+* A TLS front (``--tls-port``): the same S3 over HTTPS, with a certificate of the lab CA, for clients that speak only
+  HTTPS to S3 (pgBackRest). moto's own ``-c/-k`` server (werkzeug) ends every TLS connection without a close_notify
+  and pgBackRest, which reuses connections, fails with "TLS error ... unexpected eof while reading" after a 60 s
+  timeout; the front terminates TLS itself (asyncio: a clean TLS shutdown on every close) and relays the bytes to the
+  HTTP server in the same process, so the Host header and the signature are the client's own.
 """
 
 import argparse
+import asyncio
 import fnmatch
 import json
 import os
+import ssl
 import sys
+import threading
 from urllib.parse import parse_qs, urlsplit
 
 CONDITION_OPERATORS = ("StringEquals", "StringNotEquals", "StringLike", "StringNotLike")
@@ -220,17 +228,75 @@ def load_identities(path):
     return identities
 
 
+async def _relay(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        try:
+            writer.close()
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+def _tls_front(host, port, http_port, cert, key, ready):
+    """Serve HTTPS on host:port, every connection relayed to the HTTP server on host:http_port (a thread)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+
+    async def handle(client_reader, client_writer):
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(host, http_port)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(_relay(client_reader, upstream_writer), _relay(upstream_reader, client_writer))
+
+    async def serve():
+        server = await asyncio.start_server(handle, host, port, ssl=context)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+def start_tls_front(host, port, http_port, cert, key, timeout=10.0):
+    ready = threading.Event()
+    thread = threading.Thread(target=_tls_front, args=(host, port, http_port, cert, key, ready), daemon=True,
+                              name="tls-front")
+    thread.start()
+    if not ready.wait(timeout):
+        raise SystemExit("the TLS front on %s:%s did not start within %.0f s" % (host, port, timeout))
+    return thread
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--identities", required=True)
+    parser.add_argument("--tls-port", type=int, help="also serve HTTPS here (the TLS front)")
+    parser.add_argument("--tls-cert", help="the TLS front's certificate (PEM)")
+    parser.add_argument("--tls-key", help="the TLS front's private key (PEM)")
     args = parser.parse_args(argv)
+    if args.tls_port and not (args.tls_cert and args.tls_key):
+        parser.error("--tls-port needs --tls-cert and --tls-key")
     identities = load_identities(args.identities)
     os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"  # read by moto.settings at import: every call checked
     from moto import server  # pylint: disable=import-outside-toplevel
     patch_moto()
     seed_identities(identities)
+    if args.tls_port:
+        start_tls_front(args.host, args.tls_port, args.port, args.tls_cert, args.tls_key)
     server.main(["-H", args.host, "-p", str(args.port)])
 
 

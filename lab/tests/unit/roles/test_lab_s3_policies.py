@@ -59,6 +59,10 @@ def _delete_objects(*keys):
 
 BACKUP = "postgres/us-east-1/physical/20261207T010000Z/manifest.json"
 WAL = "wal/us-east-1/000000010000000000000003"
+# the pgBackRest engine's repository (<prefix>/pgbackrest): its WAL archive and its backups side by side
+PGBR_WAL = "pgbackrest/archive/fediflow/15-1/0000000100000000/000000010000000000000003-3c6d8f0e.lz4"
+PGBR_ARCHIVE_INFO = "pgbackrest/archive/fediflow/archive.info"
+PGBR_BACKUP = "pgbackrest/backup/fediflow/20261207-173553F/backup.manifest"
 # (identity, call, allowed)
 MATRIX = [
     ("wal", _obj("s3:PutObject", WAL, "PUT"), True),
@@ -84,6 +88,21 @@ MATRIX = [
     ("backup", _obj("s3:GetObject", WAL), False),
     ("backup", _obj("s3:PutObject", WAL, "PUT"), False),
     ("backup", _delete_objects(WAL), False),
+    ("wal", _obj("s3:PutObject", PGBR_WAL, "PUT"), True),
+    ("wal", _obj("s3:GetObject", PGBR_ARCHIVE_INFO), True),
+    ("wal", _list("pgbackrest/archive/fediflow/15-1/0000000100000000/"), True),
+    ("wal", _obj("s3:DeleteObject", PGBR_WAL, "DELETE"), False),
+    ("wal", _obj("s3:GetObject", PGBR_BACKUP), False),
+    ("wal", _list("pgbackrest/backup/fediflow/"), False),
+    ("backup", _obj("s3:PutObject", PGBR_BACKUP, "PUT"), True),
+    ("backup", _obj("s3:DeleteObject", PGBR_BACKUP, "DELETE"), True),
+    ("backup", _obj("s3:GetObject", PGBR_WAL), True),
+    ("backup", _obj("s3:PutObject", PGBR_ARCHIVE_INFO, "PUT"), True),
+    ("backup", _obj("s3:PutObject", PGBR_WAL, "PUT"), False),
+    ("backup", _obj("s3:DeleteObject", PGBR_WAL, "DELETE"), False),
+    ("backup", _delete_objects(PGBR_WAL), False),
+    ("readonly", _obj("s3:GetObject", PGBR_BACKUP), True),
+    ("readonly", _obj("s3:PutObject", PGBR_BACKUP, "PUT"), False),
     ("readonly", _obj("s3:GetObject", BACKUP), True),
     ("readonly", _list("postgres/"), True),
     ("readonly", _obj("s3:PutObject", BACKUP, "PUT"), False),

@@ -1,0 +1,340 @@
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pgBackRest as the physical backup and WAL engine (issue 21): its configuration, built from the same
+repository list the native engine writes to (one S3 bucket per region), and what its ``info`` says, read as
+untrusted input and turned into the collection's ledger entries.
+
+One configuration file per identity (docs/storage-security.md): pgBackRest keeps a repository's WAL
+(``<repo path>/archive/<stanza>``) and backups (``<repo path>/backup/<stanza>``) side by side, so the split
+of the native engine (the WAL identity can only put and get WAL, the backup identity never touches it)
+becomes two files naming the same repositories with different keys: ``archive_command`` reads the WAL
+identity's, the backup jobs the backup identity's. A secret lives in a file of mode 0600 only, never in
+argv, ``archive_command`` or the environment.
+
+pgBackRest speaks only HTTPS to S3: an ``http://`` endpoint is refused naming the option.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from urllib.parse import urlsplit
+
+from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
+from ansible_collections.fediflow.dr.plugins.module_utils.untrusted import Untrusted, check_size
+
+STANZA_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+LABEL_RE = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
+WAL_RE = re.compile(r"^[0-9A-F]{24}$")
+LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
+BACKUP_TYPES = ("full", "diff", "incr")
+COMPRESS_TYPES = ("none", "gz", "lz4", "zst", "bz2")
+MAX_INFO_BYTES = 64 * 1024 * 1024   # `info --output=json` of thousands of backups stays far below
+DEFAULT_BINARY = "/usr/bin/pgbackrest"
+
+
+def binary(path=None):
+    """The pgbackrest program: ``path`` when given, else the one on PATH, else Debian's."""
+    found = path or shutil.which("pgbackrest") or DEFAULT_BINARY
+    return found
+
+
+# ---------------------------------------------------------------- configuration
+
+def _value(value, option):
+    """A value pgBackRest's INI reader takes as written: no line break (a second option), nothing empty."""
+    text = str(value)
+    if not text or any(c in text for c in "\r\n\0"):
+        raise FediflowError("%s must be a non-empty single line" % option)
+    return text
+
+
+def absolute_path(path, option):
+    text = _value(path, option)
+    if not text.startswith("/") or "/../" in text + "/" or "//" in text:
+        raise FediflowError("%s '%s' must be an absolute path without '..' or empty parts" % (option, text))
+    return text
+
+
+def check_stanza(stanza, option="stanza"):
+    if not isinstance(stanza, str) or not STANZA_RE.match(stanza):
+        raise FediflowError("%s '%s' must be letters, digits, '_' or '-' (at most 63, a letter or digit first)"
+                            % (option, stanza))
+    return stanza
+
+
+def repo_path(prefix):
+    """A repository's path inside its bucket: ``/<prefix>/pgbackrest`` (``/pgbackrest`` without a prefix)."""
+    parts = [x for x in (prefix or "").strip("/").split("/") if x]
+    if ".." in parts:
+        raise FediflowError("repository prefix '%s' must not hold '..'" % prefix)
+    return "/" + "/".join(parts + ["pgbackrest"])
+
+
+def repo_options(index, repo, identity, ca_file=None, retention_full=None, cipher_pass=None):
+    """The ``repo<index>-*`` options of one repository of the list (``{name, bucket, prefix, region,
+    endpoint_url}``, as repos.normalize gives it) with an identity (``{access_key, secret_key}``; empty keys:
+    the instance's role, ``s3-key-type=auto``)."""
+    where = "repositories[%d]" % (index - 1)
+    key = "repo%d-" % index
+    out = [(key + "type", "s3"),
+           (key + "path", repo_path(repo.get("prefix"))),
+           (key + "s3-bucket", _value(repo.get("bucket") or "", where + ".bucket"))]
+    region = repo.get("region")
+    if not region:
+        raise FediflowError("%s.region is required by pgBackRest (its S3 signature names the region)" % where)
+    out.append((key + "s3-region", _value(region, where + ".region")))
+    endpoint = repo.get("endpoint_url")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "https" or not parts.hostname:
+            raise FediflowError("%s.endpoint_url '%s' must be an https:// URL: pgBackRest speaks only HTTPS to S3 "
+                                "(give the lab's S3 its TLS front, fediflow_s3_tls_endpoint_url)" % (where, endpoint))
+        if parts.path not in ("", "/") or parts.query:
+            raise FediflowError("%s.endpoint_url '%s' must be scheme://host[:port] only" % (where, endpoint))
+        out.append((key + "s3-endpoint", _value(parts.hostname, where + ".endpoint_url")))
+        if parts.port:
+            out.append((key + "storage-port", str(parts.port)))
+        # a private endpoint (the lab's, a MinIO, a VPC endpoint by IP) serves buckets by path, not by host name
+        out.append((key + "s3-uri-style", "path"))
+    else:
+        out.append((key + "s3-endpoint", "s3.%s.amazonaws.com" % region))
+    if identity.get("access_key"):
+        if not identity.get("secret_key"):
+            raise FediflowError("%s: an access key needs its secret key" % where)
+        out.append((key + "s3-key", _value(identity["access_key"], "access_key")))
+        out.append((key + "s3-key-secret", _value(identity["secret_key"], "secret_key")))
+    else:
+        out.append((key + "s3-key-type", "auto"))   # the instance's role (IMDS)
+    # small files (most of a cluster's) bundled into larger objects: one S3 request each instead of one per file
+    out.append((key + "bundle", "y"))
+    if ca_file:
+        out.append((key + "storage-ca-file", absolute_path(ca_file, "ca_file")))
+    if retention_full:
+        if int(retention_full) < 1:
+            raise FediflowError("retention_full must be 1 or more")
+        out.append((key + "retention-full", str(int(retention_full))))
+    if cipher_pass:
+        out.append((key + "cipher-type", "aes-256-cbc"))
+        out.append((key + "cipher-pass", _value(cipher_pass, "cipher_pass")))
+    return out
+
+
+def render_config(stanza, pg, repos, identity, settings):
+    """The whole configuration file (INI text) for ``stanza``: ``pg`` = ``{data_dir, port, socket_dir, user}``,
+    ``repos`` = the repository list (repos.normalize), ``identity`` = ``{access_key, secret_key}``,
+    ``settings`` = ``{spool_path, log_path, lock_path, archive_async, process_max, compress_type,
+    compress_level, ca_file, retention_full, cipher_pass, archive_push_queue_max}``."""
+    check_stanza(stanza)
+    if not repos:
+        raise FediflowError("repositories: pgBackRest needs at least one (the inventory's repository list)")
+    if len(repos) > 4:
+        raise FediflowError("repositories: pgBackRest 2.45 takes at most 4 repositories, not %d" % len(repos))
+    compress = settings.get("compress_type") or "lz4"
+    if compress not in COMPRESS_TYPES:
+        raise FediflowError("compress_type '%s' must be one of %s" % (compress, ", ".join(COMPRESS_TYPES)))
+    process_max = int(1 if settings.get("process_max") is None else settings["process_max"])
+    if not 1 <= process_max <= 64:
+        raise FediflowError("process_max must be 1-64, not %d" % process_max)
+    glob = [("log-path", absolute_path(settings["log_path"], "log_path")),
+            ("lock-path", absolute_path(settings["lock_path"], "lock_path")),
+            ("log-level-console", "warn"), ("log-level-file", "info"),
+            ("compress-type", compress), ("process-max", str(process_max)),
+            ("start-fast", "y"), ("delta", "y"),
+            # every backup self-contained: the WAL that makes it consistent is copied into it, so it restores (and
+            # its verification restores it) even without the archive
+            ("archive-copy", "y")]
+    if settings.get("compress_level") is not None:
+        glob.append(("compress-level", str(int(settings["compress_level"]))))
+    if settings.get("archive_async", True):
+        glob += [("archive-async", "y"), ("spool-path", absolute_path(settings["spool_path"], "spool_path"))]
+        if settings.get("archive_push_queue_max"):
+            glob.append(("archive-push-queue-max", _value(settings["archive_push_queue_max"], "archive_push_queue_max")))
+    for index, repo in enumerate(repos, start=1):
+        glob += repo_options(index, repo, identity, settings.get("ca_file"), settings.get("retention_full"),
+                             settings.get("cipher_pass"))
+    section = [("pg1-path", absolute_path(pg["data_dir"], "pg.data_dir"))]
+    if pg.get("port"):
+        section.append(("pg1-port", str(int(pg["port"]))))
+    if pg.get("socket_dir"):
+        section.append(("pg1-socket-path", absolute_path(pg["socket_dir"], "pg.socket_dir")))
+    if pg.get("user"):
+        section.append(("pg1-user", _value(pg["user"], "pg.user")))
+    lines = ["# Managed by fediflow.dr (pgbackrest_config): edits are replaced at the next run.", "[global]"]
+    lines += ["%s=%s" % kv for kv in glob]
+    lines += ["", "[%s]" % stanza]
+    lines += ["%s=%s" % kv for kv in section]
+    return "\n".join(lines) + "\n"
+
+
+SECRET_KEYS = re.compile(r"^(repo\d+-(s3-key|s3-key-secret|s3-token|cipher-pass))=.*$", re.M)
+
+
+def redact(text):
+    """The configuration with every secret value replaced (for --diff and results)."""
+    return SECRET_KEYS.sub(r"\1=********", text or "")
+
+
+def archive_command(binary_path, config, stanza):
+    """``archive_command``: the WAL identity's file by path, no secret in the command."""
+    check_stanza(stanza)
+    program, path = absolute_path(binary_path, "binary"), absolute_path(config, "config")
+    return "%s --config=%s --stanza=%s archive-push %%p" % (program, path, stanza)
+
+
+def restore_command(binary_path, config, stanza):
+    check_stanza(stanza)
+    program, path = absolute_path(binary_path, "binary"), absolute_path(config, "config")
+    return "%s --config=%s --stanza=%s archive-get %%f \"%%p\"" % (program, path, stanza)
+
+
+def command(binary_path, config, stanza, name, *options):
+    """argv of a pgBackRest command (no shell)."""
+    check_stanza(stanza)
+    return [binary_path, "--config=%s" % absolute_path(config, "config"), "--stanza=%s" % stanza] + list(options) + [name]
+
+
+# ---------------------------------------------------------------- info (untrusted)
+
+def _refuse(where, what):
+    raise Untrusted("%s: %s; refused" % (where, what))
+
+
+def _int(value, where, what):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _refuse(where, "%s is not a non-negative integer" % what)
+    return value
+
+
+def _match(regex, value, where, what, optional=False):
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not regex.match(value):
+        _refuse(where, "%s %r is not valid" % (what, value if isinstance(value, str) else type(value).__name__))
+    return value
+
+
+# pgBackRest's per-repository status codes that still let its backups be read (0 ok, 2 no valid backup yet); any
+# other (a missing stanza, a cipher or database mismatch, 99 "other" = the repository could not be read: down,
+# denied, TLS) means the repository's backups are unknown, never "none"
+READABLE_REPO_CODES = (0, 2)
+MISSING_STANZA_CODES = (1, 3)   # missing stanza path, missing stanza data: stanza-create makes them
+
+
+def parse_info(text, stanza, repo_names):
+    """What ``pgbackrest info --output=json`` says of ``stanza`` (everything checked: pgBackRest's repository
+    is storage like any other): ``{"backups": [...], "repositories": {name: {ok, code, message}}}``. A backup is
+    ``{id, engine, type, prior, references, repositories, start_wal, stop_wal, start_lsn, stop_lsn, size, delta,
+    repo_size, repo_delta, started_at, finished_at, error}``, one per label, oldest first. ``repo_names`` maps
+    pgBackRest's repo key (1, 2, ...) to the repository's name in the inventory's list. ``info`` exits 0 even when
+    it could read no repository: a repository whose status is not ``ok`` is reported ``ok: false`` with
+    pgBackRest's message (an HTTP 403, a TLS error), and its backups are unknown - never taken for none."""
+    where = "pgbackrest info"
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    check_size(len(data), where, MAX_INFO_BYTES)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        _refuse(where, "not valid JSON (%s)" % str(exc).splitlines()[0][:200])
+    if not isinstance(doc, list):
+        _refuse(where, "not a list of stanzas")
+    entries, repositories = {}, {}
+    for item in doc:
+        if not isinstance(item, dict) or item.get("name") != stanza:
+            continue
+        repositories.update(_repo_status(item, where, repo_names))
+        backups = item.get("backup") or []
+        if not isinstance(backups, list):
+            _refuse(where, "backup is not a list")
+        for raw in backups:
+            entry = _backup(raw, where, repo_names)
+            known = entries.get(entry["id"])
+            if known:
+                if (known["type"], known["stop_lsn"]) != (entry["type"], entry["stop_lsn"]):
+                    _refuse(where, "label %s names two different backups" % entry["id"])
+                known["repositories"] = sorted(set(known["repositories"]) | set(entry["repositories"]))
+            else:
+                entries[entry["id"]] = entry
+    for name in repo_names.values():
+        repositories.setdefault(name, {"ok": False, "code": None, "message": "not in pgbackrest info's answer"})
+    return {"backups": sorted(entries.values(), key=lambda e: (e["started_at"], e["id"])), "repositories": repositories}
+
+
+def _repo_status(item, where, repo_names):
+    repos = item.get("repo") or []
+    if not isinstance(repos, list):
+        _refuse(where, "repo is not a list")
+    out = {}
+    for repo in repos:
+        if not isinstance(repo, dict):
+            _refuse(where, "a repo is not an object")
+        key = _int(repo.get("key"), where, "repo.key")
+        if key not in repo_names:
+            _refuse(where, "repository key %d is none of this configuration's" % key)
+        status = _object(repo, "status", where)
+        code = _int(status.get("code"), where, "repo.status.code")
+        message = status.get("message")
+        message = message[:2000] if isinstance(message, str) else ""
+        out[repo_names[key]] = {"ok": code in READABLE_REPO_CODES, "code": code, "message": message}
+    return out
+
+
+def _object(parent, key, where):
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _refuse(where, "%s must be an object" % key)
+    return value
+
+
+def _backup(raw, where, repo_names):
+    if not isinstance(raw, dict):
+        _refuse(where, "a backup is not an object")
+    label = _match(LABEL_RE, raw.get("label"), where, "label")
+    where = "%s: backup %s" % (where, label)
+    kind = raw.get("type")
+    if kind not in BACKUP_TYPES:
+        _refuse(where, "type %r is not one of %s" % (kind, ", ".join(BACKUP_TYPES)))
+    if (kind == "full") != label.endswith("F"):
+        _refuse(where, "type %s does not match its label" % kind)
+    prior = _match(LABEL_RE, raw.get("prior"), where, "prior", optional=True)
+    if kind != "full" and not prior:
+        _refuse(where, "a %s backup without a prior backup" % kind)
+    references = raw.get("reference") or []
+    if not isinstance(references, list):
+        _refuse(where, "reference is not a list")
+    references = [_match(LABEL_RE, r, where, "reference") for r in references]
+    parts = ("archive", "lsn", "timestamp", "info", "database")
+    archive, lsn, stamp, info, database = (_object(raw, key, where) for key in parts)
+    repository = _object(info, "repository", where)
+    repo_key = _int(database.get("repo-key"), where, "database.repo-key")
+    if repo_key not in repo_names:
+        _refuse(where, "repository key %d is none of this configuration's (%s)"
+                % (repo_key, ", ".join(str(k) for k in sorted(repo_names))))
+    started, finished = _int(stamp.get("start"), where, "timestamp.start"), _int(stamp.get("stop"), where, "timestamp.stop")
+    if finished < started:
+        _refuse(where, "it stopped before it started")
+    error = raw.get("error", False)
+    if not isinstance(error, bool):
+        _refuse(where, "error is not true or false")
+    return {
+        "id": label, "engine": "pgbackrest", "type": kind, "prior": prior, "references": references,
+        "repositories": [repo_names[repo_key]],
+        "start_wal": _match(WAL_RE, archive.get("start"), where, "archive.start"),
+        "stop_wal": _match(WAL_RE, archive.get("stop"), where, "archive.stop"),
+        "start_lsn": _match(LSN_RE, lsn.get("start"), where, "lsn.start"),
+        "stop_lsn": _match(LSN_RE, lsn.get("stop"), where, "lsn.stop"),
+        "size": _int(info.get("size"), where, "info.size"), "delta": _int(info.get("delta"), where, "info.delta"),
+        "repo_size": _int(repository.get("size"), where, "info.repository.size"),
+        "repo_delta": _int(repository.get("delta"), where, "info.repository.delta"),
+        "started_at": started, "finished_at": finished, "error": error,
+    }
+
+
+def newest(entries, kind=None):
+    """The newest entry (of ``kind`` when given) without an error, or None."""
+    good = [e for e in entries if not e["error"] and (kind is None or e["type"] == kind)]
+    return good[-1] if good else None

@@ -1,0 +1,182 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fediflow.dr contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pgbackrest_backup
+short_description: Take a pgBackRest backup (full, differential or incremental) into every repository
+version_added: 0.4.0
+description:
+  - Takes a pgBackRest backup of O(type) of one stanza into each repository of its configuration in turn
+    (pgBackRest 2.45 writes a backup to one repository per run), so every region holds a copy. The stanza is
+    created first in a repository that has none (C(stanza-create)).
+  - A repository whose backup fails is B(degraded) - reported with pgBackRest's message - and the others still get
+    theirs; the run fails when fewer than O(required_copies) repositories hold the new backup. pgBackRest itself
+    makes a V(diff) or V(incr) a full one in a repository that has no full backup yet.
+  - What C(pgbackrest info) says of the new backups is read as untrusted input and returned as ledger-shaped
+    entries (label, type, prior backup, repositories, WAL and LSN range, sizes, times).
+  - Runs pgBackRest as O(os_user) with the configuration file O(config) (written by M(fediflow.dr.pgbackrest_config)
+    with the backup identity's keys); no secret is passed in argv or the environment.
+  - Each new backup is then proven (O(verify)) - V(list) runs C(pgbackrest verify --set) in every repository that holds
+    one (each file against the backup's own manifest, the WAL it needs); V(restore) also restores the first
+    repository's backup (C(pgbackrest restore --set)) into a scratch cluster on this host (a 0700 directory, a socket
+    only, archiving off, removed afterwards), recovers it to consistency from the WAL the backup holds
+    (C(archive-copy)) and compares its per-table row counts with the source's, counted when that backup ended
+    (what changed during it is allowed, as for a native physical backup). A repository whose backup fails its
+    check counts as no copy.
+  - See C(docs/pgbackrest.md) for what the pgBackRest engine does today.
+author:
+  - FediFlow SRE (@fediflow)
+extends_documentation_fragment:
+  - fediflow.dr.attributes
+  - fediflow.dr.postgres
+attributes:
+  check_mode:
+    support: full
+    details: Reads C(pgbackrest info) and reports what would be backed up where; takes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Every run takes a new backup, as a scheduled backup job does.
+options:
+  config:
+    description: The pgBackRest configuration file (the backup identity's).
+    type: path
+    required: true
+  stanza:
+    description: The stanza.
+    type: str
+    required: true
+  type:
+    description: The backup type.
+    type: str
+    choices: [full, diff, incr]
+    default: incr
+  repositories:
+    description:
+      - The names of the configuration's repositories, in its order (C(repo1), C(repo2), ...) - the names the
+        repository list gave M(fediflow.dr.pgbackrest_config).
+    type: list
+    elements: str
+    required: true
+  required_copies:
+    description: How many repositories must hold the new backup; V(0) - every one.
+    type: int
+    default: 0
+  os_user:
+    description: The OS user pgBackRest runs as (the cluster's owner).
+    type: str
+    default: postgres
+  binary:
+    description: The C(pgbackrest) program; unset - the one on C(PATH), else C(/usr/bin/pgbackrest).
+    type: path
+  timeout:
+    description: Seconds one repository's backup (or its verification, or the restore) may take.
+    type: int
+    default: 86400
+  verify:
+    description:
+      - How the new backups are proven. V(none) - not at all; V(list) - C(pgbackrest verify) in each repository;
+        V(restore) - also a restore into a scratch cluster and the row counts (needs the connection options, to
+        count the source's rows).
+    type: str
+    choices: [none, list, restore]
+    default: list
+  bin_dir:
+    description: Directory of the PostgreSQL programs (the scratch cluster's); discovered when omitted.
+    type: path
+  scratch_dir:
+    description: Parent directory of the scratch cluster (must be reachable by O(os_user)).
+    type: path
+    default: /var/tmp
+  scratch_port:
+    description: Port of the scratch cluster (it names its socket; nothing listens on TCP); unset - a free one.
+    type: int
+  verify_host_name:
+    description: The name recorded as where the restore ran; defaults to this host's name.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: The 4-hourly incremental, into every region's repository
+  fediflow.dr.pgbackrest_backup:
+    config: /etc/pgbackrest/backup.conf
+    stanza: fediflow
+    type: incr
+    repositories: [us-east-1, eu-west-1]
+  register: pgbackrest_run
+"""
+
+RETURN = r"""
+stanza:
+  description: The stanza.
+  returned: always
+  type: str
+type:
+  description: The type asked for (a repository without a full backup gets a full one).
+  returned: always
+  type: str
+repositories:
+  description: Per repository - C(ok), C(rc), C(duration_s), C(detail) (pgBackRest's message when it failed), C(backup) (the new label).
+  returned: always
+  type: dict
+  sample: {us-east-1: {ok: true, rc: 0, duration_s: 12.4, detail: "", backup: 20261207-173553F_20261207-180102I}}
+backups:
+  description:
+    - The new backups as C(pgbackrest info) describes them - C(id) (the label), C(type), C(prior), C(references),
+      C(repositories), C(start_wal), C(stop_wal), C(start_lsn), C(stop_lsn), C(size), C(delta), C(repo_size),
+      C(repo_delta) (bytes), C(started_at), C(finished_at) (epoch seconds), C(error).
+  returned: always
+  type: list
+  elements: dict
+copies:
+  description: How many repositories hold the new backup.
+  returned: when a backup was taken
+  type: int
+degraded:
+  description: The repositories whose backup failed.
+  returned: when a backup was taken
+  type: list
+  elements: str
+required_copies:
+  description: The copies the run needed.
+  returned: always
+  type: int
+stanza_created:
+  description: The repositories that had no stanza, and whether C(stanza-create) made it (C(ok), C(detail)).
+  returned: when a repository had no stanza
+  type: dict
+verification:
+  description:
+    - C(level), C(ok), C(repositories) (per repository - C(ok), C(method), C(detail)) and, for V(restore),
+      C(restore) - C(ok), C(backup), C(repository), C(recovery_s), C(tables) (C(table), C(source), C(restored),
+      C(allowed_delta), C(ok)), C(tables_compared), C(where) (C(host), C(port), C(data_dir), C(removed)), C(detail).
+  returned: when O(verify) is not V(none) and a backup was taken
+  type: dict
+phases:
+  description: Seconds per phase (C(stanza_create), C(backup_<repository>), C(verify)).
+  returned: when a backup was taken
+  type: dict
+duration_s:
+  description: Wall time of the module, in seconds.
+  returned: always
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest_run
+from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
+
+
+def main():
+    module = AnsibleModule(argument_spec=pgbackrest_run.BACKUP_SPEC, supports_check_mode=True)
+    run_module(module, pgbackrest_run.backup, module.params, module.check_mode)
+
+
+if __name__ == "__main__":
+    main()
