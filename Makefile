@@ -42,13 +42,13 @@ molecule-drill: setup
 	@FEDIFLOW_LAB_INVENTORY=$${FEDIFLOW_LAB_INVENTORY:-$(abspath $(INVENTORY))} bash scripts/test.sh molecule-drill
 
 lab-up: setup
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml
+	$(BIN)/ansible-playbook -i $(INVENTORY) lab/playbooks/lab_up.yml
 
 lab-down: setup
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_down.yml
+	$(BIN)/ansible-playbook -i $(INVENTORY) lab/playbooks/lab_down.yml
 
 drill: setup
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/lab_up.yml
+	$(BIN)/ansible-playbook -i $(INVENTORY) lab/playbooks/lab_up.yml
 	@echo "== the scheduled backup run (what cron/AWX does before a drill finds it) =="
 	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/backup.yml
 	@rm -f .build/drill-summary.txt

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for `make test` / `make drill`: system packages, the pinned .venv,
-# the dependency collections (offline, from the `ansible` PyPI package) and a copy of this
-# collection under .build/collections/ansible_collections/fediflow/dr.
+# the dependency collections (offline, from the `ansible` PyPI package) and copies of this
+# repository's two collections: the product under .build/collections/ansible_collections/fediflow/dr,
+# the lab (lab/, LAB ONLY) under .build/collections/ansible_collections/fediflow/dr_lab.
 # Fast when already done: each step is keyed by a stamp of its inputs.
 set -euo pipefail
 
@@ -105,9 +106,15 @@ else
   log "venv up to date ($VENV)"
 fi
 
-# 2. dependency collections, offline from the `ansible` package's site-packages: galaxy.yml's dependencies
-# (their one home; the packaging test installs the tarball with these copies as its dependency sources)
-DEP_COLLECTIONS="$("$VENV/bin/python" -c 'import sys, yaml; print(" ".join(yaml.safe_load(open(sys.argv[1]))["dependencies"]))' "$ROOT/galaxy.yml")"
+# 2. dependency collections, offline from the `ansible` package's site-packages: the dependencies of galaxy.yml
+# and of lab/galaxy.yml (their one home; the packaging test installs the tarball with these copies as its
+# dependency sources), but this repository's own collections (copied in step 3)
+DEP_COLLECTIONS="$("$VENV/bin/python" -c '
+import sys, yaml
+deps = set()
+for path in sys.argv[1:]:
+    deps.update(yaml.safe_load(open(path))["dependencies"])
+print(" ".join(sorted(d for d in deps if not d.startswith("fediflow."))))' "$ROOT/galaxy.yml" "$ROOT/lab/galaxy.yml")"
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 col_stamp="$(printf '%s %s' "$req_stamp" "$DEP_COLLECTIONS" | sha256sum | cut -c1-16)"
 if [ "$(cat "$BUILD/.collections-stamp" 2>/dev/null)" != "$col_stamp" ]; then
@@ -126,16 +133,22 @@ else
   log "dependency collections up to date"
 fi
 
-# 3. this collection, copied where ansible and ansible-test expect it
-dest="$COLL/fediflow/dr"
-rm -rf "$dest"
-mkdir -p "$dest"
-tar -C "$ROOT" --exclude=./.venv --exclude=./.build --exclude=./.git --exclude=./.pytest_cache \
-  --exclude='__pycache__' --exclude=./tests/output --exclude=./bench/out -cf - . | tar -C "$dest" -xf -
-# ansible-test lists files through git when it finds a repository; the copy sits inside this
-# checkout's ignored .build/, so give it a repository of its own.
-git -C "$dest" init -q
-log "collection fediflow.dr synced to $dest"
+# 3. this repository's collections, copied where ansible and ansible-test expect them: the product
+# (everything but lab/) and the lab (lab/ alone)
+sync_collection() {
+  local name="$1" src="$2" dest="$COLL/fediflow/$1"
+  shift 2
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  tar -C "$src" --exclude=./.venv --exclude=./.build --exclude=./.git --exclude=./.pytest_cache \
+    --exclude='__pycache__' --exclude=./tests/output "$@" -cf - . | tar -C "$dest" -xf -
+  # ansible-test lists files through git when it finds a repository; the copy sits inside this
+  # checkout's ignored .build/, so give it a repository of its own.
+  git -C "$dest" init -q
+  log "collection fediflow.$name synced to $dest"
+}
+sync_collection dr "$ROOT" --exclude=./bench/out --exclude=./lab
+sync_collection dr_lab "$ROOT/lab"
 
 # 4. ansible-test sanity --local wants pip's bootstrap script in its cache; offline it cannot
 # download it, so provide a shim that bootstraps pip with ensurepip instead. ansible-test runs

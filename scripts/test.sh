@@ -12,6 +12,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FEDIFLOW_VENV:-$ROOT/.venv}"
 COLL="$ROOT/.build/collections/ansible_collections/fediflow/dr"
+# the lab's collection (lab/, LAB ONLY), beside it: its unit and sanity tests run in the same tiers
+LAB_COLL="$ROOT/.build/collections/ansible_collections/fediflow/dr_lab"
 PY_VER="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_CONFIG="$ROOT/ansible.cfg"
@@ -35,9 +37,19 @@ tier() {
 
 # The tier functions are called indirectly, through `tier NAME FUNCTION`.
 # shellcheck disable=SC2317
-unit() { (cd "$COLL" && ansible-test units --local --python "$PY_VER" --color no); }
 # shellcheck disable=SC2317
-sanity() { (cd "$COLL" && ansible-test sanity --local --python "$PY_VER" --color no); }
+both() {
+  local rc=0 dir
+  for dir in "$COLL" "$LAB_COLL"; do
+    printf -- '--- %s\n' "${dir##*/ansible_collections/}"
+    (cd "$dir" && "$@") || rc=1
+  done
+  return "$rc"
+}
+# shellcheck disable=SC2317
+unit() { both ansible-test units --local --python "$PY_VER" --color no; }
+# shellcheck disable=SC2317
+sanity() { both ansible-test sanity --local --python "$PY_VER" --color no; }
 # shellcheck disable=SC2317
 # ANSIBLE_HOME of its own: a copy of fediflow.dr that some tool left in ~/.ansible/collections
 # (same version, older code) would otherwise shadow .build/collections and fail the lint.

@@ -33,7 +33,7 @@ if _OWN_LAB:
 
 from lab_fixtures import inventory, lab_is_home, playbook  # noqa: E402  pylint: disable=wrong-import-position
 
-# What lab_up says (roles/lab/tasks/preflight.yml) when it finds the lab failed over.
+# What lab_up says (lab/roles/lab/tasks/preflight.yml, collection fediflow.dr_lab) when it finds the lab failed over.
 LAB_LEFT_FAILED_OVER = "the lab is failed over"
 
 
@@ -87,7 +87,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def lab():
-    """The real lab, brought up with playbooks/lab_up.yml (idempotent) once per session.
+    """The real lab, brought up with lab/playbooks/lab_up.yml (idempotent) once per session.
 
     ``was_up``: the lab was already in its home roles before this run (e.g. the Molecule tier left it
     so), which makes this run a second lab_up whose recap test_lab checks. A worker's own lab

@@ -1,4 +1,4 @@
-"""Start the lab's local HTTP doubles (roles/lab/files/lab_doubles.py) for tests.
+"""Start the lab's local HTTP doubles (lab/roles/lab/files/lab_doubles.py) for tests.
 
 No real Kubernetes API server or Slack can run on this machine, so tests talk to
 the doubles, each started as a subprocess on a free loopback port and polled on
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[2]
-DOUBLES = ROOT / "roles" / "lab" / "files" / "lab_doubles.py"
+DOUBLES = ROOT / "lab" / "roles" / "lab" / "files" / "lab_doubles.py"
 SEED = {
     "namespaces": {
         "fediflow": {

@@ -1,7 +1,7 @@
 """Helpers of the integration tier for the real lab (PostgreSQL, moto, doubles).
 
 The lab is brought up once per test session with the same playbook users run
-(`playbooks/lab_up.yml`); the tests then check the outcome independently with psycopg2,
+(`lab/playbooks/lab_up.yml`); the tests then check the outcome independently with psycopg2,
 boto3 and the kubernetes client.
 """
 import ipaddress
@@ -30,11 +30,22 @@ def ansible_env():
     return env
 
 
+PLAYBOOK_DIRS = (ROOT / "playbooks", ROOT / "lab" / "playbooks")  # fediflow.dr's, then the lab's (fediflow.dr_lab)
+
+
+def playbook_path(name):
+    """A playbook of fediflow.dr (playbooks/) or of the lab collection fediflow.dr_lab (lab/playbooks/), by file name."""
+    found = [d / name for d in PLAYBOOK_DIRS if (d / name).is_file()]
+    if not found:
+        raise AssertionError("no playbook %s in %s" % (name, ", ".join(str(d) for d in PLAYBOOK_DIRS)))
+    return found[0]
+
+
 def playbook(name, *extra, check=True):
-    """Run a playbook of this collection against the lab inventory; returns (proc, seconds)."""
+    """Run a playbook of this repository (fediflow.dr's or the lab's) against the lab inventory; returns (proc, seconds)."""
     t0 = time.monotonic()
     proc = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / name), *extra],
+        [str(BIN / "ansible-playbook"), "-i", str(INVENTORY), str(playbook_path(name)), *extra],
         cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False)
     took = time.monotonic() - t0
     keep_log(name, proc, took)
@@ -169,7 +180,7 @@ def inventory():
 
 
 def lab_netns(hvars):
-    """The network namespace of a lab region's host (roles/lab: fdl<lab index>-<region>)."""
+    """The network namespace of a lab region's host (lab/roles/lab: fdl<lab index>-<region>)."""
     return "fdl%d-%s" % (int(hvars["lab_net_index"]), hvars["fediflow_region"])
 
 
@@ -312,7 +323,7 @@ RESUME_S = 60 + 5 + 40
 
 
 def lab_region(hv, state):
-    """playbooks/lab_region.yml for this host's region (down, partitioned, up); returns its output."""
+    """lab/playbooks/lab_region.yml for this host's region (down, partitioned, up); returns its output."""
     proc, _took = playbook("lab_region.yml", "-e", "region=%s" % hv["fediflow_region"], "-e", "state=%s" % state)
     return proc.stdout
 

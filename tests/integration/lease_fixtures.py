@@ -8,7 +8,7 @@ import time
 import boto3
 import pytest
 
-from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, keep_log, module
+from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, keep_log, module, playbook_path
 
 
 def resolved(var):
@@ -86,7 +86,7 @@ class Background:
     def __init__(self, name, *extra):
         self.name = name
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / name),
+        self.proc = subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), str(playbook_path(name)),
                                       *extra], cwd=ROOT, env=ansible_env(), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
 

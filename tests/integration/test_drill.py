@@ -262,7 +262,7 @@ def _check_partition(lab, report, step):
     region1, region2 = lab["primary"]["fediflow_region"], lab["standby"]["fediflow_region"]
     details = step["details"]
     assert step["status"] == "ok" and details["writers_at_once"] == 0, details
-    assert details["fence"]["method"] == "lab" and details["fence"]["ok"] and details["fence"]["proved"]
+    assert details["fence"]["method"] == "role" and details["fence"]["ok"] and details["fence"]["proved"]
     assert details["healed_region_refused_writes"] is True and details["lost_is_tail"] is True
     assert details["acked"][region1] >= 10 and details["acked"][region2] >= 10
     assert [s["step"] for s in details["steps"]][:5] == ["inspect", "detect", "fence", "dns", "promote"]
@@ -273,7 +273,7 @@ def _check_partition(lab, report, step):
 
 
 def _check_region_loss(lab, report, steps):
-    """The lab's drill loses the whole primary region (fediflow_drill_outage: lab_region): the failover fenced
+    """The lab's drill loses the whole primary region (fediflow_drill_outage: region, through the lab collection's outage injector): the failover fenced
     nothing it could not reach and archived to the repository that answers; in region 2, with only what survives
     there, recover ran, the new primary was backed up (one copy: degraded), the PITR to just before the outage read
     region 1's base backup from region 2's repository and restored every heartbeat committed before the point, and
@@ -282,7 +282,7 @@ def _check_region_loss(lab, report, steps):
     lost, survivor = primary["fediflow_region"], standby["fediflow_region"]
     failover = steps["region-failover"]["details"]
     # fenced through the lab's control plane before the promotion; its host unreachable over SSH after it
-    assert failover["outage"] == "lab_region" and "fenced before the promotion (lab)" in failover["old_primary"], failover
+    assert failover["outage"] == "region" and "fenced before the promotion (role)" in failover["old_primary"], failover
 
     wal = failover["wal_archive"]
     assert wal["checked"] and wal["degraded"] and wal["down"] == [lost] and wal["archiving_to"] == [survivor], wal

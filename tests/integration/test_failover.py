@@ -3,7 +3,7 @@ PostgreSQL primary (us-east-1) + streaming standby (eu-west-1), moto for Route53
 
 No Kubernetes API server or Slack can run on this machine: each region's Kubernetes API, the
 application's health URL behind it, the federation peers and the Slack webhook are the lab's
-local HTTP doubles (roles/lab/files/lab_doubles.py). moto marks Route53 changes INSYNC at once,
+local HTTP doubles (lab/roles/lab/files/lab_doubles.py). moto marks Route53 changes INSYNC at once,
 so waiting for INSYNC is exercised by route53_failover's unit tier, not here.
 
 These tests move production between the regions. Each one leaves the lab in its home roles, and

@@ -292,6 +292,20 @@ def test_check_mode_predicts_and_changes_nothing(tmp_path, ec2, moto):
     assert {name: c["changed"] for name, c in run["recap"].items()} == {"stop": 1, "isolate": 1, "cmd": 1, "cmd-missing": 0}
 
 
+# --- role ----------------------------------------------------------------------------------------------------
+
+
+def test_role_fence_records_what_the_named_role_proved(tmp_path):
+    """Method role: the role named in fediflow_fence runs its tasks_from, and the region_failover_fence_role_result
+    it sets is recorded like any other method's. The lab collection's fence (fediflow.dr_lab.lab, fence.yml) on a
+    namespace that does not exist proves nothing: ok=false with the lab fence's own reason, and the play goes on."""
+    cases = {"role-lab": {"method": "role", "role": "fediflow.dr_lab.lab", "tasks_from": "fence.yml", "netns": "fdl249-nowhere-1",
+                          "data_dir": str(tmp_path / "pgdata"), "os_user": "root", "timeout_s": 2}}
+    result = fence_batch(tmp_path / "work", cases, None)["role-lab"]
+    assert result["method"] == "role" and result["ok"] is False and result["proved"] == "nothing" and result["actions"] == [], result
+    assert "network namespace 'fdl249-nowhere-1' does not exist" in result["detail"], result
+
+
 # --- validation ----------------------------------------------------------------------------------------------
 
 
@@ -305,10 +319,14 @@ def test_bad_fence_settings_are_refused_naming_host_and_key(tmp_path):
         "bad-action": {"method": "aws_ec2", "instance_ids": [GHOST], "action": "terminate"},
         "verify-string": {"method": "command", "argv": ["/bin/true"], "verify_argv": "/bin/true"},
         "secret-env": {"method": "command", "argv": ["/bin/true"], "environment": {"BAD NAME": SECRET}},
+        "role-none": {"method": "role"},
+        "role-short": {"method": "role", "role": "lab", "tasks_from": "fence.yml"},
+        "role-path": {"method": "role", "role": "fediflow.dr_lab.lab", "tasks_from": "../../x.yml"},
     }
     good = {"ok-ec2": ec2_case([GHOST], action="isolate", isolation_security_group_ids=["sg-0123456789abcdef0"]),
             "ok-cmd": {"method": "command", "argv": ["/bin/true"]},
-            "ok-none": {"method": "none"}, "ok-lab": {"method": "lab", "netns": "fdl6-us-east-1"}}
+            "ok-none": {"method": "none"},
+            "ok-role": {"method": "role", "role": "fediflow.dr_lab.lab", "tasks_from": "fence.yml", "netns": "fdl6-us-east-1"}}
     proc = play("fence_validate.yml", write_inventory(tmp_path / "hosts.yml", dict(bad, **good)))
     assert proc.returncode != 0
     counts = recap(proc.stdout)
@@ -317,10 +335,14 @@ def test_bad_fence_settings_are_refused_naming_host_and_key(tmp_path):
               "isolate-no-groups": "key isolation_security_group_ids must be",
               "argv-string": "key argv must be a non-empty list of strings",
               "typo": "unknown key instance_id for method aws_ec2",
-              "stonith": "key method must be one of lab, aws_ec2, command, none (got 'stonith')",
+              "stonith": "key method must be one of role, aws_ec2, command, none (got 'stonith')",
               "bad-action": "key action must be stop or isolate (got 'terminate')",
               "verify-string": "key verify_argv, when given, must be",
-              "secret-env": "key environment must be a mapping of variable names"}
+              "secret-env": "key environment must be a mapping of variable names",
+              "role-none": "method role needs key role, the fully qualified name of the role that fences (namespace.collection.role, got nothing)",
+              "role-short": "method role needs key role",
+              "role-path": "method role needs key role, the fully qualified name of the role that fences (namespace.collection.role, "
+                           "got fediflow.dr_lab.lab), and key tasks_from, when given, a task file name of that role (got ../../x.yml)"}
     flat = " ".join(proc.stdout.split())
     for host, text in expect.items():
         assert "fediflow_fence of host o-%s: %s" % (host, text) in flat, (host, proc.stdout[-4000:])

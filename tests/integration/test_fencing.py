@@ -1,6 +1,6 @@
-"""One writable primary, always: a real partition of the primary region (playbooks/lab_region.yml
+"""One writable primary, always: a real partition of the primary region (lab/playbooks/lab_region.yml
 state=partitioned: its processes keep running, nothing outside reaches it), a failover refused without
-a fence, the lab's fence (fediflow.dr.lab_fence through the lab's control plane), the partition healed,
+a fence, the lab's fence (fediflow.dr_lab.lab_fence through the lab's control plane), the partition healed,
 the failback - with the split-brain watcher (watcher_fixtures.py) writing in both regions throughout,
 as each region's own application would.
 
@@ -52,14 +52,15 @@ def test_a_partitioned_primary_is_fenced_before_the_promotion_and_stays_fenced_w
         assert "fediflow_fence" in refused["error"]
         assert pg_role(standby) == "standby" and dns(primary) == dns_before and app_state(standby)[1] == "standby"
 
-        # the lab's fence (the inventory's method): the region's PostgreSQL stopped through the control plane
+        # the lab's fence (the inventory's method role: fediflow.dr_lab.lab, tasks_from fence.yml): the region's
+        # PostgreSQL stopped through the control plane
         _proc, _took, res = failover(tmp_path, "-e", "target_region=%s" % region2, *FAST_DETECT)
         failed_over_at = time.time()
         assert res["ok"], res.get("error")
         assert [s["step"] for s in res["steps"]][:5] == ["inspect", "detect", "fence", "dns", "promote"]
         fence = res["fence"]
-        assert fence["method"] == "lab" and fence["ok"] and "no process of the cluster" in fence["proved"]
-        assert res["promotion"]["guards"]["split_brain"]["fenced_by"].startswith("lab: no process")
+        assert fence["method"] == "role" and fence["ok"] and "no process of the cluster" in fence["proved"]
+        assert res["promotion"]["guards"]["split_brain"]["fenced_by"].startswith("role: no process")
         # region 1's Kubernetes API is behind the partition: its application could not be moved to the standby
         # shape, and the result says so (recorded, never fatal - the fence is what keeps its writes away)
         assert res["source_app"]["scaled_down"] is False and res["source_app"]["error"], res["source_app"]

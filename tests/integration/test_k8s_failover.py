@@ -1,6 +1,6 @@
 """fediflow.dr.k8s_failover driven through ansible like a user does.
 
-The Kubernetes API here is a local double (roles/lab/files/lab_doubles.py, started per test on a
+The Kubernetes API here is a local double (lab/roles/lab/files/lab_doubles.py, started per test on a
 free loopback port; no API server can run on this machine), reached with the official kubernetes
 client through a kubeconfig or host + api_key. It does not use the shared lab. The outcome is
 checked independently: the double's objects read over HTTP, and its /_requests record of every

@@ -1,4 +1,4 @@
-"""Integration tests of the lab's HTTP doubles (roles/lab/files/lab_doubles.py).
+"""Integration tests of the lab's HTTP doubles (lab/roles/lab/files/lab_doubles.py).
 
 No real Kubernetes API server (nor Slack) can run on this machine: every test here
 talks to a local double started on a loopback port by doubles_fixtures.py.

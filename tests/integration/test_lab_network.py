@@ -1,4 +1,4 @@
-"""LAB ONLY: fediflow.dr.lab_network makes the lab's regions real, separately failing network hosts.
+"""LAB ONLY: fediflow.dr_lab.lab_network makes the lab's regions real, separately failing network hosts.
 
 A throw-away lab (index 250, 198.18.250.0/24) is made, partitioned, taken down, brought up and
 removed, and each step is checked on the machine itself: namespaces and links with `ip`, the route
@@ -27,17 +27,17 @@ def net(tmp_path_factory):
     state_file = str(tmp_path_factory.mktemp("labnet") / "network.json")
     args = {"lab_index": INDEX, "bridge_address": "198.18.250.1/24", "global_address": GLOBAL,
             "regions": REGIONS, "state_file": state_file, "stop_timeout": 5}
-    module("fediflow.dr.lab_network", dict(args, state="absent"))  # what an interrupted earlier run left
+    module("fediflow.dr_lab.lab_network", dict(args, state="absent"))  # what an interrupted earlier run left
     before = snapshot(INDEX)
     assert not before["netns"] and not before["links"] and not before["routes"], before
-    made = module("fediflow.dr.lab_network", dict(args, state="present"))
+    made = module("fediflow.dr_lab.lab_network", dict(args, state="present"))
     assert made.get("changed") and not made.get("failed"), made
     yield {"args": args, "made": made, "before": before, "state_file": state_file}
-    module("fediflow.dr.lab_network", dict(args, state="absent"))
+    module("fediflow.dr_lab.lab_network", dict(args, state="absent"))
 
 
 def _region(net, state, region="us-east-1", **kwargs):
-    result = module("fediflow.dr.lab_network", dict(net["args"], state=state, region=region), **kwargs)
+    result = module("fediflow.dr_lab.lab_network", dict(net["args"], state=state, region=region), **kwargs)
     assert not result.get("failed"), result
     return result
 
@@ -68,8 +68,8 @@ def test_every_region_is_a_namespace_with_its_address_and_no_default_route(net):
 
 
 def test_present_again_changes_nothing_also_in_check_mode(net):
-    assert not module("fediflow.dr.lab_network", dict(net["args"], state="present"))["changed"]
-    assert not module("fediflow.dr.lab_network", dict(net["args"], state="present"), check_mode=True)["changed"]
+    assert not module("fediflow.dr_lab.lab_network", dict(net["args"], state="present"))["changed"]
+    assert not module("fediflow.dr_lab.lab_network", dict(net["args"], state="present"), check_mode=True)["changed"]
 
 
 def test_the_controller_and_other_regions_reach_a_region(net, listener):
@@ -125,7 +125,7 @@ def test_down_stops_every_process_in_the_region_and_up_says_what_to_restart(net,
         again = _region(net, "down")
         assert not again["changed"] and again["previous_state"] == "down"
         # present keeps a region that is down, down
-        assert not module("fediflow.dr.lab_network", dict(net["args"], state="present"))["changed"]
+        assert not module("fediflow.dr_lab.lab_network", dict(net["args"], state="present"))["changed"]
     finally:
         up = _region(net, "up")
     assert up["changed"] and up["previous_state"] == "down" and up["restart_required"]
@@ -142,16 +142,16 @@ def test_down_stops_every_process_in_the_region_and_up_says_what_to_restart(net,
 def test_lab_service_runs_a_service_inside_a_regions_namespace(net, tmp_path):
     args = {"name": "probe", "argv": [sys.executable, "-c", LISTENER, str(PORT + 2), "svc"],
             "netns": NS["eu-west-1"], "pid_file": str(tmp_path / "svc.pid"), "timeout": 10}
-    started = module("fediflow.dr.lab_service", args)
+    started = module("fediflow.dr_lab.lab_service", args)
     try:
         assert started["changed"] and _netns_of(started["pid"]) == _netns_inode(NS["eu-west-1"]), started
         assert poll(lambda: probe(REGIONS["eu-west-1"], PORT + 2, netns=NS["global"]).startswith("ok"), 10)
-        assert not module("fediflow.dr.lab_service", args)["changed"]
+        assert not module("fediflow.dr_lab.lab_service", args)["changed"]
         # the same service wanted in another namespace: the running one is not it
-        moved = module("fediflow.dr.lab_service", dict(args, netns=NS["us-east-1"]))
+        moved = module("fediflow.dr_lab.lab_service", dict(args, netns=NS["us-east-1"]))
         assert moved["actions"] == ["stop", "start"] and _netns_of(moved["pid"]) == _netns_inode(NS["us-east-1"])
     finally:
-        stopped = module("fediflow.dr.lab_service", dict(args, state="stopped"))
+        stopped = module("fediflow.dr_lab.lab_service", dict(args, state="stopped"))
     assert stopped["changed"] and not os.path.exists(args["pid_file"])
 
 
@@ -164,14 +164,14 @@ def _netns_inode(netns):
 
 
 def test_region_operations_refuse_an_unknown_region(net):
-    result = module("fediflow.dr.lab_network", dict(net["args"], state="down", region="mars-1"))
+    result = module("fediflow.dr_lab.lab_network", dict(net["args"], state="down", region="mars-1"))
     assert result["failed"] and "region must be one of eu-west-1, global, us-east-1" in result["msg"]
 
 
 def test_zz_absent_removes_everything_it_made(net):
     survivor = Listener(NS["eu-west-1"], PORT, "eu-west-1")  # a process absent must stop
     _region(net, "partitioned", region="eu-west-1")
-    gone = module("fediflow.dr.lab_network", dict(net["args"], state="absent"))
+    gone = module("fediflow.dr_lab.lab_network", dict(net["args"], state="absent"))
     assert gone["changed"] and not gone.get("failed"), gone
     assert survivor.proc.wait(timeout=10) is not None
     assert survivor.argv in [p["argv"] for p in gone["stopped_processes"]]
@@ -180,6 +180,6 @@ def test_zz_absent_removes_everything_it_made(net):
     assert not [n for n in (e["name"] for e in ip_json("netns", "list")) if n.startswith("fdl250-")]
     with pytest.raises(FileNotFoundError):
         open(net["state_file"], encoding="utf-8").close()
-    assert not module("fediflow.dr.lab_network", dict(net["args"], state="absent"))["changed"]
-    refused = module("fediflow.dr.lab_network", dict(net["args"], state="up", region="us-east-1"))
+    assert not module("fediflow.dr_lab.lab_network", dict(net["args"], state="absent"))["changed"]
+    refused = module("fediflow.dr_lab.lab_network", dict(net["args"], state="up", region="us-east-1"))
     assert refused["failed"] and "is not present" in refused["msg"], refused

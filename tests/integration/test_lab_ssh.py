@@ -1,6 +1,6 @@
 """LAB ONLY: each region's host answers SSH inside its namespace, as a real host does, and fails
-as a region does: playbooks/lab_network.yml makes a throw-away lab's hosts (index 251, a private
-inventory from scripts/lab_inventory.py), playbooks/lab_region.yml partitions them, takes them
+as a region does: lab/playbooks/lab_network.yml makes a throw-away lab's hosts (index 251, a private
+inventory from scripts/lab_inventory.py), lab/playbooks/lab_region.yml partitions them, takes them
 down and brings them up; `ssh` and `ansible -m ping` (become) over SSH check each state; removing
 them leaves nothing (namespaces, links, routes, the user, its sudo rule)."""
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab_fixtures import BIN, ROOT, ansible_env, recap
+from lab_fixtures import BIN, ROOT, ansible_env, playbook_path, recap
 from netns_fixtures import netns_pids, require_lab_tools, route_type, snapshot, user_exists
 
 INDEX = 251
@@ -22,7 +22,7 @@ HOST = {"us-east-1": "pg-us-east-1", "eu-west-1": "pg-eu-west-1"}
 
 
 def _play(lab, name, *extra, check=True):
-    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", lab["inventory"], str(ROOT / "playbooks" / name)]
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", lab["inventory"], str(playbook_path(name))]
                           + list(extra), cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False,
                           timeout=600)
     if check:

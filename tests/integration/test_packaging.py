@@ -8,7 +8,8 @@ this checkout, not the `ansible` package's own collections in the venv's site-pa
 path the playbooks, roles and modules resolve: playbooks are syntax-checked (every module and role
 must resolve), modules render with ansible-doc. No lab needed for those; one playbook,
 fediflow.dr.backup, really runs from the installed copy against the lab (its modules, module_utils,
-roles and dependency collections all from the install)."""
+roles and dependency collections all from the install). The lab is not product: it is its own collection
+(fediflow.dr_lab, lab/), and nothing of it - no file, no collection only it needs - is in the tarball."""
 import json
 import os
 import re
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEPS = ROOT / ".build" / "collections" / "ansible_collections"
 DEPENDENCIES = yaml.safe_load((ROOT / "galaxy.yml").read_text())["dependencies"]
+LAB_DEPENDENCIES = yaml.safe_load((ROOT / "lab" / "galaxy.yml").read_text())["dependencies"]
 PLAYBOOKS = sorted(p.stem for p in (ROOT / "playbooks").glob("*.yml"))
 
 
@@ -122,8 +124,47 @@ def test_tarball_is_clean(installed):
     for bad in (".venv/", ".build/", ".git/", "tests/output/", "__pycache__", ".pytest_cache"):
         assert not [n for n in names if bad in n + "/"], bad
     for needed in ("MANIFEST.json", "meta/runtime.yml", "plugins/modules/pg_promote.py", "roles/region_failover/tasks/main.yml",
-                   "playbooks/failover.yml", "roles/dr_drill/files/drill_heartbeat.py", "inventories/lab/hosts.yml"):
+                   "playbooks/failover.yml", "roles/dr_drill/files/drill_heartbeat.py", "inventories/production.example/hosts.yml"):
         assert needed in names, needed
+
+
+def _lab_files():
+    """What the lab is made of (its roles, plugins and playbooks), by the names they have in the lab collection (lab/)."""
+    lab = ROOT / "lab"
+    return sorted({p.relative_to(lab).as_posix() for top in ("roles", "plugins", "playbooks") for p in (lab / top).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts})
+
+
+def test_no_lab_file_ships(installed):
+    """Neither the lab collection's files (under their own names or under lab/) nor the lab's inventory, its tests,
+    scenarios and benchmarks are in the tarball: no roles/lab, no lab_* module, no labnet/labfence/process
+    module_utils, no lab playbook."""
+    with tarfile.open(installed["tarball"]) as tar:
+        names = set(tar.getnames())
+    lab_files = _lab_files()
+    assert {"roles/lab/tasks/main.yml", "plugins/modules/lab_network.py", "plugins/module_utils/labnet.py",
+            "playbooks/lab_up.yml"} <= set(lab_files), lab_files[:10]  # the list below really holds the lab
+    shipped = sorted(n for n in names if n in set(lab_files))
+    assert not shipped, shipped
+    lab_like = re.compile(r"^(lab|bench|molecule|inventories/lab|tests/integration)(/|$)|^roles/lab(/|$)|^plugins/modules/lab_"
+                          r"|^plugins/module_utils/(labnet|labfence|process)\.py$|^playbooks/lab_")
+    assert not sorted(n for n in names if lab_like.search(n))
+    # and the playbooks, roles and plugins that ship name nothing of the lab collection (its hooks are generic)
+    with tarfile.open(installed["tarball"]) as tar:
+        naming = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.startswith(("playbooks/", "roles/", "plugins/"))
+                        and b"fediflow.dr_lab" in tar.extractfile(m).read())
+    assert not naming, naming
+
+
+def test_no_lab_only_dependency_ships(installed):
+    """galaxy.yml declares what the product uses; what only the lab uses (community.aws for its SES identities,
+    community.crypto for its CA and keys) is the lab collection's dependency, not the product's."""
+    with tarfile.open(installed["tarball"]) as tar:
+        declared = json.load(tar.extractfile("MANIFEST.json"))["collection_info"]["dependencies"]
+    lab_only = sorted(set(LAB_DEPENDENCIES) - set(DEPENDENCIES) - {"fediflow.dr"})
+    assert {"community.aws", "community.crypto"} <= set(lab_only), lab_only
+    assert not set(declared) & set(lab_only), sorted(declared)
+    assert "fediflow.dr_lab" not in declared
 
 
 def test_installed_copy_is_the_one_used(installed):

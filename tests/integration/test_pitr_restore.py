@@ -10,7 +10,7 @@ import os
 import pytest
 
 from doubles_fixtures import free_port
-from lab_fixtures import module
+from lab_fixtures import module, playbook_path
 from pitr_fixtures import make_cluster
 
 MOD = "fediflow.dr.pitr_restore"
@@ -352,7 +352,7 @@ def _playbook(inventory, *extra, name="pitr_restore.yml"):
     from lab_fixtures import ROOT, ansible_env
     bindir = os.path.dirname(sys.executable)
     return subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", inventory,
-                           str(ROOT / "playbooks" / name), *extra],
+                           str(playbook_path(name)), *extra],
                           cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False)
 
 

@@ -1,5 +1,5 @@
 """A whole lab region fails, for real: its database host is a network namespace (PostgreSQL over SSH,
-Redis, the Kubernetes double and the region's own S3 started there), so `playbooks/lab_region.yml` can
+Redis, the Kubernetes double and the region's own S3 started there), so `lab/playbooks/lab_region.yml` can
 partition it or take it down and bring it back. Checked from outside the playbook: TCP probes from the
 controller and from the other region's namespace, psql inside the partitioned region, the route table,
 /proc, psycopg2, redis-py and boto3 afterwards. The lab is this worker's own; the module fixture puts it

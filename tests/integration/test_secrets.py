@@ -126,7 +126,7 @@ def test_the_lab_redis_password_never_shows_in_diff(lab, tmp_path):
                           cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    task = out.split("TASK [fediflow.dr.lab : Redis configuration (password inside", 1)
+    task = out.split("TASK [fediflow.dr_lab.lab : Redis configuration (password inside", 1)
     assert len(task) == 2, out[-3000:]
     # the configuration would change on both regions: a diff was there to show
     shown = re.split(r"\n(?:TASK \[|RUNNING HANDLER|PLAY RECAP)", task[1], maxsplit=1)[0]

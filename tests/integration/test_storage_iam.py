@@ -1,6 +1,6 @@
 """Least privilege and immutable copies, enforced by the lab's S3 (docs/storage-security.md).
 
-Each region's S3 is moto with IAM enforcement on (roles/lab/files/lab_s3.py): every call is signed by one of the
+Each region's S3 is moto with IAM enforcement on (lab/roles/lab/files/lab_s3.py): every call is signed by one of the
 inventory's identities and judged against its policy. These tests call S3 as each identity would, with boto3,
 and check the outcome with the lab's admin identity: what a policy forbids is refused by the server, not by our
 code. On a lab without enforcement (or main's code) every forbidden call here succeeds and the tests fail.

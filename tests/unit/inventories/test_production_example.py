@@ -18,7 +18,9 @@ PROD = ROOT / "inventories" / "production.example"
 LAB_SSH = {"ansible_connection", "ansible_host", "ansible_python_interpreter", "ansible_ssh_private_key_file",
            "ansible_ssh_common_args", "ansible_ssh_timeout"}
 LAB_ONLY = LAB_SSH | {"fediflow_lab_dir",
-                      "fediflow_k8s_api_url"}  # the lab starts its Kubernetes double there; roles use the kubeconfig
+                      "fediflow_k8s_api_url",  # the lab starts its Kubernetes double there; roles use the kubeconfig
+                      # the drill's region outage and partition through the lab collection's injector, inside its namespaces
+                      "fediflow_drill_outage_role", "fediflow_drill_outage_tasks_from", "fediflow_drill_app_exec"}
 
 
 def _vars(*paths):
