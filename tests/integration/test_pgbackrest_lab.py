@@ -13,16 +13,19 @@ import pwd
 import shutil
 import stat
 import subprocess
+import sys
 import uuid
 
 import boto3
 import pytest
 
-from lab_fixtures import inventory, module, poll
+from lab_fixtures import COLLECTIONS, inventory, module, poll
 from pitr_fixtures import ArchivedCluster
 from pair_fixtures import OS_USER, SUPERUSER
 
-from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest
+# the collection as scripts/setup.sh built it (its plain logic: the argv of a command, the info parser)
+sys.path.insert(0, str(COLLECTIONS))
+from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.skipif(not shutil.which("pgbackrest"), reason="pgbackrest is not installed (scripts/setup.sh installs it)")
 
