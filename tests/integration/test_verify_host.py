@@ -43,7 +43,7 @@ class PrimaryWatch:
         self.seen, self.polls = set(), 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-        self.wal_before = self._wal_bytes()
+        self.wal_before = self._settled_wal_bytes(12)
 
     def _names(self):
         with self.conn.cursor() as cur:
@@ -55,6 +55,18 @@ class PrimaryWatch:
             cur.execute("SELECT pg_stat_clear_snapshot()")
             cur.execute("SELECT wal_bytes FROM pg_stat_wal")
             return int(cur.fetchone()[0])
+
+    def _settled_wal_bytes(self, timeout):
+        """pg_stat_wal.wal_bytes once it stops moving (two readings 0.5 s apart agree): sessions that just ended
+        flush their WAL statistics as they exit, idle ones within 10 s."""
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            now = self._wal_bytes()
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.5)
+        return last
 
     def _run(self):
         while not self.stop.is_set():
@@ -70,14 +82,7 @@ class PrimaryWatch:
         self.stop.set()
         self.thread.join(10)
         # backends flush their WAL statistics when they end (at the latest within a second): poll for quiet
-        deadline, last = time.monotonic() + 5, None
-        while time.monotonic() < deadline:
-            now = self._wal_bytes()
-            if now == last:
-                break
-            last = now
-            time.sleep(0.5)
-        self.wal_generated = last - self.wal_before
+        self.wal_generated = self._settled_wal_bytes(5) - self.wal_before
         self.conn.close()
         return False
 
@@ -95,6 +100,10 @@ def _make_bulk(conn):
         # in the database, made the primary write 15.7 and 16.5 MB of WAL in CI during a verification of 11.4 MB.
         # The whole database is vacuumed (hint bits set, autovacuum left nothing to do) before the watch starts.
         cur.execute("VACUUM (FREEZE, ANALYZE)")
+        # This very session's WAL (the insert, the freeze: ~16 + ~12 MB) reaches pg_stat_wal only when it flushes its
+        # statistics - when it ends, or up to 10 s after it goes idle (PostgreSQL's idle stats interval), that is
+        # inside the watch: the 15.7, 16.5 and 29.4 MB CI saw were this fixture's own writes. Flushed now.
+        cur.execute("SELECT pg_stat_force_next_flush()")
     return {"table": "public." + table, "bytes": size}
 
 
@@ -125,7 +134,9 @@ def bulk(lab):
     p = lab["primary"]
     conn = pg_connect(p, p["fediflow_app_db"])
     made = _make_bulk(conn)
+    conn.close()   # a session that ends flushes its statistics (its WAL bytes) at once
     yield made
+    conn = pg_connect(p, p["fediflow_app_db"])
     with conn.cursor() as cur:
         cur.execute("DROP TABLE %s" % made["table"])
     conn.close()
