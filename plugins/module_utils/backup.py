@@ -97,6 +97,12 @@ def change_counters(conn):
         return dict(cur.fetchall())
 
 
+def count_slack(before, after):
+    """Rows each table may differ by between the source's counts and a restore of a physical backup: the inserts and
+    deletes (change_counters) made while the backup ran."""
+    return {t: max(0, after.get(t, 0) - before.get(t, 0)) for t in after}
+
+
 def compare_counts(expected, actual, slack=None):
     """Per-table comparison; ``slack`` (table -> rows that may have changed) allows for
     writes during a physical backup. Returns (ok, rows)."""
@@ -182,9 +188,7 @@ def take_physical(p, backup_dir, commands, want_counts):
     finally:
         conn.close()
     wal = _read_pg_manifest(backup_dir).get("WAL-Ranges") or [{}]
-    slack = None
-    if want_counts:
-        slack = {t: max(0, after.get(t, 0) - before.get(t, 0)) for t in after}
+    slack = count_slack(before, after) if want_counts else None
     return {"start_lsn": wal[0].get("Start-LSN"), "stop_lsn": wal[-1].get("End-LSN"),
             "timeline": wal[-1].get("Timeline"), "row_counts": counts, "count_slack": slack,
             "database": p.get("db"), "format": p["format"], "compression": p["compression"]}
@@ -473,15 +477,21 @@ def restore_physical(p, backup_dir, manifest, cluster):
         if os.path.exists(os.path.join(data_dir, ledger.MANIFEST)):
             os.unlink(os.path.join(data_dir, ledger.MANIFEST))
 
+    waited, restored = recover_and_count(p, cluster, fill, 120)
+    return {"method": "restore", "recovery_s": waited}, restored
+
+
+def recover_and_count(p, cluster, fill, timeout):
+    """A base backup restored by ``fill(data_dir)`` becomes the scratch cluster's data directory, recovers to
+    consistency, and its rows are counted: ``(seconds recovery took, {table: rows})``."""
     cluster.adopt(fill)
     cluster.start()
-    waited = cluster.wait_writable(p, 120)
+    waited = cluster.wait_writable(p, timeout)
     sconn = postgres.connect(cluster.conn_params(p))
     try:
-        restored = row_counts(sconn)
+        return waited, row_counts(sconn)
     finally:
         sconn.close()
-    return {"method": "restore", "recovery_s": waited}, restored
 
 
 def restore(p, backup_dir, manifest, commands, where):

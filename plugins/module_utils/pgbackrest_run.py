@@ -186,8 +186,8 @@ def backup(p, check_mode):
             if conn and key == 1:
                 # the source's rows once the first repository's backup ended; what changed while it ran is the
                 # slack the restored counts may differ by (as the native physical backup counts)
-                counts, after = native.row_counts(conn), native.change_counters(conn)
-                slack = {t: max(0, after.get(t, 0) - before_counters.get(t, 0)) for t in after}
+                counts = native.row_counts(conn)
+                slack = native.count_slack(before_counters, native.change_counters(conn))
             _record(result, name, res)
     finally:
         if conn:
@@ -271,14 +271,7 @@ def restore_into_scratch(p, binary, repo_key, label, counts, slack):
     timer = Timer()
     try:
         with cluster:
-            cluster.adopt(fill)
-            cluster.start()
-            waited = cluster.wait_writable(p, 600)
-            sconn = postgres.connect(cluster.conn_params(p))
-            try:
-                restored = native.row_counts(sconn)
-            finally:
-                sconn.close()
+            waited, restored = native.recover_and_count(p, cluster, fill, 600)
     except FediflowError as exc:
         where.update(cluster.where)
         return {"ok": False, "backup": label, "detail": exc.message, "where": where, "duration_s": timer.elapsed()}
