@@ -96,18 +96,19 @@ def recap(stdout):
 MODULES_VIA = os.environ.get("FEDIFLOW_TEST_MODULES", "direct")
 
 
-def module(name, args, check_mode=False, diff=False, via=None, timeout=900, netns=None):
+def module(name, args, check_mode=False, diff=False, via=None, timeout=900, netns=None, env=None):
     """Run one module of this collection on localhost and return its result dict. ``netns``: run it
-    inside that network namespace (a lab region's host: what it starts listens on the region's address)."""
+    inside that network namespace (a lab region's host: what it starts listens on the region's address).
+    ``env``: variables added to the module's environment (e.g. a TMPDIR of the test's own)."""
     via = via or MODULES_VIA
     if via == "ansible" and netns is None:
-        return _module_via_ansible(name, args, check_mode, diff)
+        return _module_via_ansible(name, args, check_mode, diff, env)
     if via not in ("direct", "ansible"):
         raise ValueError("FEDIFLOW_TEST_MODULES must be direct or ansible, not %r" % via)
-    return _module_direct(name, args, check_mode, diff, timeout, netns)
+    return _module_direct(name, args, check_mode, diff, timeout, netns, env)
 
 
-def _module_direct(name, args, check_mode, diff, timeout, netns=None):
+def _module_direct(name, args, check_mode, diff, timeout, netns=None, extra_env=None):
     namespace, collection, short = name.split(".")
     payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
     # the options may hold secrets: a 0600 file, never argv, removed right after
@@ -116,6 +117,7 @@ def _module_direct(name, args, check_mode, diff, timeout, netns=None):
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump({"ANSIBLE_MODULE_ARGS": payload}, handle)
         env = ansible_env()
+        env.update(extra_env or {})
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(COLLECTIONS), env.get("PYTHONPATH", "")) if p)
         inside = ["/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "/sbin/ip", "netns", "exec", netns] if netns else []
         proc = subprocess.run(
@@ -143,7 +145,7 @@ def _summary_text(item):
     return item
 
 
-def _module_via_ansible(name, args, check_mode, diff):
+def _module_via_ansible(name, args, check_mode, diff, extra_env=None):
     argv = [str(BIN / "ansible"), "localhost", "-i", "localhost,",
             "-m", name, "-a", json.dumps(args), "-e", "ansible_python_interpreter=%s" % sys.executable,
             "-c", "local"]
@@ -152,6 +154,7 @@ def _module_via_ansible(name, args, check_mode, diff):
     if diff:
         argv.append("--diff")
     env = ansible_env()
+    env.update(extra_env or {})
     env["ANSIBLE_LOAD_CALLBACK_PLUGINS"] = "1"
     env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

@@ -4,15 +4,31 @@ the time-out), what a backup writes is private from the start, and the lab's Red
 in ``--diff``."""
 import glob
 import os
+import shutil
 import re
 import subprocess
 import tempfile
 import threading
 import uuid
 
+import pytest
+
 from lab_fixtures import BIN, INVENTORY, ROOT, ansible_env, module, pg_connect
 
-PASSFILE_DIRS = os.path.join(tempfile.gettempdir(), "fediflow-pgpass-*")
+
+@pytest.fixture
+def private_tmp():
+    """A TMPDIR of this test's own for the module (where its password files go): other tests run beside it
+    (xdist workers on other labs) write theirs to the shared /tmp, so only this directory says what this
+    test's module left behind. 0711 so a program run as another OS user can reach its own 0700 directory."""
+    path = tempfile.mkdtemp(prefix="fediflow-test-tmp-")
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _passfile_dirs(tmp):
+    return set(glob.glob(os.path.join(tmp, "fediflow-pgpass-*")))
 
 
 def _args(lab, tmp_path, **kw):
@@ -64,14 +80,14 @@ def _environ_of(program, passfiles_seen, stop):
             passfiles_seen.append((environ, entries.get("PGPASSFILE"), content))
 
 
-def test_pg_basebackup_reads_its_password_from_a_file_not_its_environment_and_writes_privately(lab, tmp_path):
+def test_pg_basebackup_reads_its_password_from_a_file_not_its_environment_and_writes_privately(lab, tmp_path, private_tmp):
     password = lab["primary"]["fediflow_pg_superuser_password"]
-    before = set(glob.glob(PASSFILE_DIRS))
     seen, stop = [], threading.Event()
     watcher = threading.Thread(target=_environ_of, args=("pg_basebackup", seen, stop), daemon=True)
     watcher.start()
     try:
-        res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="physical", format="tar", verify="list"))
+        res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="physical", format="tar", verify="list"),
+                     env={"TMPDIR": private_tmp})
     finally:
         stop.set()
         watcher.join(10)
@@ -80,19 +96,20 @@ def test_pg_basebackup_reads_its_password_from_a_file_not_its_environment_and_wr
     for environ, passfile, content in seen:
         assert password not in environ and "PGPASSWORD=" not in environ
         assert passfile and content is not None and password in content  # libpq's source: the file
+        assert os.path.dirname(os.path.dirname(passfile)) == private_tmp
         assert not os.path.exists(passfile) and not os.path.exists(os.path.dirname(passfile))
-    assert set(glob.glob(PASSFILE_DIRS)) == before
+    assert _passfile_dirs(private_tmp) == set()
     # the backup directory, its files and manifest: 0700 / 0600, none readable by others
     assert os.listdir(str(tmp_path / "repo")) and _loose(tmp_path / "repo") == []
     assert password not in str(res)
 
 
-def test_logical_backup_files_are_private_and_a_killed_dump_leaves_no_password_file(lab, tmp_path):
-    before = set(glob.glob(PASSFILE_DIRS))
-    res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="logical", format="directory", verify="list"))
+def test_logical_backup_files_are_private_and_a_killed_dump_leaves_no_password_file(lab, tmp_path, private_tmp):
+    res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="logical", format="directory", verify="list"),
+                 env={"TMPDIR": private_tmp})
     assert res.get("verified") is True, res.get("msg")
     assert _loose(tmp_path / "repo") == []
-    assert set(glob.glob(PASSFILE_DIRS)) == before
+    assert _passfile_dirs(private_tmp) == set()
     # pg_dump killed at its time-out: a table of the database locked (ACCESS EXCLUSIVE) holds it at its LOCK TABLE
     table = "fediflow_test_lock_%s" % uuid.uuid4().hex[:8]
     conn = pg_connect(lab["primary"], lab["primary"]["fediflow_app_db"])
@@ -104,7 +121,7 @@ def test_logical_backup_files_are_private_and_a_killed_dump_leaves_no_password_f
         with conn.cursor() as cur:
             cur.execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % table)
         res = module("fediflow.dr.pg_backup_verify", _args(lab, tmp_path, mode="logical", verify="none", command_timeout=2,
-                                                           dest=str(tmp_path / "killed")))
+                                                           dest=str(tmp_path / "killed")), env={"TMPDIR": private_tmp})
     finally:
         conn.rollback()
         with conn.cursor() as cur:
@@ -112,7 +129,7 @@ def test_logical_backup_files_are_private_and_a_killed_dump_leaves_no_password_f
         conn.commit()
         conn.close()
     assert res.get("failed") and "did not finish within 2s" in res["msg"], res.get("msg")
-    assert set(glob.glob(PASSFILE_DIRS)) == before
+    assert _passfile_dirs(private_tmp) == set()
 
 
 def test_the_lab_redis_password_never_shows_in_diff(lab, tmp_path):
