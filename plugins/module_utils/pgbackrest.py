@@ -17,6 +17,7 @@ pgBackRest speaks only HTTPS to S3: an ``http://`` endpoint is refused naming th
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shutil
@@ -227,7 +228,9 @@ def parse_info(text, stanza, repo_names):
     """What ``pgbackrest info --output=json`` says of ``stanza`` (everything checked: pgBackRest's repository
     is storage like any other): ``{"backups": [...], "repositories": {name: {ok, code, message}}}``. A backup is
     ``{id, engine, type, prior, references, repositories, start_wal, stop_wal, start_lsn, stop_lsn, size, delta,
-    repo_size, repo_delta, started_at, finished_at, error}``, one per label, oldest first. ``repo_names`` maps
+    repo_size, repo_delta, started_at, finished_at, error}`` and the ledger's fields (``kind: physical, start_time,
+    stop_time, source.timeline, verification: {ok, level, at, detail}`` - the proof read from the backup's
+    annotations), one per label, oldest first. ``repo_names`` maps
     pgBackRest's repo key (1, 2, ...) to the repository's name in the inventory's list. ``info`` exits 0 even when
     it could read no repository: a repository whose status is not ``ok`` is reported ``ok: false`` with
     pgBackRest's message (an HTTP 403, a TLS error), and its backups are unknown - never taken for none."""
@@ -290,6 +293,46 @@ def _object(parent, key, where):
     return value
 
 
+# The collection's proof of a backup, kept in the repository itself as pgBackRest annotations (``pgbackrest annotate``):
+# the repository is the ledger of this engine - every region's hosts read it with ``info``, nothing beside it can
+# disagree with it, and ``expire`` takes a backup's record with the backup.
+VERIFIED_KEY = "fediflow-verified"          # list | restore | failed
+VERIFIED_AT_KEY = "fediflow-verified-at"    # YYYY-MM-DDTHH:MM:SSZ
+VERIFY_LEVELS = ("list", "restore")
+ISO_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def iso(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def verification_annotations(level, ok, at_epoch):
+    """The ``--annotation`` options recording a verification's outcome on a backup."""
+    if level not in VERIFY_LEVELS:
+        raise FediflowError("verification level %r is not one of %s" % (level, ", ".join(VERIFY_LEVELS)))
+    return ["--annotation=%s=%s" % (VERIFIED_KEY, level if ok else "failed"),
+            "--annotation=%s=%s" % (VERIFIED_AT_KEY, iso(at_epoch))]
+
+
+def _verification(raw, error):
+    """What the annotations say of the collection's proof: ``{ok, level, at}``; none, or any value that is not
+    exactly what ``verification_annotations`` writes (annotations are anyone's to set), is not a proof."""
+    notes = raw.get("annotation")
+    if not isinstance(notes, dict):
+        return {"ok": False, "level": None, "at": None, "detail": "not verified by fediflow.dr"}
+    level, at = notes.get(VERIFIED_KEY), notes.get(VERIFIED_AT_KEY)
+    if level is None:
+        return {"ok": False, "level": None, "at": None, "detail": "not verified by fediflow.dr"}
+    if level not in VERIFY_LEVELS + ("failed",) or not isinstance(at, str) or not ISO_RE.match(at):
+        return {"ok": False, "level": None, "at": None,
+                "detail": "its %s annotation is malformed: not taken as a proof" % VERIFIED_KEY}
+    if level == "failed":
+        return {"ok": False, "level": None, "at": at, "detail": "its verification failed"}
+    if error:
+        return {"ok": False, "level": level, "at": at, "detail": "pgBackRest found page checksum errors in it"}
+    return {"ok": True, "level": level, "at": at, "detail": ""}
+
+
 def _backup(raw, where, repo_names):
     if not isinstance(raw, dict):
         _refuse(where, "a backup is not an object")
@@ -331,6 +374,10 @@ def _backup(raw, where, repo_names):
         "repo_size": _int(repository.get("size"), where, "info.repository.size"),
         "repo_delta": _int(repository.get("delta"), where, "info.repository.delta"),
         "started_at": started, "finished_at": finished, "error": error,
+        # what the ledger's readers (PITR base selection, validate, retention, reports) read of any physical backup
+        "kind": "physical", "start_time": iso(started), "stop_time": iso(finished),
+        "source": {"timeline": int(archive["start"][:8], 16)},
+        "verification": _verification(raw, error),
     }
 
 

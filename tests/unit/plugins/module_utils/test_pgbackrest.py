@@ -106,6 +106,39 @@ def test_info_of_real_pgbackrest_becomes_ledger_entries():
     assert other["backups"] == [] and not other["repositories"]["a"]["ok"]
 
 
+def test_ledger_fields_and_the_proof_read_from_annotations():
+    """The entries carry what the ledger's readers read of a native manifest (kind, stop_time, the timeline, the
+    verification); the proof is the backup's fediflow-verified annotation, exactly as this collection writes it."""
+    doc = json.loads(INFO)
+    stamp = "2026-12-07T18:00:00Z"
+    doc[0]["backup"][0]["annotation"] = {"fediflow-verified": "restore", "fediflow-verified-at": stamp}
+    doc[0]["backup"][1]["annotation"] = {"fediflow-verified": "failed", "fediflow-verified-at": stamp}
+    doc[0]["backup"][2]["annotation"] = {"fediflow-verified": "restore", "fediflow-verified-at": "yesterday"}
+    entries = pgbackrest.parse_info(json.dumps(doc), "exp", {1: "us-east-1", 2: "eu-west-1"})["backups"]
+    full, incr, other = entries
+    assert full["kind"] == "physical" and full["source"] == {"timeline": 1}
+    assert full["stop_time"] == pgbackrest.iso(doc[0]["backup"][0]["timestamp"]["stop"])
+    assert full["verification"] == {"ok": True, "level": "restore", "at": stamp, "detail": ""}
+    assert not incr["verification"]["ok"] and "failed" in incr["verification"]["detail"]
+    assert not other["verification"]["ok"] and "malformed" in other["verification"]["detail"]
+    plain = pgbackrest.parse_info(INFO, "exp", {1: "us-east-1", 2: "eu-west-1"})["backups"][0]
+    assert plain["verification"]["ok"] is False     # no annotation: no proof
+    doc[0]["backup"][0]["error"] = True              # pgBackRest found page checksum errors: never a proof
+    entries = pgbackrest.parse_info(json.dumps(doc), "exp", {1: "us-east-1", 2: "eu-west-1"})["backups"]
+    assert not entries[0]["verification"]["ok"] and "checksum" in entries[0]["verification"]["detail"]
+    doc[0]["backup"][0]["annotation"] = ["fediflow-verified=restore"]
+    entries = pgbackrest.parse_info(json.dumps(doc), "exp", {1: "us-east-1", 2: "eu-west-1"})["backups"]
+    assert not entries[0]["verification"]["ok"]
+
+
+def test_verification_annotations_round_trip():
+    opts = pgbackrest.verification_annotations("list", True, 1796666400)
+    assert opts == ["--annotation=fediflow-verified=list", "--annotation=fediflow-verified-at=2026-12-07T18:00:00Z"]
+    assert pgbackrest.verification_annotations("restore", False, 0)[0] == "--annotation=fediflow-verified=failed"
+    with pytest.raises(FediflowError, match="level"):
+        pgbackrest.verification_annotations("checksum", True, 0)
+
+
 def test_a_repository_info_could_not_read_is_reported_not_taken_for_empty():
     """pgBackRest's info exits 0 with status 99 per repository it could not read (seen on the lab: a 403)."""
     doc = json.loads(INFO)
