@@ -23,6 +23,7 @@ import re
 import shutil
 from urllib.parse import urlsplit
 
+from ansible_collections.fediflow.dr.plugins.module_utils import ledger
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError
 from ansible_collections.fediflow.dr.plugins.module_utils.untrusted import Untrusted, check_size
 
@@ -31,6 +32,8 @@ LABEL_RE = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
 WAL_RE = re.compile(r"^[0-9A-F]{24}$")
 LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 BACKUP_TYPES = ("full", "diff", "incr")
+DEFAULT_FULL_INTERVAL_S = 7 * 86400   # a full weekly, a differential daily (the schedule's defaults)
+DEFAULT_DIFF_INTERVAL_S = 86400
 COMPRESS_TYPES = ("none", "gz", "lz4", "zst", "bz2")
 MAX_INFO_BYTES = 64 * 1024 * 1024   # `info --output=json` of thousands of backups stays far below
 DEFAULT_BINARY = "/usr/bin/pgbackrest"
@@ -74,7 +77,13 @@ def repo_path(prefix):
     return "/" + "/".join(parts + ["pgbackrest"])
 
 
-def repo_options(index, repo, identity, ca_file=None, retention_full=None, cipher_pass=None):
+# pgBackRest expires after every backup by the configured retention; the collection's retention runs ``expire`` itself
+# once the new backup is proven (plan_expiry), so the configuration keeps everything: an automatic expiry at the end
+# of ``backup`` would run before the new backup's verification and could remove the newest verified one.
+KEEP_ALL_FULL = "9999999"   # pgBackRest's maximum for repoN-retention-full
+
+
+def repo_options(index, repo, identity, ca_file=None, cipher_pass=None):
     """The ``repo<index>-*`` options of one repository of the list (``{name, bucket, prefix, region,
     endpoint_url}``, as repos.normalize gives it) with an identity (``{access_key, secret_key}``; empty keys:
     the instance's role, ``s3-key-type=auto``)."""
@@ -113,10 +122,7 @@ def repo_options(index, repo, identity, ca_file=None, retention_full=None, ciphe
     out.append((key + "bundle", "y"))
     if ca_file:
         out.append((key + "storage-ca-file", absolute_path(ca_file, "ca_file")))
-    if retention_full:
-        if int(retention_full) < 1:
-            raise FediflowError("retention_full must be 1 or more")
-        out.append((key + "retention-full", str(int(retention_full))))
+    out.append((key + "retention-full", KEEP_ALL_FULL))
     if cipher_pass:
         out.append((key + "cipher-type", "aes-256-cbc"))
         out.append((key + "cipher-pass", _value(cipher_pass, "cipher_pass")))
@@ -127,7 +133,7 @@ def render_config(stanza, pg, repos, identity, settings):
     """The whole configuration file (INI text) for ``stanza``: ``pg`` = ``{data_dir, port, socket_dir, user}``,
     ``repos`` = the repository list (repos.normalize), ``identity`` = ``{access_key, secret_key}``,
     ``settings`` = ``{spool_path, log_path, lock_path, archive_async, process_max, compress_type,
-    compress_level, ca_file, retention_full, cipher_pass, archive_push_queue_max}``."""
+    compress_level, ca_file, cipher_pass, archive_push_queue_max}``."""
     check_stanza(stanza)
     if not repos:
         raise FediflowError("repositories: pgBackRest needs at least one (the inventory's repository list)")
@@ -154,7 +160,7 @@ def render_config(stanza, pg, repos, identity, settings):
         if settings.get("archive_push_queue_max"):
             glob.append(("archive-push-queue-max", _value(settings["archive_push_queue_max"], "archive_push_queue_max")))
     for index, repo in enumerate(repos, start=1):
-        glob += repo_options(index, repo, identity, settings.get("ca_file"), settings.get("retention_full"),
+        glob += repo_options(index, repo, identity, settings.get("ca_file"),
                              settings.get("cipher_pass"))
     section = [("pg1-path", absolute_path(pg["data_dir"], "pg.data_dir"))]
     if pg.get("port"):
@@ -176,6 +182,53 @@ SECRET_KEYS = re.compile(r"^(repo\d+-(s3-key|s3-key-secret|s3-token|cipher-pass)
 def redact(text):
     """The configuration with every secret value replaced (for --diff and results)."""
     return SECRET_KEYS.sub(r"\1=********", text or "")
+
+
+ENGINES = ("native", "pgbackrest")
+DEFAULT_STANZA = "fediflow"
+
+
+def host_setup(hostvars):
+    """Where a database host keeps the pgBackRest engine and what it names, from its inventory variables - one home
+    for what the replication, backup, PITR and failover roles must agree on: ``{engine, stanza, dir, configs: {wal,
+    backup, expire}, spool_path, log_path, lock_path, repositories, repository_names, ca_file}``.
+
+    ``fediflow_backup_engine`` (native | pgbackrest); ``fediflow_pgbackrest_stanza`` (default fediflow);
+    ``fediflow_pgbackrest_dir`` (default ``<the data directory's parent>/pgbackrest``: per cluster, so two clusters
+    of one machine - the lab's regions - never share a lock or a spool); ``fediflow_backup_repositories`` (the
+    native engine's list: one bucket per region), this host's region first, each endpoint replaced by its https one
+    from ``fediflow_pgbackrest_endpoints`` (``{repository name: https URL}``, for private endpoints such as the lab's
+    TLS fronts; AWS's regional ones need none); ``fediflow_s3_ca_file`` (the CA of a private endpoint)."""
+    engine = hostvars.get("fediflow_backup_engine") or "native"
+    if engine not in ENGINES:
+        raise FediflowError("fediflow_backup_engine must be native or pgbackrest, not %r" % engine)
+    stanza = hostvars.get("fediflow_pgbackrest_stanza") or DEFAULT_STANZA
+    check_stanza(stanza, "fediflow_pgbackrest_stanza")
+    data_dir = hostvars.get("fediflow_pg_data_dir")
+    base = hostvars.get("fediflow_pgbackrest_dir") or (
+        (str(data_dir).rstrip("/").rsplit("/", 1)[0] + "/pgbackrest") if data_dir else None)
+    if not base:
+        raise FediflowError("fediflow_pgbackrest_dir (or fediflow_pg_data_dir) is needed to place pgBackRest's files")
+    base = absolute_path(str(base).rstrip("/"), "fediflow_pgbackrest_dir")
+    endpoints = hostvars.get("fediflow_pgbackrest_endpoints") or {}
+    if not isinstance(endpoints, dict):
+        raise FediflowError("fediflow_pgbackrest_endpoints must map repository names to https URLs")
+    listed = list(hostvars.get("fediflow_backup_repositories") or [])
+    region = hostvars.get("fediflow_region")
+    ordered = [r for r in listed if r.get("name") == region] + [r for r in listed if r.get("name") != region]
+    repositories = []
+    for repo in ordered:
+        entry = {k: v for k, v in repo.items() if k in ("name", "bucket", "region", "endpoint_url")}
+        entry["endpoint_url"] = endpoints.get(repo.get("name")) or (
+            repo.get("endpoint_url") if str(repo.get("endpoint_url") or "").startswith("https://") else None)
+        repositories.append(entry)
+    return {
+        "engine": engine, "stanza": stanza, "dir": base,
+        "configs": {"wal": base + "/wal.conf", "backup": base + "/backup.conf", "expire": base + "/expire.conf"},
+        "spool_path": base + "/spool", "log_path": base + "/log", "lock_path": base + "/lock",
+        "repositories": repositories, "repository_names": [r.get("name") for r in repositories],
+        "ca_file": hostvars.get("fediflow_s3_ca_file") or None,
+    }
 
 
 def archive_command(binary_path, config, stanza):
@@ -379,6 +432,66 @@ def _backup(raw, where, repo_names):
         "source": {"timeline": int(archive["start"][:8], 16)},
         "verification": _verification(raw, error),
     }
+
+
+def chain_root(label):
+    """The full backup a label depends on (itself for a full): ``20261207-173553F_20261207-180102I`` -> its F part."""
+    return label.split("_", 1)[0]
+
+
+def plan_expiry(entries, repository, now, retention_full=None, retention_days=None):
+    """The collection's retention for one repository, as pgBackRest can carry it out: ``(keep_full, expired)`` -
+    ``keep_full`` the ``repoN-retention-full`` (count) for ``expire`` (None: expire nothing), ``expired`` the
+    ``[(label, reason)]`` that expiry removes (each full and every backup depending on it).
+
+    A full backup and the differentials and incrementals that depend on it form a chain, judged as one
+    (ledger.plan_retention: the newest ``retention_full`` chains and those younger than ``retention_days`` are
+    kept; the chain holding the newest *verified* backup is never removed, nor any newer one up to the count; with
+    nothing verified nothing goes). pgBackRest's count expiry removes the oldest chains only, so every chain newer
+    than the oldest kept one stays too: the newest verified backup can never be among the expired."""
+    held = [e for e in entries if repository in e["repositories"]]
+    fulls = sorted((e for e in held if e["type"] == "full"), key=lambda e: (e["started_at"], e["id"]))
+    chains = []
+    for full in fulls:
+        members = [e for e in held if chain_root(e["id"]) == full["id"]]
+        verified = any(m["verification"]["ok"] for m in members)
+        chains.append({"id": full["id"], "stop_time": full["stop_time"],
+                       "verification": {"ok": verified}, "members": members})
+    orphans = [e for e in held if chain_root(e["id"]) not in {f["id"] for f in fulls}]
+    if orphans or not chains:   # a backup whose full is not listed: keep everything rather than guess
+        return None, []
+    removals = dict(ledger.plan_retention(chains, now, retention_full, retention_days))
+    kept = [i for i, c in enumerate(chains) if c["id"] not in removals]
+    if not kept or kept[0] == 0:
+        return None, []
+    oldest_kept = kept[0]
+    expired = []
+    for chain in chains[:oldest_kept]:
+        reason = removals.get(chain["id"]) or "older than the oldest chain retention keeps"
+        expired += [(m["id"], reason) for m in sorted(chain["members"], key=lambda e: (e["started_at"], e["id"]))]
+    return len(chains) - oldest_kept, expired
+
+
+def choose_type(entries, repository, now_epoch, full_interval_s, diff_interval_s):
+    """The type a scheduled run takes into one repository (``type: auto``), from the schedule and what the repository
+    holds: ``(type, why)``. A full when its newest good full ended ``full_interval_s`` ago or more (or it has none: a
+    repository back after its region's outage starts a fresh chain); a differential when its newest good full or
+    differential ended ``diff_interval_s`` ago or more; else an incremental. A missed run is made up by the next one."""
+    held = [e for e in entries if repository in e["repositories"] and not e["error"]]
+    fulls = [e for e in held if e["type"] == "full"]
+    if not fulls:
+        return "full", "no full backup in this repository"
+    full = max(fulls, key=lambda e: (e["finished_at"], e["id"]))
+    age = now_epoch - full["finished_at"]
+    if age >= full_interval_s:
+        return "full", "its newest full backup ended %.1f h ago (a full every %.1f h)" % (age / 3600.0, full_interval_s / 3600.0)
+    base = max([full] + [e for e in held if e["type"] == "diff" and chain_root(e["id"]) == full["id"]],
+               key=lambda e: (e["finished_at"], e["id"]))
+    age = now_epoch - base["finished_at"]
+    if age >= diff_interval_s:
+        return "diff", "its newest full or differential ended %.1f h ago (a differential every %.1f h)" % (
+            age / 3600.0, diff_interval_s / 3600.0)
+    return "incr", "its newest full or differential ended %.1f h ago" % (age / 3600.0)
 
 
 def newest(entries, kind=None):

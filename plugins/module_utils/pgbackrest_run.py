@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import pwd
+import time
 
 from ansible_collections.fediflow.dr.plugins.module_utils import atomic, backup as native, pgbackrest, postgres, repos, scratch
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, last_lines, run
@@ -34,7 +36,6 @@ CONFIG_SPEC = {
     "process_max": {"type": "int", "default": 2},
     "compress_type": {"type": "str", "default": "lz4", "choices": list(pgbackrest.COMPRESS_TYPES)},
     "compress_level": {"type": "int"},
-    "retention_full": {"type": "int"},
     "cipher_pass": {"type": "str", "no_log": True},
     "archive_push_queue_max": {"type": "str"},
 }
@@ -61,7 +62,7 @@ def configure(p, check_mode):
     user = _owner(p["owner"])
     repo_list = repos.normalize({"repositories": p["repositories"], "s3_prefix": ""})
     settings = {k: p[k] for k in ("spool_path", "log_path", "lock_path", "archive_async", "process_max",
-                                  "compress_type", "compress_level", "ca_file", "retention_full", "cipher_pass",
+                                  "compress_type", "compress_level", "ca_file", "cipher_pass",
                                   "archive_push_queue_max")}
     text = pgbackrest.render_config(p["stanza"], p["pg"], repo_list,
                                     {"access_key": p.get("access_key"), "secret_key": p.get("secret_key")}, settings)
@@ -112,13 +113,54 @@ BACKUP_SPEC = dict(postgres.postgres_common_argument_spec(), **{
     "verify_host_name": {"type": "str"},
     "config": {"type": "path", "required": True},
     "stanza": {"type": "str", "required": True},
-    "type": {"type": "str", "default": "incr", "choices": list(pgbackrest.BACKUP_TYPES)},
+    "type": {"type": "str", "default": "auto", "choices": ["auto"] + list(pgbackrest.BACKUP_TYPES)},
+    "full_interval_s": {"type": "int", "default": pgbackrest.DEFAULT_FULL_INTERVAL_S},
+    "diff_interval_s": {"type": "int", "default": pgbackrest.DEFAULT_DIFF_INTERVAL_S},
     "repositories": {"type": "list", "elements": "str", "required": True},
     "required_copies": {"type": "int", "default": 0},
     "os_user": {"type": "str", "default": "postgres"},
     "binary": {"type": "path"},
     "timeout": {"type": "int", "default": 86400},
+    "retention_full": {"type": "int"},
+    "retention_days": {"type": "int"},
+    "expire_config": {"type": "path"},
 })
+
+
+def _types(p, names, info):
+    """``{repository: (type, why)}``: the type asked for, or with ``auto`` the schedule's (pgbackrest.choose_type)."""
+    if p.get("type", "auto") != "auto":
+        return {n: (p["type"], "asked for") for n in names}
+    now = time.time()
+    return {n: pgbackrest.choose_type(info["backups"], n, now, p["full_interval_s"], p["diff_interval_s"])
+            if info["repositories"][n]["ok"] else ("full", "its backups could not be read: a full is the safe choice")
+            for n in names}
+
+
+INFO_SPEC = {
+    "config": {"type": "path", "required": True},
+    "stanza": {"type": "str", "required": True},
+    "repositories": {"type": "list", "elements": "str", "required": True},
+    "os_user": {"type": "str", "default": "postgres"},
+    "binary": {"type": "path"},
+    "timeout": {"type": "int", "default": 120},
+}
+
+
+def info(p, check_mode=False):
+    """pgbackrest_info: the engine's ledger and each repository's state, as ``pgbackrest info`` says (read as
+    untrusted input). Reads only: the same in check mode."""
+    timer = Timer()
+    names = _check_names(p)
+    if p["timeout"] < 1:
+        raise FediflowError("timeout must be 1 s or more")
+    binary = pgbackrest.binary(p.get("binary"))
+    found = _info(p, binary, names, timeout=p["timeout"])
+    verified = [b for b in found["backups"] if b["verification"]["ok"]]
+    return {"changed": False, "stanza": p["stanza"], "backups": found["backups"], "repositories": found["repositories"],
+            "answering": [n for n in names if found["repositories"][n]["ok"]],
+            "down": [n for n in names if not found["repositories"][n]["ok"]],
+            "newest_verified": verified[-1] if verified else None, "duration_s": timer.elapsed()}
 
 
 def _record(result, name, res):
@@ -126,15 +168,15 @@ def _record(result, name, res):
                                     "detail": "" if res.rc == 0 else last_lines(res.stderr or res.stdout)}
 
 
-def _info(p, binary, names):
+def _info(p, binary, names, timeout=600):
     res = run(pgbackrest.command(binary, p["config"], p["stanza"], "info", "--output=json"), user=p["os_user"],
-              timeout=600)
+              timeout=timeout)
     if res.rc != 0:
         raise FediflowError("pgbackrest info failed (rc=%d): %s" % (res.rc, last_lines(res.stderr or res.stdout)))
     return pgbackrest.parse_info(res.stdout, p["stanza"], dict(enumerate(names, start=1)))
 
 
-def _check_backup_params(p):
+def _check_names(p):
     pgbackrest.check_stanza(p["stanza"])
     config = pgbackrest.absolute_path(p["config"], "config")
     if os.path.islink(config) or not os.path.isfile(config):
@@ -142,10 +184,24 @@ def _check_backup_params(p):
     names = p["repositories"]
     if not names or len(set(names)) != len(names) or not all(repos.NAME_RE.match(n or "") for n in names):
         raise FediflowError("repositories must name each repository of the configuration once, in its order")
+    return names
+
+
+def _check_backup_params(p):
+    names = _check_names(p)
     if not 0 <= p["required_copies"] <= len(names):
         raise FediflowError("required_copies must be 0 (every repository) to %d" % len(names))
     if p["timeout"] < 1:
         raise FediflowError("timeout must be 1 s or more")
+    if p.get("type", "auto") == "auto" and not 0 < p.get("diff_interval_s", 1) <= p.get("full_interval_s", 1):
+        raise FediflowError("diff_interval_s must be 1 s or more and at most full_interval_s")
+    for option in ("retention_full", "retention_days"):
+        if p.get(option) is not None and p[option] < 1:
+            raise FediflowError("%s must be 1 or more (unset: no expiry)" % option)
+    if p.get("expire_config"):
+        expire_config = pgbackrest.absolute_path(p["expire_config"], "expire_config")
+        if os.path.islink(expire_config) or not os.path.isfile(expire_config):
+            raise FediflowError("expire_config %s is not a file (pgbackrest_config writes it)" % expire_config)
     if p.get("verify") == "restore":
         postgres.validate_conn(p)
     return names
@@ -162,9 +218,13 @@ def backup(p, check_mode):
     known = {b["id"] for b in before["backups"]}
     result = {"changed": not check_mode, "stanza": p["stanza"], "type": p["type"], "required_copies": required,
               "repositories": {}, "backups": [], "duration_s": 0.0}
+    types = _types(p, names, before)
     if check_mode:
-        result["repositories"] = {n: {"would_back_up": True, "readable": before["repositories"][n]["ok"]} for n in names}
+        result["repositories"] = {n: {"would_back_up": True, "readable": before["repositories"][n]["ok"],
+                                      "type": types[n][0], "why": types[n][1]} for n in names}
         result["changed"] = True
+        # what retention would expire of what is there now (the new backup would be newer than all of it)
+        result["would_expire"] = _expiry_plans(p, names, before)
         result["duration_s"] = timer.elapsed()
         return result
     missing = [n for n in names if before["repositories"][n]["code"] in pgbackrest.MISSING_STANZA_CODES]
@@ -181,7 +241,7 @@ def backup(p, check_mode):
         before_counters = native.change_counters(conn) if conn else None
         for key, name in enumerate(names, start=1):
             with timer.phase("backup_" + name):
-                res = run(pgbackrest.command(binary, p["config"], p["stanza"], "backup", "--type=" + p["type"],
+                res = run(pgbackrest.command(binary, p["config"], p["stanza"], "backup", "--type=" + types[name][0],
                                              "--repo=%d" % key), user=p["os_user"], timeout=p["timeout"])
             if conn and key == 1:
                 # the source's rows once the first repository's backup ended; what changed while it ran is the
@@ -189,6 +249,7 @@ def backup(p, check_mode):
                 counts = native.row_counts(conn)
                 slack = native.count_slack(before_counters, native.change_counters(conn))
             _record(result, name, res)
+            result["repositories"][name].update(type=types[name][0], why=types[name][1])
     finally:
         if conn:
             conn.close()
@@ -207,16 +268,84 @@ def backup(p, check_mode):
             checked = result["verification"]["repositories"].get(name)
             if state["ok"] and checked and not checked["ok"]:
                 state.update(ok=False, detail="its new backup failed verification: %s" % checked["detail"])
+        with timer.phase("annotate"):
+            annotate(p, binary, names, result)
     result["copies"] = sum(1 for s in result["repositories"].values() if s["ok"])
     result["degraded"] = sorted(n for n, s in result["repositories"].items() if not s["ok"])
-    result["phases"] = dict(timer.phases)
-    result["duration_s"] = timer.elapsed()
     if result["copies"] < required:
+        result["phases"] = dict(timer.phases)
+        result["duration_s"] = timer.elapsed()
         raise FediflowError("pgBackRest %s backup of stanza %s is in %d of %d repositories, %d required: %s"
                             % (p["type"], p["stanza"], result["copies"], len(names), required,
                                "; ".join("%s: %s" % (n, result["repositories"][n]["detail"]) for n in result["degraded"])),
                             result=result)
+    if p.get("retention_full") or p.get("retention_days"):
+        with timer.phase("expire"):
+            result["expired"] = expire(p, binary, names)
+    result["phases"] = dict(timer.phases)
+    result["duration_s"] = timer.elapsed()
     return result
+
+
+def annotate(p, binary, names, result):
+    """Each new backup's proof recorded on it in its repository (``pgbackrest annotate``): the ledger PITR, validate,
+    retention and reports read from any region. A backup whose proof cannot be recorded counts as no copy (no reader
+    could tell it was proven)."""
+    record = result["verification"]
+    for name, state in result["repositories"].items():
+        label = state.get("backup")
+        checked = record["repositories"].get(name)
+        if not label or not checked:
+            continue
+        restored = (record.get("restore") or {}).get("repository") == name
+        level = "restore" if restored else "list"
+        ok = checked["ok"] and (not restored or record["restore"]["ok"])
+        res = run(pgbackrest.command(binary, p["config"], p["stanza"], "annotate", "--set=" + label,
+                                     "--repo=%d" % (names.index(name) + 1),
+                                     *pgbackrest.verification_annotations(level, ok, time.time())),
+                  user=p["os_user"], timeout=600)
+        state["verified"] = level if ok and res.rc == 0 else None
+        if res.rc != 0 and state["ok"]:
+            state.update(ok=False, detail="its proof could not be recorded on it (pgbackrest annotate, rc=%d): %s"
+                         % (res.rc, last_lines(res.stderr or res.stdout)))
+
+
+def _expiry_plans(p, names, info):
+    """``{repository: {keep_full, expire: [{id, reason}]}}`` for every readable repository (ledger first)."""
+    plans = {}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for name in names:
+        if not info["repositories"][name]["ok"]:
+            plans[name] = {"keep_full": None, "expire": [], "detail": "unreadable: %s" % info["repositories"][name]["message"]}
+            continue
+        keep, gone = pgbackrest.plan_expiry(info["backups"], name, now, p.get("retention_full"), p.get("retention_days"))
+        plans[name] = {"keep_full": keep, "expire": [{"id": i, "reason": r} for i, r in gone], "detail": ""}
+    return plans
+
+
+def expire(p, binary, names):
+    """Retention through ``pgbackrest expire`` (backups and the WAL only they needed, together), per repository,
+    with the count ``plan_expiry`` derives from the ledger - the newest verified backup is never expired. What info
+    shows gone afterwards is reported, not what was planned; a repository whose expiry fails is reported and left
+    as it was (the next run tries again)."""
+    info = _info(p, binary, names)
+    plans = _expiry_plans(p, names, info)
+    for name, plan in plans.items():
+        if plan["keep_full"] is None:
+            plan.update(ok=not plan["detail"], expired=[])
+            continue
+        key = names.index(name) + 1
+        res = run(pgbackrest.command(binary, p.get("expire_config") or p["config"], p["stanza"], "expire", "--repo=%d" % key,
+                                     "--repo%d-retention-full-type=count" % key,
+                                     "--repo%d-retention-full=%d" % (key, plan["keep_full"])),
+                  user=p["os_user"], timeout=p["timeout"])
+        plan.update(ok=res.rc == 0, rc=res.rc, detail="" if res.rc == 0 else last_lines(res.stderr or res.stdout))
+    after = _info(p, binary, names)
+    present = {(b["id"], r) for b in after["backups"] for r in b["repositories"]}
+    for name, plan in plans.items():
+        plan["expired"] = [e["id"] for e in plan["expire"] if (e["id"], name) not in present] \
+            if after["repositories"][name]["ok"] else []
+    return plans
 
 
 def verify_new(p, binary, names, result, counts, slack):

@@ -28,6 +28,14 @@ description:
     (C(archive-copy)) and compares its per-table row counts with the source's, counted when that backup ended
     (what changed during it is allowed, as for a native physical backup). A repository whose backup fails its
     check counts as no copy.
+  - Each new backup's proof is recorded on it in its repository (C(pgbackrest annotate),
+    C(fediflow-verified=list|restore|failed) and C(fediflow-verified-at)): the repository is this engine's ledger,
+    read with C(pgbackrest info) by PITR, validate, retention and reports in any region. A backup whose proof cannot
+    be recorded counts as no copy.
+  - Retention (O(retention_full), O(retention_days)) runs once the new backups are proven, through
+    C(pgbackrest expire) per repository - backups and the WAL only they needed, together. A full backup and the
+    differentials and incrementals depending on it are judged as one chain; the chain holding the newest verified
+    backup is never expired (pgBackRest expires the oldest chains only, so every newer one stays too).
   - See C(docs/pgbackrest.md) for what the pgBackRest engine does today.
 author:
   - FediFlow SRE (@fediflow)
@@ -53,10 +61,23 @@ options:
     type: str
     required: true
   type:
-    description: The backup type.
+    description:
+      - The backup type. V(auto) - the schedule's, per repository (O(full_interval_s), O(diff_interval_s)) - a full
+        when the repository's newest full ended that long ago or it has none (a repository back after its region's
+        outage starts a fresh chain), a differential when its newest full or differential ended O(diff_interval_s)
+        ago, else an incremental; one scheduled job (every 4 hours) makes the weekly full and the daily
+        differential, and a missed run is made up by the next one.
     type: str
-    choices: [full, diff, incr]
-    default: incr
+    choices: [auto, full, diff, incr]
+    default: auto
+  full_interval_s:
+    description: With O(type=auto), a full backup at least this often (seconds; the inventory's schedule).
+    type: int
+    default: 604800
+  diff_interval_s:
+    description: With O(type=auto), a differential at least this often (seconds; at most O(full_interval_s)).
+    type: int
+    default: 86400
   repositories:
     description:
       - The names of the configuration's repositories, in its order (C(repo1), C(repo2), ...) - the names the
@@ -100,6 +121,20 @@ options:
   verify_host_name:
     description: The name recorded as where the restore ran; defaults to this host's name.
     type: str
+  retention_full:
+    description:
+      - Full backups (each with the differentials and incrementals depending on it) kept per repository. With
+        O(retention_days) too, a chain is expired only when both say so. Unset (and O(retention_days) unset) - no
+        expiry.
+    type: int
+  retention_days:
+    description: Chains whose full backup ended within this many days are kept.
+    type: int
+  expire_config:
+    description:
+      - The configuration file C(expire) runs with - the WAL expiry identity's (it deletes backups and WAL; the backup
+        identity never deletes WAL, docs/storage-security.md). Unset - O(config).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -110,6 +145,19 @@ EXAMPLES = r"""
     type: incr
     repositories: [us-east-1, eu-west-1]
   register: pgbackrest_run
+
+- name: The weekly full, proven by a restore; two weeks of chains kept, never the newest verified one expired
+  fediflow.dr.pgbackrest_backup:
+    config: /etc/pgbackrest/backup.conf
+    stanza: fediflow
+    type: full
+    repositories: [us-east-1, eu-west-1]
+    verify: restore
+    login_host: 127.0.0.1
+    login_password: "{{ fediflow_pg_superuser_password }}"
+    retention_full: 2
+    retention_days: 14
+    expire_config: /etc/pgbackrest/expire.conf   # the WAL expiry identity's keys
 """
 
 RETURN = r"""
@@ -118,11 +166,14 @@ stanza:
   returned: always
   type: str
 type:
-  description: The type asked for (a repository without a full backup gets a full one).
+  description: The type asked for (V(auto) - each repository's is in RV(repositories)); pgBackRest makes a diff or incr a full one in a repository without a full backup.
   returned: always
   type: str
 repositories:
-  description: Per repository - C(ok), C(rc), C(duration_s), C(detail) (pgBackRest's message when it failed), C(backup) (the new label).
+  description:
+    - Per repository - C(ok), C(rc), C(duration_s), C(detail) (pgBackRest's message when it failed), C(type) and
+      C(why) (the type taken there and why), C(backup) (the new label), C(verified) (the level recorded on it,
+      V(list) or V(restore); null when not proven).
   returned: always
   type: dict
   sample: {us-east-1: {ok: true, rc: 0, duration_s: 12.4, detail: "", backup: 20261207-173553F_20261207-180102I}}
@@ -158,8 +209,18 @@ verification:
       C(allowed_delta), C(ok)), C(tables_compared), C(where) (C(host), C(port), C(data_dir), C(removed)), C(detail).
   returned: when O(verify) is not V(none) and a backup was taken
   type: dict
+expired:
+  description:
+    - Per repository - C(keep_full) (the count C(expire) ran with; null - nothing to expire), C(expire) (the planned
+      C({id, reason})), C(expired) (the labels C(info) no longer shows afterwards), C(ok), C(detail).
+  returned: when O(retention_full) or O(retention_days) is set and the backup has its copies
+  type: dict
+would_expire:
+  description: In check mode, what retention would expire of the backups there now (as RV(expired) plans it).
+  returned: in check mode
+  type: dict
 phases:
-  description: Seconds per phase (C(stanza_create), C(backup_<repository>), C(verify)).
+  description: Seconds per phase (C(stanza_create), C(backup_<repository>), C(verify), C(annotate), C(expire)).
   returned: when a backup was taken
   type: dict
 duration_s:

@@ -18,6 +18,10 @@ description:
     (pgBackRest runs as the database's OS user). No secret ever goes to argv, C(archive_command) or the
     environment. Keep one file per identity (docs/storage-security.md) - the WAL identity's for
     C(archive_command), the backup identity's for the backup jobs - both naming the same repositories.
+  - Each repository keeps every full backup as far as pgBackRest's own automatic expiry is concerned
+    (C(repoN-retention-full=9999999)): retention is M(fediflow.dr.pgbackrest_backup)'s, run once a new backup is
+    proven, so an expiry at the end of C(backup) can never remove the newest verified backup before the new one
+    has passed its check.
   - Every option is checked before anything is written; a bad one is refused naming it. pgBackRest speaks only
     HTTPS to S3, so an C(http://) endpoint is refused.
   - The spool, log and lock directories are made (mode C(0750), owned by O(owner)) when missing.
@@ -122,9 +126,6 @@ options:
     default: lz4
   compress_level:
     description: Compression level (pgBackRest's default for the type when unset).
-    type: int
-  retention_full:
-    description: Full backups pgBackRest keeps per repository (C(repoN-retention-full)); unset - no expiry by pgBackRest.
     type: int
   cipher_pass:
     description: Encrypt each repository with C(aes-256-cbc) and this passphrase (C(repoN-cipher-pass)).

@@ -57,9 +57,12 @@ def engine(lab):
     backup = module("fediflow.dr.pgbackrest_config", dict(common, path=os.path.join(etc, "backup.conf"),
                                                           access_key=primary["fediflow_s3_backup_access_key"],
                                                           secret_key=primary["fediflow_s3_backup_secret_key"]))
-    assert not wal.get("failed") and not backup.get("failed"), (wal.get("msg"), backup.get("msg"))
-    info = {"cluster": cluster, "stanza": stanza, "wal": wal, "backup": backup, "common": common, "primary": primary,
-            "standby": lab["standby"]}
+    expire = module("fediflow.dr.pgbackrest_config", dict(common, path=os.path.join(etc, "expire.conf"),
+                                                          access_key=primary["fediflow_s3_wal_expire_access_key"],
+                                                          secret_key=primary["fediflow_s3_wal_expire_secret_key"]))
+    assert not any(r.get("failed") for r in (wal, backup, expire)), (wal.get("msg"), backup.get("msg"), expire.get("msg"))
+    info = {"cluster": cluster, "stanza": stanza, "wal": wal, "backup": backup, "expire": expire, "common": common,
+            "primary": primary, "standby": lab["standby"]}
     try:
         yield info
     finally:
@@ -105,6 +108,13 @@ def test_an_http_endpoint_is_refused_before_anything_is_written(engine, tmp_path
     res = module("fediflow.dr.pgbackrest_config", dict(engine["common"], repositories=repos, path=str(path)))
     assert res.get("failed") and "endpoint_url" in res["msg"] and "https" in res["msg"]
     assert not path.exists()
+
+
+def _oldest_archived(engine_, repo):
+    """The oldest WAL segment pgBackRest's info shows archived in one repository (by key: 1, 2)."""
+    regions = [hv["fediflow_region"] for hv in inventory()]
+    doc = json.loads(_pgbackrest(engine_, "info", "--output=json", "--repo=%d" % (regions.index(repo) + 1)).stdout)
+    return min(a["min"] for a in doc[0]["archive"] if a.get("min"))
 
 
 def _backup(engine_, kind, check_mode=False, config=None, **extra):
@@ -156,6 +166,29 @@ def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_wit
     for hv, label in zip(inventory(), (fulls[regions[0]]["id"], fulls[regions[1]]["id"])):
         assert any(k.startswith("pgbackrest/archive/%s/15-1/" % stanza) for k in _objects(hv, "pgbackrest/archive/%s/" % stanza, engine))
         assert "pgbackrest/backup/%s/%s/backup.manifest" % (stanza, label) in _objects(hv, "pgbackrest/backup/%s/" % stanza, engine)
+    # the proof is recorded on each backup in its repository: the ledger every region reads with info
+    ledger = {b["id"]: b for b in pgbackrest.parse_info(_pgbackrest(engine, "info", "--output=json").stdout, stanza,
+                                                        dict(enumerate(regions, start=1)))["backups"]}
+    for b in full["backups"]:
+        assert ledger[b["id"]]["verification"]["ok"] and ledger[b["id"]]["verification"]["level"] == "list"
+    for b in incr["backups"]:
+        level = "restore" if b["repositories"] == [regions[0]] else "list"
+        assert ledger[b["id"]]["verification"]["ok"] and ledger[b["id"]]["verification"]["level"] == level, ledger[b["id"]]
+    # retention: a new full with one chain kept expires the first chain (its full and incremental) in each region,
+    # through the WAL expiry identity, and the WAL only it needed with it
+    oldest_wal = {r: _oldest_archived(engine, r) for r in regions}
+    cluster.exec("SELECT pg_switch_wal()")
+    second = _backup(engine, "full", retention_full=1, expire_config=engine["expire"]["path"])
+    assert not second.get("failed"), second.get("msg")
+    for key, repo in enumerate(regions, start=1):
+        plan = second["expired"][repo]
+        first_chain = [fulls[repo]["id"]] + [b["id"] for b in incr["backups"] if b["repositories"] == [repo]]
+        assert plan["ok"] and plan["keep_full"] == 1 and sorted(plan["expired"]) == sorted(first_chain), plan
+        assert _oldest_archived(engine, repo) > oldest_wal[repo], "the WAL only the expired chain needed is gone"
+    left = pgbackrest.parse_info(_pgbackrest(engine, "info", "--output=json").stdout, stanza,
+                                 dict(enumerate(regions, start=1)))["backups"]
+    assert sorted(b["id"] for b in left) == sorted(b["id"] for b in second["backups"])
+    assert all(b["verification"]["ok"] for b in left)
     # least privilege holds for pgBackRest too: the WAL identity cannot list the backups - the lab's IAM denies it,
     # and info (which exits 0 all the same) reports each repository unreadable rather than empty
     denied = _pgbackrest(engine, "info", "--output=json", config="wal")

@@ -63,6 +63,7 @@ WAL = "wal/us-east-1/000000010000000000000003"
 PGBR_WAL = "pgbackrest/archive/fediflow/15-1/0000000100000000/000000010000000000000003-3c6d8f0e.lz4"
 PGBR_ARCHIVE_INFO = "pgbackrest/archive/fediflow/archive.info"
 PGBR_BACKUP = "pgbackrest/backup/fediflow/20261207-173553F/backup.manifest"
+PGBR_BACKUP_INFO = "pgbackrest/backup/fediflow/backup.info"
 # (identity, call, allowed)
 MATRIX = [
     ("wal", _obj("s3:PutObject", WAL, "PUT"), True),
@@ -101,6 +102,13 @@ MATRIX = [
     ("backup", _obj("s3:PutObject", PGBR_WAL, "PUT"), False),
     ("backup", _obj("s3:DeleteObject", PGBR_WAL, "DELETE"), False),
     ("backup", _delete_objects(PGBR_WAL), False),
+    ("wal_expire", _list("pgbackrest/backup/fediflow/"), True),
+    ("wal_expire", _obj("s3:GetObject", PGBR_BACKUP_INFO), True),
+    ("wal_expire", _obj("s3:PutObject", PGBR_BACKUP_INFO, "PUT"), True),
+    ("wal_expire", _obj("s3:DeleteObject", PGBR_BACKUP, "DELETE"), True),
+    ("wal_expire", _obj("s3:DeleteObject", PGBR_WAL, "DELETE"), True),
+    ("wal_expire", _obj("s3:PutObject", PGBR_BACKUP, "PUT"), False),
+    ("wal_expire", _obj("s3:PutObject", PGBR_WAL, "PUT"), False),
     ("readonly", _obj("s3:GetObject", PGBR_BACKUP), True),
     ("readonly", _obj("s3:PutObject", PGBR_BACKUP, "PUT"), False),
     ("readonly", _obj("s3:GetObject", BACKUP), True),

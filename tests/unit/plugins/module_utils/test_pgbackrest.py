@@ -201,7 +201,7 @@ def _params(tmp_path, **over):
          "repositories": copy.deepcopy(REPOS), "access_key": "AKIAWAL", "secret_key": "wal-secret", "ca_file": None,
          "archive_async": True, "spool_path": str(tmp_path / "spool"), "log_path": str(tmp_path / "log"),
          "lock_path": str(tmp_path / "lock"), "process_max": 2, "compress_type": "lz4", "compress_level": None,
-         "retention_full": None, "cipher_pass": None, "archive_push_queue_max": None}
+         "cipher_pass": None, "archive_push_queue_max": None}
     p.update(over)
     return p
 
@@ -274,3 +274,98 @@ def test_backup_config_through_a_symlink_is_refused(tmp_path):
     link.symlink_to(tmp_path / "backup.conf")
     with pytest.raises(FediflowError, match="config"):
         pgbackrest_run.backup(_backup_params(tmp_path, config=str(link)), check_mode=False)
+
+
+def _entry(label, stop, verified=False, repos=("us-east-1",)):
+    kind = "full" if label.endswith("F") else ("diff" if label.endswith("D") else "incr")
+    return {"id": label, "type": kind, "repositories": list(repos), "started_at": stop - 60, "finished_at": stop,
+            "stop_time": pgbackrest.iso(stop), "verification": {"ok": verified}, "error": False}
+
+
+DAY = 86400
+NOW = 1796666400  # 2026-12-07T18:00:00Z
+
+
+def _now():
+    import datetime  # pylint: disable=import-outside-toplevel
+    return datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc)
+
+
+def _chains(verified):
+    """Three weekly chains (full + an incremental), oldest first; ``verified``: the labels proven."""
+    out = []
+    for week, label in enumerate(("20261116-000000F", "20261123-000000F", "20261130-000000F")):
+        stop = NOW - (3 - week) * 7 * DAY
+        incr = label + "_%s-120000I" % label[:8]
+        out += [_entry(label, stop, label in verified), _entry(incr, stop + DAY // 2, incr in verified)]
+    return out
+
+
+def test_expiry_removes_the_oldest_chains_whole():
+    entries = _chains({"20261130-000000F"})
+    keep, gone = pgbackrest.plan_expiry(entries, "us-east-1", _now(), retention_full=2)
+    assert keep == 2
+    assert [i for i, _r in gone] == ["20261116-000000F", "20261116-000000F_20261116-120000I"]
+
+
+def test_expiry_never_removes_the_chain_of_the_newest_verified_backup():
+    # only the oldest chain's incremental is proven: retention_full=1 would keep the newest chain only, but the
+    # newest verified backup is in the oldest chain - nothing may go
+    entries = _chains({"20261116-000000F_20261116-120000I"})
+    keep, gone = pgbackrest.plan_expiry(entries, "us-east-1", _now(), retention_full=1)
+    assert (keep, gone) == (None, [])
+    # the middle chain proven: the oldest goes, the middle and the newer one stay (count 1 + protected)
+    keep, gone = pgbackrest.plan_expiry(_chains({"20261123-000000F"}), "us-east-1", _now(), retention_full=1)
+    assert keep == 2 and [i for i, _r in gone][0] == "20261116-000000F"
+
+
+def test_expiry_with_nothing_verified_removes_nothing():
+    assert pgbackrest.plan_expiry(_chains(set()), "us-east-1", _now(), retention_full=1) == (None, [])
+
+
+def test_expiry_by_days_and_by_both():
+    entries = _chains({"20261130-000000F"})
+    keep, gone = pgbackrest.plan_expiry(entries, "us-east-1", _now(), retention_days=10)
+    assert keep == 1 and {i for i, _r in gone} >= {"20261116-000000F", "20261123-000000F"}
+    # both given: a chain goes only when both say so (the middle one is beyond count 1 but within 20 days)
+    keep, gone = pgbackrest.plan_expiry(entries, "us-east-1", _now(), retention_full=1, retention_days=20)
+    assert keep == 2 and [i for i, _r in gone] == ["20261116-000000F", "20261116-000000F_20261116-120000I"]
+
+
+def test_expiry_is_per_repository_and_keeps_everything_when_a_full_is_missing():
+    entries = _chains({"20261130-000000F"}) + [_entry("20261201-000000F", NOW - DAY, True, ("eu-west-1",))]
+    assert pgbackrest.plan_expiry(entries, "eu-west-1", _now(), retention_full=1) == (None, [])
+    orphan = [e for e in _chains({"20261130-000000F"}) if e["id"] != "20261123-000000F"]
+    assert pgbackrest.plan_expiry(orphan, "us-east-1", _now(), retention_full=1) == (None, [])
+
+
+def test_the_configuration_keeps_every_full_for_pgbackrests_own_expiry(tmp_path):
+    """retention is the backup module's, after the proof: pgBackRest's automatic expiry at the end of backup keeps all."""
+    g = _parse(pgbackrest.render_config("fediflow", PG, REPOS, IDENTITY, SETTINGS))["global"]
+    assert g["repo1-retention-full"] == g["repo2-retention-full"] == "9999999"
+
+
+@pytest.mark.parametrize("option", ["retention_full", "retention_days"])
+def test_backup_refuses_a_retention_below_one(tmp_path, option):
+    config = tmp_path / "b.conf"
+    config.write_text("[global]\n")
+    p = {"config": str(config), "stanza": "fediflow", "repositories": ["us-east-1"], "required_copies": 0, "timeout": 60,
+         "verify": "none", option: 0}
+    with pytest.raises(FediflowError, match=option):
+        pgbackrest_run._check_backup_params(p)  # pylint: disable=protected-access
+
+
+def test_the_schedule_chooses_the_type_per_repository():
+    week, day = 7 * DAY, DAY
+    entries = _chains({"20261130-000000F"})   # newest full: 7 days before NOW, its incremental half a day later
+    full, why = pgbackrest.choose_type(entries, "us-east-1", NOW, week, day)
+    assert full == "full" and "every 168.0 h" in why
+    assert pgbackrest.choose_type(entries, "us-east-1", NOW - 3 * DAY, week, day)[0] == "diff"
+    recent = entries + [_entry("20261130-000000F_20261206-000000D", NOW - 12 * 3600)]
+    assert pgbackrest.choose_type(recent, "us-east-1", NOW - 3600, week, day)[0] == "incr"   # the diff 11 h old
+    assert pgbackrest.choose_type(recent, "us-east-1", NOW - 3600 + day, week, day)[0] == "full"
+    # a repository with no full (back after its region's outage) starts a chain; one with an errored full too
+    assert pgbackrest.choose_type(entries, "eu-west-1", NOW, week, day)[0] == "full"
+    broken = [dict(e, error=True) if e["type"] == "full" else e for e in _chains(set())]
+    assert pgbackrest.choose_type([dict(e, error=e.get("error", False)) for e in broken], "us-east-1", NOW - 5 * DAY,
+                                  week, day)[0] == "full"
