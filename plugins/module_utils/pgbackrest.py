@@ -80,7 +80,8 @@ def repo_path(prefix):
 # pgBackRest expires after every backup by the configured retention; the collection's retention runs ``expire`` itself
 # once the new backup is proven (plan_expiry), so the configuration keeps everything: an automatic expiry at the end
 # of ``backup`` would run before the new backup's verification and could remove the newest verified one.
-KEEP_ALL_FULL = "9999999"   # pgBackRest's maximum for repoN-retention-full
+KEEP_ALL_FULL = "9999999"
+DEFAULT_ARCHIVE_GET_TIMEOUT_S = 5   # pgBackRest's maximum for repoN-retention-full
 
 
 def repo_options(index, repo, identity, ca_file=None, cipher_pass=None):
@@ -133,7 +134,7 @@ def render_config(stanza, pg, repos, identity, settings):
     """The whole configuration file (INI text) for ``stanza``: ``pg`` = ``{data_dir, port, socket_dir, user}``,
     ``repos`` = the repository list (repos.normalize), ``identity`` = ``{access_key, secret_key}``,
     ``settings`` = ``{spool_path, log_path, lock_path, archive_async, process_max, compress_type,
-    compress_level, ca_file, cipher_pass, archive_push_queue_max}``."""
+    compress_level, ca_file, cipher_pass, archive_push_queue_max, archive_get_timeout}``."""
     check_stanza(stanza)
     if not repos:
         raise FediflowError("repositories: pgBackRest needs at least one (the inventory's repository list)")
@@ -171,6 +172,15 @@ def render_config(stanza, pg, repos, identity, settings):
         section.append(("pg1-user", _value(pg["user"], "pg.user")))
     lines = ["# Managed by fediflow.dr (pgbackrest_config): edits are replaced at the next run.", "[global]"]
     lines += ["%s=%s" % kv for kv in glob]
+    if settings.get("archive_async", True):
+        # restore_command returns within this when the asynchronous fetch has no answer yet (pgBackRest's default,
+        # archive-timeout 60 s, held a standby's promotion a whole minute while a lost region's repository did not
+        # answer: the startup process finishes its restore_command call before it promotes)
+        wait = settings.get("archive_get_timeout")
+        wait = int(DEFAULT_ARCHIVE_GET_TIMEOUT_S if wait is None else wait)
+        if not 1 <= wait <= 600:
+            raise FediflowError("archive_get_timeout must be 1-600 s, not %d" % wait)
+        lines += ["", "[global:archive-get]", "archive-timeout=%d" % wait]
     lines += ["", "[%s]" % stanza]
     lines += ["%s=%s" % kv for kv in section]
     return "\n".join(lines) + "\n"

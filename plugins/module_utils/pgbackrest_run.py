@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
+import configparser
 import datetime
 import os
 import pwd
+import socket
 import time
 
 from ansible_collections.fediflow.dr.plugins.module_utils import atomic, backup as native, pgbackrest, postgres, repos, scratch
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, Timer, last_lines, run
 
 DIR_MODE = 0o750
+DEFAULT_PROBE_S = 3
 
 CONFIG_SPEC = {
     "path": {"type": "path", "required": True},
@@ -38,6 +41,7 @@ CONFIG_SPEC = {
     "compress_level": {"type": "int"},
     "cipher_pass": {"type": "str", "no_log": True},
     "archive_push_queue_max": {"type": "str"},
+    "archive_get_timeout": {"type": "int", "default": pgbackrest.DEFAULT_ARCHIVE_GET_TIMEOUT_S},
 }
 
 
@@ -63,7 +67,7 @@ def configure(p, check_mode):
     repo_list = repos.normalize({"repositories": p["repositories"], "s3_prefix": ""})
     settings = {k: p[k] for k in ("spool_path", "log_path", "lock_path", "archive_async", "process_max",
                                   "compress_type", "compress_level", "ca_file", "cipher_pass",
-                                  "archive_push_queue_max")}
+                                  "archive_push_queue_max", "archive_get_timeout")}
     text = pgbackrest.render_config(p["stanza"], p["pg"], repo_list,
                                     {"access_key": p.get("access_key"), "secret_key": p.get("secret_key")}, settings)
     path = pgbackrest.absolute_path(p["path"], "path")
@@ -124,6 +128,7 @@ BACKUP_SPEC = dict(postgres.postgres_common_argument_spec(), **{
     "retention_full": {"type": "int"},
     "retention_days": {"type": "int"},
     "expire_config": {"type": "path"},
+    "probe_timeout": {"type": "int", "default": DEFAULT_PROBE_S},
 })
 
 
@@ -144,6 +149,7 @@ INFO_SPEC = {
     "os_user": {"type": "str", "default": "postgres"},
     "binary": {"type": "path"},
     "timeout": {"type": "int", "default": 120},
+    "probe_timeout": {"type": "int", "default": DEFAULT_PROBE_S},
 }
 
 
@@ -155,7 +161,7 @@ def info(p, check_mode=False):
     if p["timeout"] < 1:
         raise FediflowError("timeout must be 1 s or more")
     binary = pgbackrest.binary(p.get("binary"))
-    found = _info(p, binary, names, timeout=p["timeout"])
+    found = _info(p, binary, names, timeout=p["timeout"], down=unreachable(p, names))
     verified = [b for b in found["backups"] if b["verification"]["ok"]]
     return {"changed": False, "stanza": p["stanza"], "backups": found["backups"], "repositories": found["repositories"],
             "answering": [n for n in names if found["repositories"][n]["ok"]],
@@ -168,12 +174,59 @@ def _record(result, name, res):
                                     "detail": "" if res.rc == 0 else last_lines(res.stderr or res.stdout)}
 
 
-def _info(p, binary, names, timeout=600):
-    res = run(pgbackrest.command(binary, p["config"], p["stanza"], "info", "--output=json"), user=p["os_user"],
-              timeout=timeout)
-    if res.rc != 0:
-        raise FediflowError("pgbackrest info failed (rc=%d): %s" % (res.rc, last_lines(res.stderr or res.stdout)))
-    return pgbackrest.parse_info(res.stdout, p["stanza"], dict(enumerate(names, start=1)))
+def unreachable(p, names):
+    """``{name: why}`` of the repositories whose S3 endpoint (as the configuration names it) takes no TCP connection
+    within ``probe_timeout`` seconds. pgBackRest retries a repository that does not answer for minutes (8 per WAL file
+    were measured with a lab region down) before it moves on, so a lost region's repository is left out of every
+    command - reported, degraded - instead of holding the run."""
+    timeout = p.get("probe_timeout") or DEFAULT_PROBE_S
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(p["config"], encoding="utf-8")
+        options = parser["global"] if parser.has_section("global") else {}
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise FediflowError("config %s cannot be read as pgBackRest's: %s" % (p["config"], exc))
+    down = {}
+    for key, name in enumerate(names, start=1):
+        host = options.get("repo%d-s3-endpoint" % key)
+        if not host:
+            continue   # not an S3 repository (a posix one is the host's own disk)
+        try:
+            port = int(options.get("repo%d-storage-port" % key) or 443)
+        except ValueError:
+            raise FediflowError("config %s: repo%d-storage-port is not a number" % (p["config"], key))
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            down[name] = "its endpoint %s:%d took no connection within %g s (%s)" % (host, port, timeout, exc)
+    return down
+
+
+def _info(p, binary, names, timeout=600, down=None):
+    """What ``info`` says of the repositories that answer (each alone when one does not: ``--repo``); a down one is
+    reported with why, its backups unknown."""
+    down = down or {}
+    keys = [(k, n) for k, n in enumerate(names, start=1) if n not in down]
+    found = {"backups": [], "repositories": {n: {"ok": False, "code": None, "message": "not reachable: " + why}
+                                             for n, why in down.items()}}
+    calls = [(None, dict(keys))] if not down else [(k, {k: n}) for k, n in keys]
+    merged = {}
+    for key, repo_names in calls:
+        argv = pgbackrest.command(binary, p["config"], p["stanza"], "info", "--output=json",
+                                  *(["--repo=%d" % key] if key else []))
+        res = run(argv, user=p["os_user"], timeout=timeout)
+        if res.rc != 0:
+            raise FediflowError("pgbackrest info failed (rc=%d): %s" % (res.rc, last_lines(res.stderr or res.stdout)))
+        part = pgbackrest.parse_info(res.stdout, p["stanza"], repo_names)
+        found["repositories"].update({n: part["repositories"][n] for n in repo_names.values()})
+        for entry in part["backups"]:
+            known = merged.get(entry["id"])
+            if known:
+                known["repositories"] = sorted(set(known["repositories"]) | set(entry["repositories"]))
+            else:
+                merged[entry["id"]] = entry
+    found["backups"] = sorted(merged.values(), key=lambda e: (e["started_at"], e["id"]))
+    return found
 
 
 def _check_names(p):
@@ -214,7 +267,8 @@ def backup(p, check_mode):
     names = _check_backup_params(p)
     binary = pgbackrest.binary(p.get("binary"))
     required = p["required_copies"] or len(names)
-    before = _info(p, binary, names)
+    down = unreachable(p, names)
+    before = _info(p, binary, names, down=down)
     known = {b["id"] for b in before["backups"]}
     result = {"changed": not check_mode, "stanza": p["stanza"], "type": p["type"], "required_copies": required,
               "repositories": {}, "backups": [], "duration_s": 0.0}
@@ -225,10 +279,15 @@ def backup(p, check_mode):
         result["changed"] = True
         # what retention would expire of what is there now (the new backup would be newer than all of it)
         result["would_expire"] = _expiry_plans(p, names, before)
+        result["unreachable"] = down
         result["duration_s"] = timer.elapsed()
         return result
     missing = [n for n in names if before["repositories"][n]["code"] in pgbackrest.MISSING_STANZA_CODES]
-    if missing:
+    if missing and down:
+        # stanza-create works on every repository at once: with one not answering it would wait it out
+        result["stanza_created"] = {"repositories": missing, "ok": False,
+                                    "detail": "not run while %s does not answer" % ", ".join(sorted(down))}
+    elif missing:
         # a repository that cannot get its stanza fails its backup below and is degraded like any other
         with timer.phase("stanza_create"):
             created = run(pgbackrest.command(binary, p["config"], p["stanza"], "stanza-create"), user=p["os_user"],
@@ -240,10 +299,14 @@ def backup(p, check_mode):
     try:
         before_counters = native.change_counters(conn) if conn else None
         for key, name in enumerate(names, start=1):
+            if name in down:
+                result["repositories"][name] = {"ok": False, "rc": None, "duration_s": 0.0, "type": types[name][0],
+                                                "why": types[name][1], "detail": "not reachable: " + down[name]}
+                continue
             with timer.phase("backup_" + name):
                 res = run(pgbackrest.command(binary, p["config"], p["stanza"], "backup", "--type=" + types[name][0],
                                              "--repo=%d" % key), user=p["os_user"], timeout=p["timeout"])
-            if conn and key == 1:
+            if conn and counts is None:
                 # the source's rows once the first repository's backup ended; what changed while it ran is the
                 # slack the restored counts may differ by (as the native physical backup counts)
                 counts = native.row_counts(conn)
@@ -253,7 +316,7 @@ def backup(p, check_mode):
     finally:
         if conn:
             conn.close()
-    after = _info(p, binary, names)
+    after = _info(p, binary, names, down=down)
     new = [b for b in after["backups"] if b["id"] not in known]
     for name, state in result["repositories"].items():
         mine = [b for b in new if name in b["repositories"]]
@@ -328,7 +391,8 @@ def expire(p, binary, names):
     with the count ``plan_expiry`` derives from the ledger - the newest verified backup is never expired. What info
     shows gone afterwards is reported, not what was planned; a repository whose expiry fails is reported and left
     as it was (the next run tries again)."""
-    info = _info(p, binary, names)
+    down = unreachable(p, names)
+    info = _info(p, binary, names, down=down)
     plans = _expiry_plans(p, names, info)
     for name, plan in plans.items():
         if plan["keep_full"] is None:
@@ -340,7 +404,7 @@ def expire(p, binary, names):
                                      "--repo%d-retention-full=%d" % (key, plan["keep_full"])),
                   user=p["os_user"], timeout=p["timeout"])
         plan.update(ok=res.rc == 0, rc=res.rc, detail="" if res.rc == 0 else last_lines(res.stderr or res.stdout))
-    after = _info(p, binary, names)
+    after = _info(p, binary, names, down=down)
     present = {(b["id"], r) for b in after["backups"] for r in b["repositories"]}
     for name, plan in plans.items():
         plan["expired"] = [e["id"] for e in plan["expire"] if (e["id"], name) not in present] \

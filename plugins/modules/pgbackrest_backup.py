@@ -29,7 +29,7 @@ description:
     (what changed during it is allowed, as for a native physical backup). A repository whose backup fails its
     check counts as no copy.
   - Each new backup's proof is recorded on it in its repository (C(pgbackrest annotate),
-    C(fediflow-verified=list|restore|failed) and C(fediflow-verified-at)): the repository is this engine's ledger,
+    C(fediflow-verified=list|restore|failed) and C(fediflow-verified-at)) - the repository is this engine's ledger,
     read with C(pgbackrest info) by PITR, validate, retention and reports in any region. A backup whose proof cannot
     be recorded counts as no copy.
   - Retention (O(retention_full), O(retention_days)) runs once the new backups are proven, through
@@ -135,6 +135,12 @@ options:
       - The configuration file C(expire) runs with - the WAL expiry identity's (it deletes backups and WAL; the backup
         identity never deletes WAL, docs/storage-security.md). Unset - O(config).
     type: path
+  probe_timeout:
+    description:
+      - Seconds a repository's S3 endpoint (as O(config) names it) has to take a TCP connection before the run leaves
+        it out - reported, its backup degraded - instead of letting pgBackRest retry it for minutes (a lost region's).
+    type: int
+    default: 3
 """
 
 EXAMPLES = r"""
@@ -217,6 +223,10 @@ expired:
   type: dict
 would_expire:
   description: In check mode, what retention would expire of the backups there now (as RV(expired) plans it).
+  returned: in check mode
+  type: dict
+unreachable:
+  description: In check mode, the repositories whose endpoint took no connection (name to why).
   returned: in check mode
   type: dict
 phases:

@@ -19,7 +19,7 @@ description:
     environment. Keep one file per identity (docs/storage-security.md) - the WAL identity's for
     C(archive_command), the backup identity's for the backup jobs - both naming the same repositories.
   - Each repository keeps every full backup as far as pgBackRest's own automatic expiry is concerned
-    (C(repoN-retention-full=9999999)): retention is M(fediflow.dr.pgbackrest_backup)'s, run once a new backup is
+    (C(repoN-retention-full=9999999)) - retention is M(fediflow.dr.pgbackrest_backup)'s, run once a new backup is
     proven, so an expiry at the end of C(backup) can never remove the newest verified backup before the new one
     has passed its check.
   - Every option is checked before anything is written; a bad one is refused naming it. pgBackRest speaks only
@@ -133,6 +133,14 @@ options:
   archive_push_queue_max:
     description: Size (e.g. V(4GiB)) at which asynchronous C(archive-push) drops WAL rather than fill the disk. Unset - never.
     type: str
+  archive_get_timeout:
+    description:
+      - With O(archive_async), how long C(restore_command) (C(archive-get)) waits for the asynchronous fetch before it
+        answers "not yet" and PostgreSQL tries again (C(archive-timeout) of C([global:archive-get])). Short, so a
+        standby's promotion never waits out a fetch from a repository that does not answer (pgBackRest's own
+        default, 60 s, held one a whole minute when a region was lost).
+    type: int
+    default: 5
 """
 
 EXAMPLES = r"""

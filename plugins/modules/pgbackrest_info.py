@@ -56,6 +56,12 @@ options:
     description: Seconds C(info) may take (a repository that does not answer costs pgBackRest's I/O time-out).
     type: int
     default: 120
+  probe_timeout:
+    description:
+      - Seconds a repository's S3 endpoint (as O(config) names it) has to take a TCP connection before the run leaves
+        it out - reported, its backup degraded - instead of letting pgBackRest retry it for minutes (a lost region's).
+    type: int
+    default: 3
 """
 
 EXAMPLES = r"""

@@ -8,13 +8,14 @@ import datetime
 import json
 import os
 import re
+import sys
 
 import boto3
 import pytest
 import yaml
 from dateutil.rrule import rrulestr
 
-from lab_fixtures import ROOT, s3_endpoint
+from lab_fixtures import COLLECTIONS, ROOT, s3_endpoint
 
 INVENTORIES = ("lab", "production.example")
 AWX = yaml.safe_load((ROOT / "awx" / "fediflow-dr.awx.yml").read_text(encoding="utf-8"))
@@ -79,7 +80,9 @@ def _expected(job):
 
 def test_the_lab_and_the_production_example_hold_the_same_schedules():
     assert _schedules("lab") == SCHEDULES
-    assert set(SCHEDULES) == {key for key, _pb, _tags in JOBS.values()}
+    # every key is a job's interval, or one of the pgBackRest engine's type intervals (the backup job's, below)
+    assert set(SCHEDULES) == {key for key, _pb, _tags in JOBS.values()} | {"pgbackrest_full_interval_s",
+                                                                          "pgbackrest_diff_interval_s"}
 
 
 def test_the_file_storage_schedule_leaves_room_within_its_rpo():
@@ -162,3 +165,19 @@ def test_the_media_template_takes_a_media_snapshot_and_nothing_else(lab, tmp_pat
     manifest = json.loads(s3.get_object(Bucket=p["fediflow_backup_bucket"], Key=new[0])["Body"].read())
     assert os.path.basename(probe) in {f["path"] for f in manifest["files"]}
     assert database_backups() == database_before
+
+
+def test_the_pgbackrest_types_follow_the_inventory_schedule():
+    """The backup role's pgBackRest type intervals are the inventory's (the docs table states them), and the
+    module's own defaults are the same week and day (a role run without the inventory keys behaves alike)."""
+    assert SCHEDULES["pgbackrest_full_interval_s"] == 604800 and SCHEDULES["pgbackrest_diff_interval_s"] == 86400
+    for key in ("pgbackrest_full_interval_s", "pgbackrest_diff_interval_s"):
+        row = re.search(r"^\| `%s` \| (\d+)" % key, DOC, re.M)
+        assert row and int(row.group(1)) == SCHEDULES[key], key
+    defaults = yaml.safe_load((ROOT / "roles" / "backup" / "defaults" / "main.yml").read_text())
+    assert "fediflow_schedules" in defaults["backup_pgbackrest_full_interval_s"]
+    assert "fediflow_schedules" in defaults["backup_pgbackrest_diff_interval_s"]
+    sys.path.insert(0, str(COLLECTIONS))
+    from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest  # pylint: disable=import-outside-toplevel
+    assert (pgbackrest.DEFAULT_FULL_INTERVAL_S, pgbackrest.DEFAULT_DIFF_INTERVAL_S) == (
+        SCHEDULES["pgbackrest_full_interval_s"], SCHEDULES["pgbackrest_diff_interval_s"])

@@ -201,7 +201,7 @@ def _params(tmp_path, **over):
          "repositories": copy.deepcopy(REPOS), "access_key": "AKIAWAL", "secret_key": "wal-secret", "ca_file": None,
          "archive_async": True, "spool_path": str(tmp_path / "spool"), "log_path": str(tmp_path / "log"),
          "lock_path": str(tmp_path / "lock"), "process_max": 2, "compress_type": "lz4", "compress_level": None,
-         "cipher_pass": None, "archive_push_queue_max": None}
+         "cipher_pass": None, "archive_push_queue_max": None, "archive_get_timeout": 5}
     p.update(over)
     return p
 
@@ -343,6 +343,12 @@ def test_the_configuration_keeps_every_full_for_pgbackrests_own_expiry(tmp_path)
     """retention is the backup module's, after the proof: pgBackRest's automatic expiry at the end of backup keeps all."""
     g = _parse(pgbackrest.render_config("fediflow", PG, REPOS, IDENTITY, SETTINGS))["global"]
     assert g["repo1-retention-full"] == g["repo2-retention-full"] == "9999999"
+    # and restore_command answers "not yet" within seconds while the asynchronous fetch has nothing: a standby's
+    # promotion never waits out pgBackRest's 60 s default on a repository that does not answer
+    parsed = _parse(pgbackrest.render_config("fediflow", PG, REPOS, IDENTITY, SETTINGS))
+    assert parsed["global:archive-get"]["archive-timeout"] == "5"
+    with pytest.raises(FediflowError, match="archive_get_timeout"):
+        pgbackrest.render_config("fediflow", PG, REPOS, IDENTITY, dict(SETTINGS, archive_get_timeout=0))
 
 
 @pytest.mark.parametrize("option", ["retention_full", "retention_days"])
@@ -369,3 +375,70 @@ def test_the_schedule_chooses_the_type_per_repository():
     broken = [dict(e, error=True) if e["type"] == "full" else e for e in _chains(set())]
     assert pgbackrest.choose_type([dict(e, error=e.get("error", False)) for e in broken], "us-east-1", NOW - 5 * DAY,
                                   week, day)[0] == "full"
+
+
+def _hostvars(**over):
+    hv = {"fediflow_backup_engine": "pgbackrest", "fediflow_region": "eu-west-1",
+          "fediflow_pg_data_dir": "/var/lib/postgresql/15/main",
+          "fediflow_backup_repositories": [
+              {"name": "us-east-1", "bucket": "b1", "region": "us-east-1", "endpoint_url": "http://198.18.0.11:15001"},
+              {"name": "eu-west-1", "bucket": "b2", "region": "eu-west-1", "endpoint_url": None}],
+          "fediflow_pgbackrest_endpoints": {"us-east-1": "https://198.18.0.11:15011"}}
+    hv.update(over)
+    return hv
+
+
+def test_host_setup_places_the_engine_per_cluster_and_puts_the_hosts_region_first():
+    setup = pgbackrest.host_setup(_hostvars())
+    assert setup["engine"] == "pgbackrest" and setup["stanza"] == "fediflow"
+    assert setup["dir"] == "/var/lib/postgresql/15/pgbackrest"
+    assert setup["configs"] == {k: "/var/lib/postgresql/15/pgbackrest/%s.conf" % k for k in ("wal", "backup", "expire")}
+    assert setup["repository_names"] == ["eu-west-1", "us-east-1"]
+    # an http endpoint (the native engine's, the lab's moto) is replaced by the https one given, else dropped
+    assert [r["endpoint_url"] for r in setup["repositories"]] == [None, "https://198.18.0.11:15011"]
+    # the configuration module takes the entries as they are (repos.normalize, then pgBackRest's options)
+    text = pgbackrest.render_config(setup["stanza"], PG, pgbackrest_run.repos.normalize(
+        {"repositories": setup["repositories"], "s3_prefix": ""}), IDENTITY, SETTINGS)
+    assert "repo1-s3-endpoint=s3.eu-west-1.amazonaws.com" in text and "repo2-s3-endpoint=198.18.0.11" in text
+    own = pgbackrest.host_setup(_hostvars(fediflow_pgbackrest_dir="/srv/pgbr/", fediflow_pgbackrest_stanza="app-1"))
+    assert own["configs"]["wal"] == "/srv/pgbr/wal.conf" and own["stanza"] == "app-1"
+    assert pgbackrest.host_setup(_hostvars(fediflow_backup_engine=None))["engine"] == "native"
+
+
+@pytest.mark.parametrize("over, option", [
+    ({"fediflow_backup_engine": "barman"}, "fediflow_backup_engine"),
+    ({"fediflow_pgbackrest_stanza": "a b"}, "fediflow_pgbackrest_stanza"),
+    ({"fediflow_pgbackrest_dir": "relative/dir"}, "fediflow_pgbackrest_dir"),
+    ({"fediflow_pg_data_dir": None}, "fediflow_pgbackrest_dir"),
+    ({"fediflow_pgbackrest_endpoints": ["https://x"]}, "fediflow_pgbackrest_endpoints"),
+])
+def test_host_setup_refuses_bad_inventory_naming_the_variable(over, option):
+    with pytest.raises(FediflowError, match=option):
+        pgbackrest.host_setup(_hostvars(**over))
+
+
+def test_a_repository_whose_endpoint_takes_no_connection_is_left_out_quickly(tmp_path):
+    """A listening socket answers; a closed port (nothing listens) is named with why, within the probe's time."""
+    import socket  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    config = tmp_path / "backup.conf"
+    config.write_text("[global]\nrepo1-type=s3\nrepo1-s3-endpoint=127.0.0.1\nrepo1-storage-port=%d\n"
+                      "repo2-type=s3\nrepo2-s3-endpoint=127.0.0.1\nrepo2-storage-port=%d\nrepo3-type=posix\n"
+                      % (server.getsockname()[1], closed_port))
+    t0 = time.monotonic()
+    try:
+        down = pgbackrest_run.unreachable({"config": str(config), "probe_timeout": 2}, ["a", "b", "c"])
+    finally:
+        server.close()
+    assert list(down) == ["b"] and "127.0.0.1:%d" % closed_port in down["b"]
+    assert time.monotonic() - t0 < 2
+    config.write_text("[global]\nrepo1-s3-endpoint=h\nrepo1-storage-port=https\n")
+    with pytest.raises(FediflowError, match="repo1-storage-port"):
+        pgbackrest_run.unreachable({"config": str(config)}, ["a"])
