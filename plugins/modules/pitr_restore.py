@@ -292,12 +292,12 @@ notes:
   - An O(target_xid) or O(target_name) whose position is unknown (no commit timestamp) gets the oldest usable backup.
   - O(target_latest) is the end of the WAL archive when the restore runs; WAL of a still running cluster that is not
     archived yet (its current segment) is not included. It is meant for a cluster that is gone or down.
-  - With O(engine=pgbackrest) the recovery's C(restore_command) fetches WAL synchronously (C(--no-archive-async)):
+  - "With O(engine=pgbackrest) the recovery's C(restore_command) fetches WAL synchronously (C(--no-archive-async)):
     pgBackRest 2.45's asynchronous C(archive-get) shares its lock with the running cluster's asynchronous
     C(archive-push) and can time out on a segment that exists (pgbackrest/pgbackrest#2806), which would end recovery
-    before the target. Each segment costs one round trip to S3.
-  - With O(engine=pgbackrest), tablespaces are not mapped elsewhere: pgBackRest restores each to the location it
-    recorded, which the running cluster's tablespace occupies (pgBackRest refuses a directory that holds files).
+    before the target. Each segment costs one round trip to S3."
+  - "With O(engine=pgbackrest), tablespaces are not mapped elsewhere: pgBackRest restores each to the location it
+    recorded, which the running cluster's tablespace occupies (pgBackRest refuses a directory that holds files)."
   - After O(switch=true) with O(action=pause), the cluster stays in recovery at the target; C(SELECT
     pg_wal_replay_resume()) opens it (a new timeline); then remove the C(fediflow.dr pitr_restore) block from its
     C(postgresql.auto.conf) so the recovery settings cannot apply to a later standby.

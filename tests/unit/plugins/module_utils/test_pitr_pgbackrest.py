@@ -182,7 +182,7 @@ recovery_target_timeline = '1'
 
 def test_pgbackrests_recovery_settings_are_taken_out_and_the_rest_kept():
     out = pitr_pgbackrest.strip_generated(AUTO)
-    assert out == AUTO.split("\n\n# Recovery")[0] + "\n"
+    assert out == AUTO.split("\n\n# Recovery", maxsplit=1)[0] + "\n"
     assert pitr_pgbackrest.strip_generated(out) == out
     later = out + "work_mem = '64MB'\n"   # a setting after the block stays, a restore_command outside it too
     assert pitr_pgbackrest.strip_generated(AUTO + "work_mem = '64MB'\n") == later
