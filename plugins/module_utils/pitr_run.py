@@ -18,7 +18,7 @@ import socket
 import tempfile
 
 from ansible_collections.fediflow.dr.plugins.module_utils import (
-    atomic, backup, ledger, pgconf, pgctl, pitr, postgres, repos as repositories, walarchive)
+    atomic, backup, ledger, pgconf, pgctl, pitr, pitr_pgbackrest, postgres, repos as repositories, walarchive)
 from ansible_collections.fediflow.dr.plugins.module_utils.common import (
     FediflowError, Timer, current_user, last_lines, run, wait_until)
 
@@ -34,23 +34,27 @@ def _free_port():
 
 
 def validate(p):
-    """Refuse bad input before anything is touched; returns (target, timeline request)."""
+    """Refuse bad input before anything is touched; returns (target, timeline request, the pgBackRest engine's
+    options or None for the native engine)."""
     target = pitr.parse_target(p)
     timeline = pitr.parse_timeline(p.get("timeline"))
-    for opt in ("data_dir", "wal_config", "wal_tool"):
+    engine = pitr_pgbackrest.validate(p)
+    native = ("wal_config", "wal_tool") if engine is None else ()
+    for opt in ("data_dir",) + native:
         if not p.get(opt) or not os.path.isabs(p[opt]):
             raise FediflowError("%s must be an absolute path, got '%s'" % (opt, p.get(opt)))
-    for opt in ("wal_config", "wal_tool"):
+    for opt in native:
         if not os.path.isfile(p[opt]):
             raise FediflowError("%s '%s' does not exist on this host" % (opt, p[opt]))
     if p.get("config_dir") and not os.path.isabs(p["config_dir"]):
         raise FediflowError("config_dir must be an absolute path, got '%s'" % p["config_dir"])
     if p.get("cluster"):
         pgctl.split_cluster(p["cluster"])
-    if not p.get("backup_dest") and not p.get("s3_bucket") and not p.get("repositories"):
-        raise FediflowError("give backup_dest (the local ledger of physical backups), or repositories (or s3_bucket), "
-                            "or both")
-    repositories.normalize(p)
+    if engine is None:
+        if not p.get("backup_dest") and not p.get("s3_bucket") and not p.get("repositories"):
+            raise FediflowError("give backup_dest (the local ledger of physical backups), or repositories (or "
+                                "s3_bucket), or both")
+        repositories.normalize(p)
     if p.get("backup_dest") and not os.path.isabs(p["backup_dest"]):
         raise FediflowError("backup_dest must be an absolute path, got '%s'" % p["backup_dest"])
     port = p.get("restore_port")
@@ -63,7 +67,7 @@ def validate(p):
     if int(p.get("amcheck_max_indexes") or 0) < 0:
         raise FediflowError("amcheck_max_indexes must be >= 0, got %s" % p.get("amcheck_max_indexes"))
     postgres.validate_conn(p)
-    return target, timeline
+    return target, timeline, engine
 
 
 # --------------------------------------------------------------------------- reading (preflight)
@@ -223,24 +227,44 @@ def fork_lsn(data_dir, tli):
     return pitr.format_lsn(entries[-1][1]) if entries else None
 
 
-def preflight(p, target, timeline_req, result):
+def _read_sources(p, engine, result):
+    """The ledger and the WAL archive of the engine: ``(entries [(manifest, where)], index, archive description,
+    engine-specific plan entries)``. Native: the collection's manifests and fediflow_wal's archive; pgBackRest: its
+    repositories (``pitr_pgbackrest``)."""
+    if engine is not None:
+        entries, holders, down, ident = pitr_pgbackrest.read_ledger(p, engine, result)
+        index, kind = pitr_pgbackrest.read_archive(p, engine, ident, down)
+        if down:
+            result["repositories_down"] = dict(down)
+        return entries, index, kind, {"pgbackrest": engine, "all_holders": holders, "repos": None}
+    skipped = []
+    manifests, repos, holders = read_ledger(p, skipped)
+    repositories.report_skipped(result, skipped)
+    index, cfg = read_archive(p)
+    if repos.down:
+        result["repositories_down"] = dict(repos.down)
+    return manifests, index, _archive_kind(cfg), {"pgbackrest": None, "all_holders": holders, "repos": repos}
+
+
+def preflight(p, target, timeline_req, result, engine=None):
     bindir = pgctl.find_bindir(p.get("bin_dir"))
     current = pgctl.status(bindir, p["data_dir"], p["os_user"])
     if p["switch"] and current["state"] == "absent" and os.path.isdir(p["data_dir"]) and os.listdir(p["data_dir"]):
         raise FediflowError("data_dir '%s' is not empty but holds no cluster (no PG_VERSION): move it away first, "
                             "the restore takes its place" % p["data_dir"])
-    skipped = []
-    manifests, repos, holders = read_ledger(p, skipped)
-    repositories.report_skipped(result, skipped)
-    index, cfg = read_archive(p)
+    manifests, index, archive_kind, source = _read_sources(p, engine, result)
     hint_time, xid_info = xid_hint(p, target)
     tli = pitr.choose_timeline(index, target, timeline_req, hint_time=hint_time)
     lineage = index["lineage"][tli]
     base, why = pitr.choose_base([m for m, _w in manifests], target, lineage, p.get("backup_id"), hint_time=hint_time)
     bounds = pitr.check_archive(index, base, target, lineage)
     where = dict((m["id"], w) for m, w in manifests)[base["id"]]
-    restore_cmd = pitr.restore_command(p["wal_python"], p["wal_tool"], p["wal_config"])
-    settings = pitr.recovery_settings(target, tli if timeline_req != "latest" else "latest", restore_cmd)
+    timeline_option = tli if timeline_req != "latest" else "latest"
+    if engine is not None:
+        restore_cmd = pitr_pgbackrest.restore_command(engine, p["data_dir"])
+    else:
+        restore_cmd = pitr.restore_command(p["wal_python"], p["wal_tool"], p["wal_config"])
+    settings = pitr.recovery_settings(target, timeline_option, restore_cmd)
     result.update(
         target={"kind": target["kind"], "value": target["display"], "inclusive": target["inclusive"],
                 "action": target["action"], "timeline": tli, "lineage": [t for t, _e in lineage]},
@@ -248,7 +272,7 @@ def preflight(p, target, timeline_req, result):
                      "start_lsn": pitr.format_lsn(base["start_lsn"]) if base["start_lsn"] is not None else None,
                      "stop_lsn": pitr.format_lsn(base["stop_lsn"]), "timeline": base["timeline"],
                      "where": where, "why": why},
-        archive=dict(bounds, **_archive_kind(cfg)), recovery_settings=settings,
+        archive=dict(bounds, **archive_kind), recovery_settings=settings,
         cluster_before={"state": current["state"], "pid": current["pid"]})
     replication = []
     if p["switch"] and current["state"] == "running":
@@ -258,10 +282,9 @@ def preflight(p, target, timeline_req, result):
             result["standbys_before_unknown"] = why
     if xid_info:
         result["xid_check"] = xid_info
-    if repos.down:
-        result["repositories_down"] = dict(repos.down)
     return {"bindir": bindir, "current": current, "base": base, "where": where, "settings": settings,
-            "repos": repos, "holders": holders.get(base["id"], set()),
+            "repos": source["repos"], "pgbackrest": source["pgbackrest"], "timeline_option": timeline_option,
+            "holders": source["all_holders"].get(base["id"], set()),
             "tli": tli, "segment_size": index["segment_size"], "replication": replication,
             "next_tli": pitr.next_timeline(index["timelines"], tli),
             "last_segment_lsn": pitr.parse_lsn(bounds["end_lsn"]) - index["segment_size"]}
@@ -292,8 +315,33 @@ def _set_block(data_dir, settings, user):
     _write_text(path, pitr.replace_block(text, settings), user)
 
 
-def fetch_base(p, plan, new_dir, result, timer):
-    """The base backup's files into ``new_dir`` (tar extracted or plain copied)."""
+def fetch_base(p, plan, new_dir, result, timer, target):
+    """The base backup's files into ``new_dir`` (native: tar extracted or plain copied; pgBackRest: ``pgbackrest
+    restore``), then what every restore gets: no leftover of the source's server, the running cluster's
+    configuration (or a minimal one)."""
+    if plan["pgbackrest"] is not None:
+        pitr_pgbackrest.restore_base(p, plan, new_dir, result, target, timer)
+    else:
+        _native_files(p, plan, new_dir, result, timer)
+    for name in LEFTOVERS:
+        path = os.path.join(new_dir, name)
+        if os.path.exists(path):
+            os.unlink(path)
+    # the running cluster's configuration is the current one (pg_hba, ALTER SYSTEM since the backup); a
+    # separate configuration directory (Debian's) outlives a lost data directory
+    copied = []
+    config_dir = p.get("config_dir") or p["data_dir"]
+    if p["keep_config"] and (plan["current"]["state"] != "absent" or
+                             (pgconf.separate(config_dir, p["data_dir"]) and os.path.isdir(config_dir))):
+        copied = pgconf.copy_config(config_dir, p["data_dir"], new_dir)
+    result["config_from_current"] = copied
+    # a base backup of a Debian cluster holds no configuration: enough for the restore to start and be probed
+    result["config_written"] = pgconf.ensure_minimal(new_dir, pgconf.minimal_hba(p.get("login_host")))
+
+
+def _native_files(p, plan, new_dir, result, timer):
+    """A native base backup's files into ``new_dir``: from the local ledger, else downloaded from the first
+    repository holding it (checked against its manifest), then extracted or copied."""
     manifest = plan["base"]["manifest"]
     src = os.path.join(p["backup_dest"], manifest["id"]) if plan["where"] == "local" else None
     download = None
@@ -326,20 +374,6 @@ def fetch_base(p, plan, new_dir, result, timer):
     finally:
         if download:
             shutil.rmtree(download, ignore_errors=True)
-    for name in LEFTOVERS:
-        path = os.path.join(new_dir, name)
-        if os.path.exists(path):
-            os.unlink(path)
-    # the running cluster's configuration is the current one (pg_hba, ALTER SYSTEM since the backup); a
-    # separate configuration directory (Debian's) outlives a lost data directory
-    copied = []
-    config_dir = p.get("config_dir") or p["data_dir"]
-    if p["keep_config"] and (plan["current"]["state"] != "absent" or
-                             (pgconf.separate(config_dir, p["data_dir"]) and os.path.isdir(config_dir))):
-        copied = pgconf.copy_config(config_dir, p["data_dir"], new_dir)
-    result["config_from_current"] = copied
-    # a base backup of a Debian cluster holds no configuration: enough for the restore to start and be probed
-    result["config_written"] = pgconf.ensure_minimal(new_dir, pgconf.minimal_hba(p.get("login_host")))
 
 
 TAR_FLAGS = {".tar": [], ".tar.gz": ["--gzip"], ".tar.zst": ["--zstd"], ".tar.lz4": ["--use-compress-program=lz4"]}
@@ -565,7 +599,7 @@ def _log_path(p, data_dir):
 
 def ensure(p, check_mode=False, warn=None):
     timer = Timer()
-    target, timeline_req = validate(p)
+    target, timeline_req, engine = validate(p)
     p = dict(p, data_dir=p["data_dir"].rstrip("/"))
     result = {"changed": False, "commands": [], "switched": False, "data_dir": p["data_dir"]}
     if p["switch"]:
@@ -580,7 +614,7 @@ def ensure(p, check_mode=False, warn=None):
                       state="already_restored", marker=marker, duration_s=timer.elapsed(), phases=timer.phases)
         return result
     with timer.phase("preflight"):
-        plan = preflight(p, target, timeline_req, result)
+        plan = preflight(p, target, timeline_req, result, engine)
     now = datetime.datetime.now(datetime.timezone.utc)
     names = pitr.dir_names(p["data_dir"], now)
     port = p.get("restore_port") or _free_port()
@@ -606,9 +640,11 @@ def ensure(p, check_mode=False, warn=None):
     side = dict(plan["settings"], port=str(port), hot_standby="on", primary_conninfo="", primary_slot_name="")
     if not p["switch"]:
         side["archive_mode"] = "off"  # a side-by-side copy never writes into the shared archive
+    if engine is not None:  # archive-get writes the WAL it fetches under the directory the cluster runs in
+        side["restore_command"] = pitr_pgbackrest.restore_command(engine, new_dir)
     latest = target["kind"] == "latest"
     try:
-        fetch_base(p, plan, new_dir, result, timer)
+        fetch_base(p, plan, new_dir, result, timer, target)
         if "postgresql.conf" in result["config_written"]:
             # no configuration came with it: listen where it is probed (PostgreSQL's default is localhost)
             side["listen_addresses"] = ", ".join(sorted({"localhost", p.get("login_host") or "localhost"}))

@@ -55,6 +55,20 @@ description:
     replication role's rejoin) or stops and fences them."
   - A second run with the same target finds the marker C(fediflow_pitr.json) the switch wrote in O(data_dir) and
     changes nothing (the writes made since are not rolled back again); O(force=true) restores again.
+  - "O(engine=pgbackrest): the same contract on pgBackRest's repositories (see O(pgbackrest)). The ledger is
+    C(pgbackrest info) - every backup of every repository that answers, verified when its C(fediflow-verified)
+    annotation says so (M(fediflow.dr.pgbackrest_backup) writes it after its verification); a repository info cannot
+    read is reported (C(repositories_down), a warning), its backups unknown, never taken for none. The WAL archive is
+    the repositories' C(archive/STANZA/ARCHIVE_ID) (C(pgbackrest repo-ls), the timeline history files by
+    C(pgbackrest repo-get)): the timeline, the base backup (the newest verified ending before the target, on the
+    target timeline's history) and the archive's bounds and gaps are checked as for the native engine, before
+    anything stops. The base backup goes into the new data directory by C(pgbackrest restore --set=LABEL --repo=KEY
+    --pg1-path=NEW --type=time|lsn|xid|name|default --target=... --target-timeline=...) from the first repository
+    holding it (the configuration's order), the next one when that fails; pgBackRest's own recovery settings are
+    taken out of C(postgresql.auto.conf) and the module's block written instead, whose C(restore_command) is
+    C(pgbackrest archive-get) with O(pgbackrest.archive_config), every repository, C(--pg1-path) of the directory the
+    cluster runs in and synchronous fetching (see the notes). Recovery, checks, switch, old directory kept and marker
+    are the native engine's."
 author:
   - FediFlow SRE (@fediflow)
 extends_documentation_fragment:
@@ -119,14 +133,58 @@ options:
   backup_cluster:
     description: Only consider backups whose ledger manifest names this cluster (C(cluster_name) of pg_backup_verify).
     type: str
+  engine:
+    description:
+      - The backup and WAL engine whose backups and archive the restore reads - V(native) (the collection's ledger,
+        O(backup_dest) / O(repositories) / O(s3_bucket), and C(fediflow_wal.py)'s archive, O(wal_config)) or
+        V(pgbackrest) (pgBackRest's repositories, O(pgbackrest)).
+      - With V(pgbackrest), O(backup_dest), O(s3_bucket), O(repositories), O(backup_cluster), O(wal_config) and
+        O(wal_tool) are refused (they name the native engine's ledger and archive).
+    type: str
+    choices: [ native, pgbackrest ]
+    default: native
+  pgbackrest:
+    description:
+      - The pgBackRest stanza to restore from, for O(engine=pgbackrest) (refused with the native engine). The files
+        are the ones M(fediflow.dr.pgbackrest_config) writes; pgBackRest runs as O(os_user).
+    type: dict
+    suboptions:
+      config:
+        description:
+          - The configuration file of the backup identity (C(info), C(repo-ls), C(repo-get) and C(restore) read the
+            repositories with it).
+        type: path
+        required: true
+      archive_config:
+        description:
+          - The configuration file the restored cluster's C(restore_command) names while it recovers - the WAL
+            identity's, the one C(archive_command) uses. Default O(pgbackrest.config).
+        type: path
+      stanza:
+        description: The stanza (the cluster's name in pgBackRest).
+        type: str
+        required: true
+      repositories:
+        description:
+          - The inventory's name of each repository of the configuration, in its order (C(repo1), C(repo2), ...; at
+            most 4) - the host's own region first, as the repository list has it. A backup is restored from the
+            first one holding it; results and warnings name repositories so.
+        type: list
+        elements: str
+        required: true
+      binary:
+        description: The C(pgbackrest) program. Default the one on C(PATH), else C(/usr/bin/pgbackrest).
+        type: path
   wal_config:
-    description: The JSON configuration of C(fediflow_wal.py) (the replication role's C(replication_wal_config_file)).
+    description:
+      - The JSON configuration of C(fediflow_wal.py) (the replication role's C(replication_wal_config_file)).
+      - Required with O(engine=native).
     type: path
-    required: true
   wal_tool:
-    description: Path of C(fediflow_wal.py) on this host (the replication role installs it in C(replication_tools_dir)).
+    description:
+      - Path of C(fediflow_wal.py) on this host (the replication role installs it in C(replication_tools_dir)).
+      - Required with O(engine=native).
     type: path
-    required: true
   wal_python:
     description: Python that runs O(wal_tool) in C(restore_command).
     type: path
@@ -234,11 +292,19 @@ notes:
   - An O(target_xid) or O(target_name) whose position is unknown (no commit timestamp) gets the oldest usable backup.
   - O(target_latest) is the end of the WAL archive when the restore runs; WAL of a still running cluster that is not
     archived yet (its current segment) is not included. It is meant for a cluster that is gone or down.
+  - "With O(engine=pgbackrest) the recovery's C(restore_command) fetches WAL synchronously (C(--no-archive-async)):
+    pgBackRest 2.45's asynchronous C(archive-get) shares its lock with the running cluster's asynchronous
+    C(archive-push) and can time out on a segment that exists (pgbackrest/pgbackrest#2806), which would end recovery
+    before the target. Each segment costs one round trip to S3."
+  - "With O(engine=pgbackrest), tablespaces are not mapped elsewhere: pgBackRest restores each to the location it
+    recorded, which the running cluster's tablespace occupies (pgBackRest refuses a directory that holds files)."
   - After O(switch=true) with O(action=pause), the cluster stays in recovery at the target; C(SELECT
     pg_wal_replay_resume()) opens it (a new timeline); then remove the C(fediflow.dr pitr_restore) block from its
     C(postgresql.auto.conf) so the recovery settings cannot apply to a later standby.
 seealso:
   - module: fediflow.dr.pg_backup_verify
+  - module: fediflow.dr.pgbackrest_backup
+  - module: fediflow.dr.pgbackrest_config
   - name: Recovery target settings
     description: PostgreSQL 15 recovery targets.
     link: https://www.postgresql.org/docs/15/runtime-config-wal.html#RUNTIME-CONFIG-WAL-RECOVERY-TARGET
@@ -271,6 +337,20 @@ EXAMPLES = r"""
     wal_config: /var/lib/postgresql/15/fediflow-wal.json
     wal_tool: /usr/local/lib/fediflow-dr/fediflow_wal.py
     login_password: "{{ vault_pg_superuser_password }}"
+
+- name: The same on the pgBackRest engine - the ledger and the WAL archive are its repositories
+  fediflow.dr.pitr_restore:
+    engine: pgbackrest
+    pgbackrest:
+      config: /etc/pgbackrest/backup.conf        # the backup identity's (pgbackrest_config)
+      archive_config: /etc/pgbackrest/wal.conf   # the WAL identity's, for restore_command
+      stanza: fediflow
+      repositories: [us-east-1, eu-west-1]       # repo1, repo2 of those files
+    data_dir: /var/lib/postgresql/15/main
+    target_time: "2026-11-25T14:03:00+00:00"
+    inclusive: false
+    login_password: "{{ vault_pg_superuser_password }}"
+    db: fediflow
 """
 
 RETURN = r"""
@@ -283,11 +363,13 @@ target:
 base_backup:
   description:
     - The base backup chosen - C(id), C(stop_time), C(start_lsn), C(stop_lsn), C(timeline), C(where) (V(local), else the
-      first repository holding it), C(why), C(read_from) (the repository it was downloaded from).
+      first repository holding it), C(why), C(read_from) (the repository it was downloaded from, or with
+      O(engine=pgbackrest) restored from; its label is C(id)).
   returned: always
   type: dict
 repositories_down:
-  description: Repositories of O(repositories) that did not answer (for example a lost region's), with why.
+  description: Repositories of O(repositories) (or O(pgbackrest.repositories)) that did not answer (for example a lost
+    region's), with why.
   returned: when one did not answer
   type: dict
 skipped_manifests:
@@ -300,8 +382,10 @@ skipped_manifests:
   type: list
   elements: dict
 archive:
-  description: The WAL the restore reads - C(first_segment), C(last_segment), C(segments_available), C(end_lsn),
-    C(newest_archived_at), C(gap_at), C(backend).
+  description:
+    - The WAL the restore reads - C(first_segment), C(last_segment), C(segments_available), C(end_lsn),
+      C(newest_archived_at), C(gap_at), C(backend) (V(dir), V(s3), V(pgbackrest)).
+    - With O(engine=pgbackrest) also C(stanza), C(archive_id) (C(15-1)) and C(repositories).
   returned: always
   type: dict
 recovery_settings:
@@ -420,7 +504,7 @@ log_file:
   returned: on failure
   type: str
 commands:
-  description: The C(pg_ctl) commands run (argv, rc, duration_s).
+  description: The C(pg_ctl) commands run (argv, rc, duration_s), and with O(engine=pgbackrest) the C(pgbackrest restore).
   returned: always
   type: list
   elements: dict
@@ -429,7 +513,8 @@ msg:
   returned: always
   type: str
 phases:
-  description: Seconds per phase (preflight, download, extract, recovery, verify, switch or open).
+  description: Seconds per phase (preflight, download, extract or with O(engine=pgbackrest) restore, recovery, verify,
+    switch or open).
   returned: always
   type: dict
 duration_s:
@@ -440,7 +525,7 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fediflow.dr.plugins.module_utils import pitr_run, repos
+from ansible_collections.fediflow.dr.plugins.module_utils import pitr_pgbackrest, pitr_run, repos
 from ansible_collections.fediflow.dr.plugins.module_utils.aws import aws_common_argument_spec
 from ansible_collections.fediflow.dr.plugins.module_utils.modrun import run_module
 from ansible_collections.fediflow.dr.plugins.module_utils.postgres import postgres_common_argument_spec
@@ -465,8 +550,10 @@ def main():
         s3_prefix={"type": "str", "default": ""},
         backup_id={"type": "str"},
         backup_cluster={"type": "str"},
-        wal_config={"type": "path", "required": True},
-        wal_tool={"type": "path", "required": True},
+        engine={"type": "str", "default": "native", "choices": list(pitr_pgbackrest.ENGINES)},
+        pgbackrest={"type": "dict", "options": pitr_pgbackrest.SPEC},
+        wal_config={"type": "path"},
+        wal_tool={"type": "path"},
         wal_python={"type": "path", "default": "/usr/bin/python3"},
         wal_segment_size={"type": "int", "default": 16777216},
         restore_port={"type": "int"},

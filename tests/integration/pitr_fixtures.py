@@ -182,6 +182,18 @@ class ArchivedCluster:
     def restored(self, port):
         return Restored(self, port)
 
+    def restore_beside(self, args):
+        """fediflow.dr.pitr_restore with ``args`` beside the cluster (switch=false, a free port); returns its result
+        and the restore (``Restored``), stopped by destroy() or stop_restore()."""
+        port = free_port()
+        res = module("fediflow.dr.pitr_restore", dict(args, switch=False, restore_port=port))
+        assert res.get("failed") is not True, res.get("msg")
+        self.started.append(res["new_data_dir"])
+        return res, self.restored(port)
+
+    def stop_restore(self, res):
+        _as_pg([os.path.join(self.bindir, "pg_ctl"), "stop", "-D", res["new_data_dir"], "-m", "immediate", "-w"])
+
     def leftovers(self):
         """New data directories of restores (their server logs excluded)."""
         return sorted(p for p in glob.glob(self.data_dir + ".pitr-*") if not p.endswith(".log"))

@@ -12,68 +12,28 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
-import sys
-import uuid
 
 import boto3
 import pytest
 
-from lab_fixtures import COLLECTIONS, inventory, module, poll
+from lab_fixtures import inventory, module
+from pgbackrest_fixtures import (archive_through_pgbackrest, configure, pgbackrest, repositories, run_pgbackrest,
+                                 take_backup)
 from pitr_fixtures import ArchivedCluster
 from pair_fixtures import OS_USER, SUPERUSER
-
-# the collection as scripts/setup.sh built it (its plain logic: the argv of a command, the info parser)
-sys.path.insert(0, str(COLLECTIONS))
-from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.skipif(not shutil.which("pgbackrest"), reason="pgbackrest is not installed (scripts/setup.sh installs it)")
 
 
-def _repos(prefix):
-    out = []
-    for hv in inventory():
-        assert hv.get("fediflow_s3_tls_endpoint_url"), "the lab inventory gives each region's S3 a TLS front"
-        out.append({"name": hv["fediflow_region"], "bucket": hv["fediflow_backup_bucket"], "prefix": prefix,
-                    "region": hv["fediflow_region"], "endpoint_url": hv["fediflow_s3_tls_endpoint_url"]})
-    return out
-
-
 @pytest.fixture(scope="module")
 def engine(lab):
-    primary = lab["primary"]
+    # a stanza of its own (pgbackrest_fixtures.configure): the repository is the one a user's inventory gets
+    # (<prefix>/pgbackrest), whose IAM statements name pgbackrest/archive/* and pgbackrest/backup/*
     cluster = ArchivedCluster().build()
-    # a stanza of its own: the repository is the one a user's inventory gets (<prefix>/pgbackrest), whose IAM
-    # statements name pgbackrest/archive/* and pgbackrest/backup/*; the stanza keeps this run apart inside it
-    stanza = "it-%s" % uuid.uuid4().hex[:8]
-    etc = os.path.join(cluster.base, "etc")
-    common = {"stanza": stanza, "owner": OS_USER, "repositories": _repos(""),
-              "pg": {"data_dir": cluster.data_dir, "port": cluster.node.port, "socket_dir": cluster.node.socket_dir},
-              "ca_file": primary["fediflow_pg_ca_cert"], "spool_path": os.path.join(cluster.base, "spool"),
-              "log_path": os.path.join(cluster.base, "log"), "lock_path": os.path.join(cluster.base, "lock")}
-    wal = module("fediflow.dr.pgbackrest_config", dict(common, path=os.path.join(etc, "wal.conf"),
-                                                       access_key=primary["fediflow_s3_wal_access_key"],
-                                                       secret_key=primary["fediflow_s3_wal_secret_key"]))
-    backup = module("fediflow.dr.pgbackrest_config", dict(common, path=os.path.join(etc, "backup.conf"),
-                                                          access_key=primary["fediflow_s3_backup_access_key"],
-                                                          secret_key=primary["fediflow_s3_backup_secret_key"]))
-    expire = module("fediflow.dr.pgbackrest_config", dict(common, path=os.path.join(etc, "expire.conf"),
-                                                          access_key=primary["fediflow_s3_wal_expire_access_key"],
-                                                          secret_key=primary["fediflow_s3_wal_expire_secret_key"]))
-    assert not any(r.get("failed") for r in (wal, backup, expire)), (wal.get("msg"), backup.get("msg"), expire.get("msg"))
-    info = {"cluster": cluster, "stanza": stanza, "wal": wal, "backup": backup, "expire": expire, "common": common,
-            "primary": primary, "standby": lab["standby"]}
     try:
-        yield info
+        yield dict(configure(cluster, lab["primary"]), standby=lab["standby"])
     finally:
         cluster.destroy()
-
-
-def _pgbackrest(engine_, name, *options, config="backup", timeout=300):
-    argv = pgbackrest.command(pgbackrest.binary(), engine_[config]["path"], engine_["stanza"], name, *options)
-    proc = subprocess.run(["runuser", "-u", OS_USER, "--"] + argv, cwd="/", capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    return proc
 
 
 def _objects(hv, prefix, engine_):
@@ -103,7 +63,7 @@ def test_the_configuration_files_are_private_and_hold_no_secret_in_what_the_modu
 
 
 def test_an_http_endpoint_is_refused_before_anything_is_written(engine, tmp_path):
-    repos = [dict(r, endpoint_url=hv["fediflow_s3_endpoint_url"]) for r, hv in zip(_repos("x"), inventory())]
+    repos = [dict(r, endpoint_url=hv["fediflow_s3_endpoint_url"]) for r, hv in zip(repositories("x"), inventory())]
     path = tmp_path / "refused.conf"
     res = module("fediflow.dr.pgbackrest_config", dict(engine["common"], repositories=repos, path=str(path)))
     assert res.get("failed") and "endpoint_url" in res["msg"] and "https" in res["msg"]
@@ -113,38 +73,30 @@ def test_an_http_endpoint_is_refused_before_anything_is_written(engine, tmp_path
 def _oldest_archived(engine_, repo):
     """The oldest WAL segment pgBackRest's info shows archived in one repository (by key: 1, 2)."""
     regions = [hv["fediflow_region"] for hv in inventory()]
-    doc = json.loads(_pgbackrest(engine_, "info", "--output=json", "--repo=%d" % (regions.index(repo) + 1)).stdout)
+    doc = json.loads(run_pgbackrest(engine_, "info", "--output=json", "--repo=%d" % (regions.index(repo) + 1)).stdout)
     return min(a["min"] for a in doc[0]["archive"] if a.get("min"))
-
-
-def _backup(engine_, kind, check_mode=False, config=None, **extra):
-    return module("fediflow.dr.pgbackrest_backup", dict({
-        "config": config or engine_["backup"]["path"], "stanza": engine_["stanza"], "type": kind,
-        "repositories": [hv["fediflow_region"] for hv in inventory()]}, **extra), check_mode=check_mode)
 
 
 def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_with_least_privilege(engine):
     cluster = engine["cluster"]
     regions = [hv["fediflow_region"] for hv in inventory()]
     # archive_command: the WAL identity's file; reloaded, every segment is pushed asynchronously to both regions
-    cluster.node.query("ALTER SYSTEM SET archive_command = %s", (engine["wal"]["archive_command"],))
-    cluster.node.query("SELECT pg_reload_conf()")
-    assert poll(lambda: cluster.node.one("SHOW archive_command") == engine["wal"]["archive_command"], 10)
-    predicted = _backup(engine, "full", check_mode=True)
+    archive_through_pgbackrest(engine)
+    predicted = take_backup(engine, "full", check_mode=True)
     assert predicted["changed"] and predicted["backups"] == [] and set(predicted["repositories"]) == set(regions)
-    assert _pgbackrest(engine, "info", "--output=json").returncode == 0
-    assert not any(b for b in pgbackrest.parse_info(_pgbackrest(engine, "info", "--output=json").stdout, engine["stanza"],
+    assert run_pgbackrest(engine, "info", "--output=json").returncode == 0
+    assert not any(b for b in pgbackrest.parse_info(run_pgbackrest(engine, "info", "--output=json").stdout, engine["stanza"],
                                                     dict(enumerate(regions, start=1)))["backups"])
-    full = _backup(engine, "full")   # stanza-create (none yet), then a full into each region's repository
+    full = take_backup(engine, "full")   # stanza-create (none yet), then a full into each region's repository
     assert not full.get("failed"), full.get("msg")
     assert full["stanza_created"]["ok"] and full["copies"] == 2 and full["degraded"] == []
     assert [(b["type"], b["repositories"]) for b in full["backups"]] == [("full", [regions[0]]), ("full", [regions[1]])]
-    checked = _pgbackrest(engine, "check")   # a segment switched, archived and found in every repository
+    checked = run_pgbackrest(engine, "check")   # a segment switched, archived and found in every repository
     assert checked.returncode == 0, checked.stdout + checked.stderr
     cluster.exec("INSERT INTO t (batch) SELECT 'churn' FROM generate_series(1, 20000)")
     rows = cluster.exec("SELECT count(*) FROM t")[0][0]
-    incr = _backup(engine, "incr", verify="restore", login_host="127.0.0.1", login_port=cluster.node.port,
-                   login_user=SUPERUSER, login_password=cluster.password, db="app", ssl_mode="disable")
+    incr = take_backup(engine, "incr", verify="restore", login_host="127.0.0.1", login_port=cluster.node.port,
+                       login_user=SUPERUSER, login_password=cluster.password, db="app", ssl_mode="disable")
     assert not incr.get("failed"), incr.get("msg")
     assert "stanza_created" not in incr
     # proven: verified in both repositories, region 1's restored into a scratch cluster whose rows match the source's
@@ -167,7 +119,7 @@ def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_wit
         assert any(k.startswith("pgbackrest/archive/%s/15-1/" % stanza) for k in _objects(hv, "pgbackrest/archive/%s/" % stanza, engine))
         assert "pgbackrest/backup/%s/%s/backup.manifest" % (stanza, label) in _objects(hv, "pgbackrest/backup/%s/" % stanza, engine)
     # the proof is recorded on each backup in its repository: the ledger every region reads with info
-    ledger = {b["id"]: b for b in pgbackrest.parse_info(_pgbackrest(engine, "info", "--output=json").stdout, stanza,
+    ledger = {b["id"]: b for b in pgbackrest.parse_info(run_pgbackrest(engine, "info", "--output=json").stdout, stanza,
                                                         dict(enumerate(regions, start=1)))["backups"]}
     for b in full["backups"]:
         assert ledger[b["id"]]["verification"]["ok"] and ledger[b["id"]]["verification"]["level"] == "list"
@@ -178,20 +130,20 @@ def test_wal_goes_to_both_regions_and_backups_to_each_through_the_tls_fronts_wit
     # through the WAL expiry identity, and the WAL only it needed with it
     oldest_wal = {r: _oldest_archived(engine, r) for r in regions}
     cluster.exec("SELECT pg_switch_wal()")
-    second = _backup(engine, "full", retention_full=1, expire_config=engine["expire"]["path"])
+    second = take_backup(engine, "full", retention_full=1, expire_config=engine["expire"]["path"])
     assert not second.get("failed"), second.get("msg")
     for key, repo in enumerate(regions, start=1):
         plan = second["expired"][repo]
         first_chain = [fulls[repo]["id"]] + [b["id"] for b in incr["backups"] if b["repositories"] == [repo]]
         assert plan["ok"] and plan["keep_full"] == 1 and sorted(plan["expired"]) == sorted(first_chain), plan
         assert _oldest_archived(engine, repo) > oldest_wal[repo], "the WAL only the expired chain needed is gone"
-    left = pgbackrest.parse_info(_pgbackrest(engine, "info", "--output=json").stdout, stanza,
+    left = pgbackrest.parse_info(run_pgbackrest(engine, "info", "--output=json").stdout, stanza,
                                  dict(enumerate(regions, start=1)))["backups"]
     assert sorted(b["id"] for b in left) == sorted(b["id"] for b in second["backups"])
     assert all(b["verification"]["ok"] for b in left)
     # least privilege holds for pgBackRest too: the WAL identity cannot list the backups - the lab's IAM denies it,
     # and info (which exits 0 all the same) reports each repository unreadable rather than empty
-    denied = _pgbackrest(engine, "info", "--output=json", config="wal")
+    denied = run_pgbackrest(engine, "info", "--output=json", config="wal")
     seen = pgbackrest.parse_info(denied.stdout, engine["stanza"], dict(enumerate(regions, start=1)))
     assert seen["backups"] == [], seen
     for name in regions:
@@ -202,18 +154,18 @@ def test_a_repository_that_fails_degrades_the_backup_and_the_others_still_get_th
     """Region 2's repository points at a bucket that does not exist: its backup fails and is reported; region 1's
     is taken; with every copy required the run fails naming the repository, with what it did in the result."""
     primary = engine["primary"]
-    repos = _repos("")
+    repos = repositories("")
     repos[1]["bucket"] = "fediflow-lab-no-such-bucket"
     broken = module("fediflow.dr.pgbackrest_config", dict(
         engine["common"], repositories=repos, path=os.path.join(engine["cluster"].base, "etc", "broken.conf"),
         access_key=primary["fediflow_s3_backup_access_key"], secret_key=primary["fediflow_s3_backup_secret_key"]))
     assert not broken.get("failed"), broken.get("msg")
     regions = [r["name"] for r in repos]
-    one = _backup(engine, "incr", config=broken["path"], required_copies=1)
+    one = take_backup(engine, "incr", config=broken["path"], required_copies=1)
     assert not one.get("failed"), one.get("msg")
     assert one["copies"] == 1 and one["degraded"] == [regions[1]] and one["repositories"][regions[0]]["ok"]
     assert one["repositories"][regions[1]]["detail"] and one["repositories"][regions[1]]["backup"] is None
     assert [b["repositories"] for b in one["backups"]] == [[regions[0]]]
-    every = _backup(engine, "incr", config=broken["path"])
+    every = take_backup(engine, "incr", config=broken["path"])
     assert every.get("failed") and regions[1] in every["msg"] and "1 of 2" in every["msg"], every.get("msg")
     assert every["copies"] == 1 and every["repositories"][regions[0]]["ok"]

@@ -38,16 +38,11 @@ def history():
 
 
 def _restore(cluster, **target):
-    port = free_port()
-    res = module(MOD, cluster.args(switch=False, action="pause", restore_port=port, **target))
-    assert res.get("failed") is not True, res.get("msg")
-    cluster.started.append(res["new_data_dir"])
-    return res, cluster.restored(port)
+    return cluster.restore_beside(cluster.args(action="pause", **target))
 
 
 def _stop(cluster, res):
-    from pair_fixtures import _as_pg
-    _as_pg([os.path.join(cluster.bindir, "pg_ctl"), "stop", "-D", res["new_data_dir"], "-m", "immediate", "-w"])
+    cluster.stop_restore(res)
 
 
 def test_time_target_restores_exactly_the_earlier_batches(history):

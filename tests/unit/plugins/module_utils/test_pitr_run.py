@@ -23,8 +23,8 @@ def params(tmp_path):
 
 
 def test_valid_input_passes(params):
-    target, timeline = pitr_run.validate(params)
-    assert target["kind"] == "time" and timeline == "auto"
+    target, timeline, engine = pitr_run.validate(params)
+    assert target["kind"] == "time" and timeline == "auto" and engine is None
 
 
 @pytest.mark.parametrize("change, words", [
