@@ -161,7 +161,7 @@ def info(p, check_mode=False):
     if p["timeout"] < 1:
         raise FediflowError("timeout must be 1 s or more")
     binary = pgbackrest.binary(p.get("binary"))
-    found = _info(p, binary, names, timeout=p["timeout"], down=unreachable(p, names))
+    found = read_info(p, binary, names, timeout=p["timeout"], down=unreachable(p, names))
     verified = [b for b in found["backups"] if b["verification"]["ok"]]
     return {"changed": False, "stanza": p["stanza"], "backups": found["backups"], "repositories": found["repositories"],
             "answering": [n for n in names if found["repositories"][n]["ok"]],
@@ -202,22 +202,25 @@ def unreachable(p, names):
     return down
 
 
-def _info(p, binary, names, timeout=600, down=None):
+def read_info(p, binary, names, timeout=600, down=None, texts=None):
     """What ``info`` says of the repositories that answer (each alone when one does not: ``--repo``); a down one is
-    reported with why, its backups unknown."""
+    reported with why, its backups unknown. ``texts``: a list that gets each answer as printed (``{key: text}``,
+    key None for all at once), for what else a reader takes from it (PITR: the archive id)."""
     down = down or {}
     keys = [(k, n) for k, n in enumerate(names, start=1) if n not in down]
     found = {"backups": [], "repositories": {n: {"ok": False, "code": None, "message": "not reachable: " + why}
                                              for n, why in down.items()}}
-    calls = [(None, dict(keys))] if not down else [(k, {k: n}) for k, n in keys]
+    # all at once ([]), or each answering repository alone (["--repo=K"]) when one is down
+    calls = [([], dict(keys))] if not down else [(["--repo=%d" % k], {k: n}) for k, n in keys]
     merged = {}
-    for key, repo_names in calls:
-        argv = pgbackrest.command(binary, p["config"], p["stanza"], "info", "--output=json",
-                                  *(["--repo=%d" % key] if key else []))
+    for only, repo_names in calls:
+        argv = pgbackrest.command(binary, p["config"], p["stanza"], "info", "--output=json", *only)
         res = run(argv, user=p["os_user"], timeout=timeout)
         if res.rc != 0:
             raise FediflowError("pgbackrest info failed (rc=%d): %s" % (res.rc, last_lines(res.stderr or res.stdout)))
         part = pgbackrest.parse_info(res.stdout, p["stanza"], repo_names)
+        if texts is not None:
+            texts.append((repo_names, res.stdout))
         found["repositories"].update({n: part["repositories"][n] for n in repo_names.values()})
         for entry in part["backups"]:
             known = merged.get(entry["id"])
@@ -268,7 +271,7 @@ def backup(p, check_mode):
     binary = pgbackrest.binary(p.get("binary"))
     required = p["required_copies"] or len(names)
     down = unreachable(p, names)
-    before = _info(p, binary, names, down=down)
+    before = read_info(p, binary, names, down=down)
     known = {b["id"] for b in before["backups"]}
     result = {"changed": not check_mode, "stanza": p["stanza"], "type": p["type"], "required_copies": required,
               "repositories": {}, "backups": [], "duration_s": 0.0}
@@ -316,7 +319,7 @@ def backup(p, check_mode):
     finally:
         if conn:
             conn.close()
-    after = _info(p, binary, names, down=down)
+    after = read_info(p, binary, names, down=down)
     new = [b for b in after["backups"] if b["id"] not in known]
     for name, state in result["repositories"].items():
         mine = [b for b in new if name in b["repositories"]]
@@ -392,7 +395,7 @@ def expire(p, binary, names):
     shows gone afterwards is reported, not what was planned; a repository whose expiry fails is reported and left
     as it was (the next run tries again)."""
     down = unreachable(p, names)
-    info = _info(p, binary, names, down=down)
+    info = read_info(p, binary, names, down=down)
     plans = _expiry_plans(p, names, info)
     for name, plan in plans.items():
         if plan["keep_full"] is None:
@@ -404,7 +407,7 @@ def expire(p, binary, names):
                                      "--repo%d-retention-full=%d" % (key, plan["keep_full"])),
                   user=p["os_user"], timeout=p["timeout"])
         plan.update(ok=res.rc == 0, rc=res.rc, detail="" if res.rc == 0 else last_lines(res.stderr or res.stdout))
-    after = _info(p, binary, names, down=down)
+    after = read_info(p, binary, names, down=down)
     present = {(b["id"], r) for b in after["backups"] for r in b["repositories"]}
     for name, plan in plans.items():
         plan["expired"] = [e["id"] for e in plan["expire"] if (e["id"], name) not in present] \

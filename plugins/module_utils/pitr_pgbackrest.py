@@ -32,7 +32,7 @@ import re
 import shlex
 import shutil
 
-from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest, pitr, repos as repositories
+from ansible_collections.fediflow.dr.plugins.module_utils import pgbackrest, pgbackrest_run, pitr, repos as repositories
 from ansible_collections.fediflow.dr.plugins.module_utils.common import FediflowError, current_user, last_lines, run
 from ansible_collections.fediflow.dr.plugins.module_utils.untrusted import Untrusted, check_size
 
@@ -258,11 +258,13 @@ def read_ledger(p, opts, result):
     that answered (``where``: the first repository holding it, in the configuration's order); a repository info
     could not read is ``down`` (with pgBackRest's message) and a warning - its backups unknown, never none."""
     names = opts["repositories"]
-    res = _pgbackrest(p, opts, "info", "--output=json")
-    if res.rc != 0:
-        raise FediflowError("pgbackrest info failed (rc=%d): %s" % (res.rc, last_lines(res.stderr or res.stdout)))
-    repo_names = dict(enumerate(names, start=1))
-    info = pgbackrest.parse_info(res.stdout, opts["stanza"], repo_names)
+    # a repository whose endpoint takes no connection (a lost region's) is left out before pgBackRest would retry it
+    # for minutes: info is then asked of each answering repository alone, the archive id read from the first
+    texts = []
+    info = pgbackrest_run.read_info({"config": opts["config"], "stanza": opts["stanza"], "os_user": p["os_user"]},
+                                    opts["binary"], names, down=pgbackrest_run.unreachable({"config": opts["config"]}, names),
+                                    texts=texts)
+    ident = next((i for i in (archive_id(text, opts["stanza"], repo_names) for repo_names, text in texts) if i), None)
     down = {n: s["message"] or "status code %s" % s["code"] for n, s in info["repositories"].items() if not s["ok"]}
     for name in names:
         if name in down:
@@ -278,7 +280,7 @@ def read_ledger(p, opts, result):
         if held:
             holders[entry["id"]] = holders_in_order(names, held)
             entries.append((consistent_by(entry), holders[entry["id"]][0][1]))
-    return entries, holders, down, archive_id(res.stdout, opts["stanza"], repo_names)
+    return entries, holders, down, ident
 
 
 def read_archive(p, opts, ident, down):
@@ -291,6 +293,8 @@ def read_archive(p, opts, ident, down):
     path = "archive/%s/%s" % (opts["stanza"], ident)
     listings, history_at = [], {}
     for key, name in enumerate(opts["repositories"], start=1):
+        if name in down:
+            continue   # unreadable or unreachable: its listing would fail, or wait out pgBackRest's retries
         res = _pgbackrest(p, opts, "repo-ls", "--recurse", "--output=json", "--repo=%d" % key, path=path)
         if res.rc != 0:
             down.setdefault(name, "repo-ls %s failed: %s" % (path, last_lines(res.stderr or res.stdout)))

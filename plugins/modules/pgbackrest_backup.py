@@ -172,7 +172,9 @@ stanza:
   returned: always
   type: str
 type:
-  description: The type asked for (V(auto) - each repository's is in RV(repositories)); pgBackRest makes a diff or incr a full one in a repository without a full backup.
+  description:
+    - The type asked for (V(auto) - each repository's is in RV(repositories)); pgBackRest makes a diff or incr a full
+      one in a repository without a full backup.
   returned: always
   type: str
 repositories:
