@@ -42,7 +42,8 @@ RETURN = r"""
 _raw:
   description:
     - One dict - C(engine), C(stanza), C(dir), C(configs) (C(wal), C(backup), C(expire)), C(spool_path), C(log_path),
-      C(lock_path), C(repositories) (C(name), C(bucket), C(region), C(endpoint_url)), C(repository_names), C(ca_file).
+      C(lock_path), C(repositories) (C(name), C(bucket), C(region), C(endpoint_url)), C(repository_names), C(ca_file),
+      C(restore) (M(fediflow.dr.pitr_restore)'s O(fediflow.dr.pitr_restore#module:pgbackrest) option for the host).
   type: list
   elements: dict
 """

@@ -80,8 +80,8 @@ def repo_path(prefix):
 # pgBackRest expires after every backup by the configured retention; the collection's retention runs ``expire`` itself
 # once the new backup is proven (plan_expiry), so the configuration keeps everything: an automatic expiry at the end
 # of ``backup`` would run before the new backup's verification and could remove the newest verified one.
-KEEP_ALL_FULL = "9999999"
-DEFAULT_ARCHIVE_GET_TIMEOUT_S = 5   # pgBackRest's maximum for repoN-retention-full
+KEEP_ALL_FULL = "9999999"   # pgBackRest's maximum for repoN-retention-full
+DEFAULT_ARCHIVE_GET_TIMEOUT_S = 5
 
 
 def repo_options(index, repo, identity, ca_file=None, cipher_pass=None):
@@ -201,7 +201,8 @@ DEFAULT_STANZA = "fediflow"
 def host_setup(hostvars):
     """Where a database host keeps the pgBackRest engine and what it names, from its inventory variables - one home
     for what the replication, backup, PITR and failover roles must agree on: ``{engine, stanza, dir, configs: {wal,
-    backup, expire}, spool_path, log_path, lock_path, repositories, repository_names, ca_file}``.
+    backup, expire}, spool_path, log_path, lock_path, repositories, repository_names, ca_file, restore}``
+    (``restore``: pitr_restore's ``pgbackrest`` option for this host).
 
     ``fediflow_backup_engine`` (native | pgbackrest); ``fediflow_pgbackrest_stanza`` (default fediflow);
     ``fediflow_pgbackrest_dir`` (default ``<the data directory's parent>/pgbackrest``: per cluster, so two clusters
@@ -238,6 +239,9 @@ def host_setup(hostvars):
         "spool_path": base + "/spool", "log_path": base + "/log", "lock_path": base + "/lock",
         "repositories": repositories, "repository_names": [r.get("name") for r in repositories],
         "ca_file": hostvars.get("fediflow_s3_ca_file") or None,
+        # pitr_restore's pgbackrest option for this host: the backup identity reads, the WAL identity's restore_command
+        "restore": {"config": base + "/backup.conf", "archive_config": base + "/wal.conf", "stanza": stanza,
+                    "repositories": [r.get("name") for r in repositories]},
     }
 
 
@@ -315,17 +319,26 @@ def parse_info(text, stanza, repo_names):
         if not isinstance(backups, list):
             _refuse(where, "backup is not a list")
         for raw in backups:
-            entry = _backup(raw, where, repo_names)
-            known = entries.get(entry["id"])
-            if known:
-                if (known["type"], known["stop_lsn"]) != (entry["type"], entry["stop_lsn"]):
-                    _refuse(where, "label %s names two different backups" % entry["id"])
-                known["repositories"] = sorted(set(known["repositories"]) | set(entry["repositories"]))
-            else:
-                entries[entry["id"]] = entry
+            merge_entry(entries, _backup(raw, where, repo_names), where)
     for name in repo_names.values():
         repositories.setdefault(name, {"ok": False, "code": None, "message": "not in pgbackrest info's answer"})
-    return {"backups": sorted(entries.values(), key=lambda e: (e["started_at"], e["id"])), "repositories": repositories}
+    return {"backups": oldest_first(entries), "repositories": repositories}
+
+
+def merge_entry(entries, entry, where="pgbackrest info"):
+    """``entry`` into ``entries`` (``{label: entry}``): one label held by several repositories is one backup with
+    their names; one label naming two different backups is refused."""
+    known = entries.get(entry["id"])
+    if known is None:
+        entries[entry["id"]] = entry
+        return
+    if (known["type"], known["stop_lsn"]) != (entry["type"], entry["stop_lsn"]):
+        _refuse(where, "label %s names two different backups" % entry["id"])
+    known["repositories"] = sorted(set(known["repositories"]) | set(entry["repositories"]))
+
+
+def oldest_first(entries):
+    return sorted(entries.values(), key=lambda e: (e["started_at"], e["id"]))
 
 
 def _repo_status(item, where, repo_names):
@@ -380,9 +393,7 @@ def verification_annotations(level, ok, at_epoch):
 def _verification(raw, error):
     """What the annotations say of the collection's proof: ``{ok, level, at}``; none, or any value that is not
     exactly what ``verification_annotations`` writes (annotations are anyone's to set), is not a proof."""
-    notes = raw.get("annotation")
-    if not isinstance(notes, dict):
-        return {"ok": False, "level": None, "at": None, "detail": "not verified by fediflow.dr"}
+    notes = raw.get("annotation") if isinstance(raw.get("annotation"), dict) else {}
     level, at = notes.get(VERIFIED_KEY), notes.get(VERIFIED_AT_KEY)
     if level is None:
         return {"ok": False, "level": None, "at": None, "detail": "not verified by fediflow.dr"}

@@ -204,8 +204,8 @@ def unreachable(p, names):
 
 def read_info(p, binary, names, timeout=600, down=None, texts=None):
     """What ``info`` says of the repositories that answer (each alone when one does not: ``--repo``); a down one is
-    reported with why, its backups unknown. ``texts``: a list that gets each answer as printed (``{key: text}``,
-    key None for all at once), for what else a reader takes from it (PITR: the archive id)."""
+    reported with why, its backups unknown. ``texts``: a list that gets each answer as printed, as ``(repo_names,
+    text)``, for what else a reader takes from it (PITR: the archive id)."""
     down = down or {}
     keys = [(k, n) for k, n in enumerate(names, start=1) if n not in down]
     found = {"backups": [], "repositories": {n: {"ok": False, "code": None, "message": "not reachable: " + why}
@@ -223,12 +223,8 @@ def read_info(p, binary, names, timeout=600, down=None, texts=None):
             texts.append((repo_names, res.stdout))
         found["repositories"].update({n: part["repositories"][n] for n in repo_names.values()})
         for entry in part["backups"]:
-            known = merged.get(entry["id"])
-            if known:
-                known["repositories"] = sorted(set(known["repositories"]) | set(entry["repositories"]))
-            else:
-                merged[entry["id"]] = entry
-    found["backups"] = sorted(merged.values(), key=lambda e: (e["started_at"], e["id"]))
+            pgbackrest.merge_entry(merged, entry)
+    found["backups"] = pgbackrest.oldest_first(merged)
     return found
 
 
@@ -347,7 +343,7 @@ def backup(p, check_mode):
                             result=result)
     if p.get("retention_full") or p.get("retention_days"):
         with timer.phase("expire"):
-            result["expired"] = expire(p, binary, names)
+            result["expired"] = expire(p, binary, names, down)
     result["phases"] = dict(timer.phases)
     result["duration_s"] = timer.elapsed()
     return result
@@ -389,12 +385,11 @@ def _expiry_plans(p, names, info):
     return plans
 
 
-def expire(p, binary, names):
+def expire(p, binary, names, down):
     """Retention through ``pgbackrest expire`` (backups and the WAL only they needed, together), per repository,
-    with the count ``plan_expiry`` derives from the ledger - the newest verified backup is never expired. What info
-    shows gone afterwards is reported, not what was planned; a repository whose expiry fails is reported and left
-    as it was (the next run tries again)."""
-    down = unreachable(p, names)
+    with the count ``plan_expiry`` derives from the ledger - the newest verified backup is never expired. ``down``:
+    the repositories the run's probe left out. What info shows gone afterwards is reported, not what was planned; a
+    repository whose expiry fails is reported and left as it was (the next run tries again)."""
     info = read_info(p, binary, names, down=down)
     plans = _expiry_plans(p, names, info)
     for name, plan in plans.items():

@@ -394,6 +394,8 @@ def test_host_setup_places_the_engine_per_cluster_and_puts_the_hosts_region_firs
     assert setup["dir"] == "/var/lib/postgresql/15/pgbackrest"
     assert setup["configs"] == {k: "/var/lib/postgresql/15/pgbackrest/%s.conf" % k for k in ("wal", "backup", "expire")}
     assert setup["repository_names"] == ["eu-west-1", "us-east-1"]
+    assert setup["restore"] == {"config": setup["configs"]["backup"], "archive_config": setup["configs"]["wal"],
+                                "stanza": "fediflow", "repositories": ["eu-west-1", "us-east-1"]}
     # an http endpoint (the native engine's, the lab's moto) is replaced by the https one given, else dropped
     assert [r["endpoint_url"] for r in setup["repositories"]] == [None, "https://198.18.0.11:15011"]
     # the configuration module takes the entries as they are (repos.normalize, then pgBackRest's options)
